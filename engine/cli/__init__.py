@@ -1,0 +1,48 @@
+"""The `engine` command. Each subcommand lives in its own module and only renders what the service
+and the store return; errors become messages and exit codes here, in one place."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from engine.errors import (
+    DefinitionError,
+    EngineError,
+    ParamsError,
+    RunnerError,
+)
+
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+
+
+def exit_code(error: EngineError) -> int:
+    """Refused input (definition, params, runners) is 2; anything else that went wrong is 1."""
+    if isinstance(error, DefinitionError | ParamsError | RunnerError):
+        return EXIT_REFUSED
+    return EXIT_FAILED
+
+
+class EngineGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EngineError as error:
+            click.echo(f"error: {error}" if not isinstance(error, DefinitionError) else str(error),
+                       err=True)
+            sys.exit(exit_code(error))
+
+
+@click.group(cls=EngineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="engine")
+def cli() -> None:
+    """A DAG-ready batch workflow engine with a YAML definition DSL."""
+
+
+def main() -> None:
+    from engine.cli import commands, runs  # noqa: F401  (registers the subcommands)
+
+    cli()

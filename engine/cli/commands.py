@@ -1,0 +1,119 @@
+"""`engine validate`, `run`, `graph` and `schema`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli import EXIT_FAILED, cli
+from engine.cli.options import Config, json_option, pass_config
+from engine.errors import DefinitionError, ParamsError
+
+
+def definition_files(paths: tuple[str, ...]) -> list[Path]:
+    """The files named, and every `*.yaml`/`*.yml` below the folders named, sorted."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        else:
+            files.append(path)
+    return files
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@pass_config
+def validate(paths: tuple[str, ...], config: Config) -> None:
+    """Check definition files (or folders of them); print every error as file:line:col."""
+    from engine.definition import load_file
+
+    registry = config.registry()
+    files = definition_files(paths)
+    if not files:
+        raise click.UsageError(f"no *.yaml or *.yml files in {', '.join(paths)}")
+    bad = 0
+    for file in files:
+        try:
+            load_file(file, registry)
+        except DefinitionError as error:
+            bad += 1
+            for problem in error.problems:
+                click.echo(str(problem), err=True)
+    click.echo(f"{len(files) - bad} of {len(files)} definitions valid", err=True)
+    sys.exit(EXIT_FAILED if bad else 0)
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ParamsError([f"-p {pair!r}: expected KEY=VALUE"])
+        params[key] = value
+    return params
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A run param; repeat for more. Arrays and objects as JSON.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (order, edges, conditions); run nothing.")
+@json_option
+@pass_config
+def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config: Config) -> None:
+    """Run one instance of FILE and wait for its end (exit 0 succeeded, 1 failed, 2 refused)."""
+    from engine.cli import render
+    from engine.definition import load_file
+    from engine.dispatch import resolve_dispatcher
+    from engine.service import BatchService
+
+    registry = config.registry()
+    loaded = load_file(file, registry)
+    prepared = BatchService.prepare(loaded, parse_params(params))
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(prepared.plan(), indent=2))
+        else:
+            render.plan(prepared.plan())
+        return
+    dispatcher = resolve_dispatcher(None, registry)
+    try:
+        service = BatchService(config.store(), dispatcher)
+        instance_id = service.start(prepared)
+        render.console.print(f"instance {instance_id} of {loaded.name} started")
+        view = service.execute(prepared, instance_id, render.Progress())
+    finally:
+        dispatcher.close()
+    render.instance_summary(view)
+    if as_json:
+        click.echo(json.dumps(view.to_json(), indent=2))
+    sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+def graph(file: str, fmt: str) -> None:
+    """Print the step graph of FILE as Mermaid or Graphviz dot."""
+    from engine.definition import load_file
+
+    loaded = load_file(file)
+    click.echo(loaded.graph.to_mermaid() if fmt == "mermaid" else loaded.graph.to_dot(), nl=False)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the definition DSL."""
+    from engine.definition.schema import json_schema_text
+
+    click.echo(json_schema_text(), nl=False)
+
+
+

@@ -1,0 +1,56 @@
+"""Options shared by several commands, injected by one decorator each."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from engine.store import DEFAULT_URL
+
+DATABASE_ENV = "ENGINE_DATABASE_URL"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Config:
+    """What `--db` and `--runners` chose, with the store and registry built on first use."""
+
+    db: str
+    runners: tuple[str, ...] = ()
+    _store: Any = field(default=None, repr=False)
+
+    def store(self) -> Any:
+        if self._store is None:
+            from engine.store import Store
+
+            self._store = Store(self.db)
+        return self._store
+
+    def registry(self) -> Any:
+        from engine.registry import discover
+
+        return discover(self.runners)
+
+
+def pass_config(fn: F) -> F:
+    """Add `--db` and `--runners` and pass the command a `Config` as `config`."""
+
+    @click.option("--db", envvar=DATABASE_ENV, default=DEFAULT_URL, show_default=True,
+                  help=f"Database URL (or ${DATABASE_ENV}).")
+    @click.option("--runners", "runners", multiple=True, metavar="MODULE|PATH",
+                  help="Extra runner modules or folders (also $ENGINE_RUNNERS, comma-separated).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, db: str, runners: tuple[str, ...], **kwargs: Any) -> Any:
+        return fn(*args, config=Config(db, runners), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON on stdout and nothing else there."
+)

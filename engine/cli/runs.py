@@ -1,0 +1,50 @@
+"""`engine runs list` and `engine runs show`: instance history from the store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from engine.cli import cli
+from engine.cli.options import Config, json_option, pass_config
+from engine.status import InstanceStatus
+
+
+@cli.group()
+def runs() -> None:
+    """Instance history."""
+
+
+@runs.command("list")
+@click.option("--definition", help="Only instances of this definition name.")
+@click.option("--status", type=click.Choice([s.value for s in InstanceStatus]))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+@pass_config
+def list_runs(
+    definition: str | None, status: str | None, limit: int, as_json: bool, config: Config
+) -> None:
+    """Instances, newest first."""
+    views = config.store().list_instances(definition, status, limit)
+    if as_json:
+        click.echo(json.dumps([v.to_json() for v in views], indent=2))
+    else:
+        from engine.cli import render
+
+        render.instance_list(views)
+
+
+@runs.command("show")
+@click.argument("instance_id", type=int)
+@json_option
+@pass_config
+def show(instance_id: int, as_json: bool, config: Config) -> None:
+    """One instance with every step attempt (exit 1 for an unknown id)."""
+    view = config.store().get_instance(instance_id)
+    if as_json:
+        click.echo(json.dumps(view.to_json(), indent=2))
+    else:
+        from engine.cli import render
+
+        render.instance_detail(view)

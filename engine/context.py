@@ -1,0 +1,41 @@
+"""What a runner sees of the run it is part of."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+_runner_logger = logging.getLogger("engine.runner")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The second argument of every runner.
+
+    `results` holds the results of the step's direct upstream steps, by step id. A runner that may
+    outlive its `timeoutSeconds` should poll `cancelled` (or `cancel_event.wait(seconds)` instead of
+    `time.sleep`) and return early once it is set: the engine cannot stop a thread from outside.
+    """
+
+    instance_id: int
+    step_id: str
+    attempt: int
+    params: dict[str, Any]
+    results: dict[str, Any]
+    run: dict[str, Any]
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the attempt timed out or the instance was cancelled."""
+        return self.cancel_event.is_set()
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that tags each record with the instance, step and attempt."""
+        return logging.LoggerAdapter(
+            _runner_logger,
+            {"instance_id": self.instance_id, "step_id": self.step_id, "attempt": self.attempt},
+        )

@@ -1,0 +1,270 @@
+"""Loading a definition: safe YAML, pydantic, then the checks pydantic cannot make.
+
+Every problem is located at the YAML node it concerns, and all problems of a file are reported
+together: a user fixes a file in one pass, not one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import typing
+import zoneinfo
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+from pydantic import BaseModel, ValidationError
+
+from engine.definition.models import Definition
+from engine.definition.source import YamlDocument, parse_yaml
+from engine.errors import DefinitionError, Problem
+from engine.expressions import Compiled, ExpressionError, TemplateTree, compile_condition
+from engine.graph import StepGraph
+from engine.params import ParamsSpec
+
+if typing.TYPE_CHECKING:
+    from engine.registry import JobRegistry
+
+
+@dataclass
+class LoadedDefinition:
+    """A valid definition with its graph and every expression compiled, ready to run."""
+
+    definition: Definition
+    graph: StepGraph
+    source: str
+    file: str
+    version: str
+    params: ParamsSpec
+    conditions: dict[str, Compiled] = field(default_factory=dict)
+    edge_conditions: dict[tuple[str, int], Compiled] = field(default_factory=dict)
+    """By (target step, index of the edge in the target's incoming edges)."""
+    inputs: dict[str, TemplateTree] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+def load_file(path: str | Path, registry: JobRegistry | None = None) -> LoadedDefinition:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DefinitionError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError([Problem(str(path), 1, 1, f"not UTF-8 text: {exc}")]) from None
+    return load_text(text, str(path), registry)
+
+
+def load_text(text: str, file: str, registry: JobRegistry | None = None) -> LoadedDefinition:
+    """Validate a definition; raise DefinitionError with every located problem.
+
+    Runner keys are checked only when a registry is given.
+    """
+    document = parse_yaml(text, file)
+    if not isinstance(document.data, dict):
+        raise DefinitionError([document.problem([], "a definition must be a YAML mapping")])
+    try:
+        definition = Definition.model_validate(document.data)
+    except ValidationError as exc:
+        raise DefinitionError(_sorted(_pydantic_problems(exc, document))) from None
+    return _Checker(definition, document, text, registry).run()
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.line, p.column))
+
+
+class _Checker:
+    """The checks beyond pydantic: ids, edges, cycles, runners, expressions, cron, params."""
+
+    def __init__(
+        self, definition: Definition, document: YamlDocument, text: str,
+        registry: JobRegistry | None,
+    ) -> None:
+        self.definition = definition
+        self.document = document
+        self.text = text
+        self.registry = registry
+        self.problems: list[Problem] = []
+
+    def add(self, path: Sequence[str | int], message: str, *, key: bool = False) -> None:
+        self.problems.append(self.document.problem(path, message, key=key))
+
+    def run(self) -> LoadedDefinition:
+        d = self.definition
+        self._check_ids()
+        graph = StepGraph(d)
+        self._check_edges(graph)
+        cycles = graph.cycles()
+        for cycle in cycles:
+            edge = next(e for e in graph.edges if e.source == cycle[0] and e.target in cycle)
+            self.add(edge.path, "cycle: " + " -> ".join([*cycle, cycle[0]]))
+        self._check_runners()
+        self._check_schedule()
+        params = ParamsSpec(d.params)  # param defaults compile here; checked below
+        loaded = LoadedDefinition(
+            d, graph, self.text, self.document.file,
+            hashlib.sha256(self.text.encode()).hexdigest(), params,
+        )
+        self._check_params(params)
+        self._compile(loaded)
+        if self.problems:
+            raise DefinitionError(_sorted(self.problems))
+        return loaded
+
+    def _check_ids(self) -> None:
+        seen: dict[str, int] = {}
+        for i, step in enumerate(self.definition.steps):
+            first = seen.setdefault(step.id, i)
+            if first != i:
+                self.add(("steps", i, "id"), f"duplicate step id {step.id!r} (first as steps[{first}])")
+
+    def _check_edges(self, graph: StepGraph) -> None:
+        ids = set(graph.order)
+        pairs: set[tuple[str, str]] = set()
+        for edge in graph.edges:
+            if edge.target not in ids:
+                self.add(edge.path, f"nextSteps names unknown step {edge.target!r}"
+                         + _hint(edge.target, graph.order))
+            elif (edge.source, edge.target) in pairs:
+                self.add(edge.path, f"step {edge.source!r} lists {edge.target!r} twice in nextSteps")
+            pairs.add((edge.source, edge.target))
+
+    def _check_runners(self) -> None:
+        if self.registry is None:
+            return
+        for i, step in enumerate(self.definition.steps):
+            key = step.runner_key
+            if key not in self.registry:
+                path = ("steps", i, "runner") if step.runner else ("steps", i, "id")
+                self.add(path, f"unknown runner {key!r}{_hint(key, self.registry.keys())}; "
+                               f"known runners: {self.registry.describe_keys()}")
+
+    def _check_schedule(self) -> None:
+        d = self.definition
+        if d.cron is not None and not croniter.is_valid(d.cron):
+            self.add(("cron",), f"invalid cron expression {d.cron!r}")
+        try:
+            zoneinfo.ZoneInfo(d.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.add(("timezone",), f"unknown time zone {d.timezone!r} (an IANA name such as "
+                                    "'Europe/Paris' is expected)")
+
+    def _check_params(self, params: ParamsSpec) -> None:
+        for name, template in params.templates.items():
+            if template.steps or "steps" in template.source:
+                self.add(("params", name, "default"), "a param default may use only `run`")
+        for name in self.definition.params:
+            why = params.check_default(name)
+            if why:
+                self.add(("params", name, "default"), f"default does not fit the type: {why}")
+
+    def _compile(self, loaded: LoadedDefinition) -> None:
+        graph = loaded.graph
+        for i, step in enumerate(self.definition.steps):
+            if step.condition is not None:
+                compiled = self._expression(("steps", i, "condition"), step.condition)
+                if compiled:
+                    self._check_refs(("steps", i, "condition"), compiled, step.id, graph)
+                    loaded.conditions[step.id] = compiled
+            tree = TemplateTree(step.inputs)
+            for path, exc in tree.errors:
+                self.add(("steps", i, "inputs", *path), f"template: {exc}")
+            self._check_refs(("steps", i, "inputs"), tree, step.id, graph)
+            if not tree.is_static:
+                loaded.inputs[step.id] = tree
+        for target, edges in graph.incoming.items():
+            for j, edge in enumerate(edges):
+                if edge.condition is None:
+                    continue
+                path = (*edge.path, "condition")
+                compiled = self._expression(path, edge.condition)
+                if compiled:
+                    self._check_refs(path, compiled, edge.source, graph, itself=True)
+                    loaded.edge_conditions[(target, j)] = compiled
+
+    def _expression(self, path: Sequence[str | int], source: str) -> Compiled | None:
+        try:
+            return compile_condition(source)
+        except ExpressionError as exc:
+            self.add(path, f"expression: {exc}")
+            return None
+
+    def _check_refs(
+        self, path: Sequence[str | int], compiled: Compiled | TemplateTree, step: str,
+        graph: StepGraph, *, itself: bool = False,
+    ) -> None:
+        for ref in sorted(compiled.steps):
+            if ref not in graph.incoming:
+                self.add(path, f"unknown step {ref!r} in steps.{ref}" + _hint(ref, graph.order))
+            elif not (itself and ref == step) and ref not in graph.ancestors(step):
+                self.add(path, f"steps.{ref} is not upstream of {step!r}: its result is not "
+                               "known when this is evaluated")
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _pydantic_problems(exc: ValidationError, document: YamlDocument) -> Iterator[Problem]:
+    for error in exc.errors():
+        loc = error["loc"]
+        where = _dotted(loc, document)
+        if error["type"] == "extra_forbidden":
+            known = _known_keys(loc)
+            hint = _hint(str(loc[-1]), known) or (f"; allowed: {', '.join(known)}" if known else "")
+            yield document.problem(loc, f"{where}: unknown key {loc[-1]!r}{hint}", key=True)
+        elif error["type"] == "missing":
+            yield document.problem(loc, f"{where}: required key is missing")
+        else:
+            yield document.problem(loc, f"{where}: {error['msg']}")
+
+
+def _dotted(loc: Sequence[str | int], document: YamlDocument) -> str:
+    """`steps[2].nextSteps[0].step`, leaving out pydantic's union tags."""
+    text = ""
+    node_path: list[str | int] = []
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("name", "edge") and node_path[-2:-1] == ["nextSteps"]:
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+        node_path.append(part)
+    return text or "(top level)"
+
+
+def _known_keys(loc: Sequence[str | int]) -> list[str]:
+    """The keys allowed in the mapping that holds `loc[-1]`, found by walking the model types."""
+    current: Any = Definition
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+            continue
+        for model in _models_in(current):
+            fields = {f.alias or n: f.annotation for n, f in model.model_fields.items()}
+            if part in fields:
+                current = fields[part]
+                break
+    models = _models_in(current)
+    return [f.alias or n for n, f in models[0].model_fields.items()] if models else []
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    if typing.get_origin(tp) is dict:
+        return []
+    return [m for arg in typing.get_args(tp) for m in _models_in(arg)]
+

@@ -1,0 +1,169 @@
+"""The pydantic models of the YAML DSL (docs/dsl.md is their reference).
+
+Attribute names are snake_case; the YAML keys are their camelCase aliases. Every model forbids
+unknown keys, so a typo such as `nextStep` is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class DslModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class On(StrEnum):
+    """Which end of the upstream step makes an edge fire."""
+
+    success = "success"
+    failure = "failure"
+    always = "always"
+
+
+class Join(StrEnum):
+    """How many incoming edges must fire for a step to run."""
+
+    all = "all"
+    any = "any"
+
+
+class Retry(DslModel):
+    """How often and how patiently a failed step is tried again."""
+
+    max_attempts: int = Field(1, ge=1, le=1000)
+    """Every attempt counts, the first included: 1 means no retry."""
+    delay_seconds: float = Field(0, ge=0)
+    """Wait before the second attempt."""
+    backoff: float = Field(1.0, ge=1.0)
+    """Factor by which the wait grows after each further attempt."""
+    max_delay_seconds: float | None = Field(None, ge=0)
+    """Upper bound of the wait."""
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt number `failed_attempt` (1-based) failed."""
+        wait = self.delay_seconds * self.backoff ** (failed_attempt - 1)
+        return wait if self.max_delay_seconds is None else min(wait, self.max_delay_seconds)
+
+
+class Edge(DslModel):
+    """An edge to a downstream step."""
+
+    step: str
+    """The id of the downstream step."""
+    on: On = On.success
+    """Fire on this end of the upstream step: success, failure, or always (skipped included)."""
+    condition: str | None = None
+    """A Jinja2 expression; the edge fires only when it is true."""
+
+
+def _edge_form(value: Any) -> str:
+    return "name" if isinstance(value, str) else "edge"
+
+
+EdgeSpec = Annotated[
+    Annotated[str, Tag("name")] | Annotated[Edge, Tag("edge")], Discriminator(_edge_form)
+]
+
+
+class ParamType(StrEnum):
+    string = "string"
+    number = "number"
+    integer = "integer"
+    boolean = "boolean"
+    array = "array"
+    object = "object"
+
+
+class Param(DslModel):
+    """A typed input of a run. A param without `default` is required."""
+
+    type: ParamType = ParamType.string
+    description: str | None = None
+    default: Any = None
+    """The value when a run does not give one; strings may be `{{ }}` templates over `run`."""
+    enum: list[Any] | None = None
+    """The only values allowed."""
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+
+class StepSettings(DslModel):
+    """Settings a step may set itself or inherit from `defaults`."""
+
+    retry: Retry | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+    """Bound of one attempt; a timed-out attempt fails with a timeout error."""
+    queue: str | None = None
+    """With the Celery dispatcher: only workers listening on this queue take the step."""
+
+
+class Step(StepSettings):
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    """Unique within the definition."""
+    runner: str | None = None
+    """The `@job_handler` key; defaults to the id."""
+    description: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the runner; strings are rendered as `{{ }}` templates."""
+    condition: str | None = None
+    """A Jinja2 expression; false means the step is skipped."""
+    next_steps: list[EdgeSpec] | None = None
+    """Downstream steps. Once any step declares nextSteps, the graph is exactly these edges."""
+    join: Join = Join.all
+    """all: every incoming edge must fire; any: at least one."""
+    allow_failure: bool = False
+    """True: this step failing does not fail the instance."""
+
+    @property
+    def runner_key(self) -> str:
+        return self.runner or self.id
+
+    @property
+    def edges(self) -> list[Edge]:
+        return [Edge(step=e) if isinstance(e, str) else e for e in self.next_steps or ()]
+
+
+class Definition(DslModel):
+    """A batch definition: what runs, in which order, on which schedule."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=200)
+    description: str | None = None
+    cron: str | None = None
+    """A croniter expression; the scheduler fires each tick once."""
+    timezone: str = "UTC"
+    """IANA time zone of `cron`."""
+    catchup: Literal["none", "latest", "all"] = "latest"
+    """Ticks missed while no scheduler ran: none, the latest only, or all."""
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    """A tick while the previous scheduled run still runs: skip it, queue it, or allow both."""
+    concurrency: int = Field(1, ge=1, le=1024)
+    """Steps of one instance in flight at once."""
+    params: dict[str, Param] = Field(default_factory=dict)
+    defaults: StepSettings = Field(default_factory=StepSettings)
+    steps: list[Step] = Field(min_length=1)
+
+    @property
+    def is_dag(self) -> bool:
+        return any(step.next_steps is not None for step in self.steps)
+
+    def settings(self, step: Step) -> tuple[Retry, float | None, str | None]:
+        """A step's retry policy, timeout and queue after inheriting `defaults`."""
+        retry = step.retry or self.defaults.retry or Retry()
+        timeout = step.timeout_seconds or self.defaults.timeout_seconds
+        return retry, timeout, step.queue or self.defaults.queue

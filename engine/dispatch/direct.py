@@ -1,0 +1,125 @@
+"""The in-process dispatcher: sync runners on a pool of daemon threads, async runners on one
+event loop thread.
+
+The threads are daemons so that a runner ignoring its timeout cannot keep the process alive after
+the instance has ended: it is abandoned, its result discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from engine.context import StepContext
+from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
+from engine.registry import JobRegistry
+
+
+class _ThreadPool:
+    """Daemon worker threads, grown on demand: a thread stuck in a runaway runner never blocks
+    the next task, and idle threads are reused."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, name="engine-runner", daemon=True).start()
+        self._tasks.put(work)
+
+    def _work(self) -> None:
+        while True:
+            work = self._tasks.get()
+            work()
+            with self._lock:
+                self._idle += 1
+
+
+class DirectDispatcher(Dispatcher):
+    """Runs attempts in this process, through the given registry."""
+
+    def __init__(self, registry: JobRegistry) -> None:
+        self.registry = registry
+        self._pool = _ThreadPool()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self._running: dict[tuple[int, str, int], tuple[StepContext, Any]] = {}
+
+    def submit(self, task: StepTask, done: Done) -> None:
+        try:
+            runner = self.registry.get(task.runner)
+        except Exception as exc:
+            done(StepOutcome.failure(task, exc))
+            return
+        ctx = StepContext(
+            task.instance_id, task.step_id, task.attempt, task.params, task.results, task.run
+        )
+        key = (task.instance_id, task.step_id, task.attempt)
+        if runner.is_async:
+            future = asyncio.run_coroutine_threadsafe(
+                self._run_async(runner.resolve(), task, ctx), self._event_loop()
+            )
+            self._running[key] = (ctx, future)
+            future.add_done_callback(lambda f: self._finish(key, done, _settled(task, f)))
+        else:
+            self._running[key] = (ctx, None)
+            self._pool.submit(lambda: self._finish(key, done, _call(runner.resolve, task, ctx)))
+
+    def _finish(self, key: tuple[int, str, int], done: Done, outcome: StepOutcome) -> None:
+        self._running.pop(key, None)
+        done(outcome)
+
+    def cancel(self, task: StepTask) -> None:
+        running = self._running.get((task.instance_id, task.step_id, task.attempt))
+        if running is None:
+            return
+        ctx, future = running
+        ctx.cancel_event.set()
+        if future is not None:
+            future.cancel()
+
+    @staticmethod
+    async def _run_async(fn: Callable[..., Any], task: StepTask, ctx: StepContext) -> StepOutcome:
+        try:
+            return StepOutcome.success(task, await fn(task.inputs, ctx))
+        except BaseException as exc:  # a cancelled coroutine reports too
+            return StepOutcome.failure(task, exc)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="engine-async-runners", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+
+def _settled(task: StepTask, future: concurrent.futures.Future[StepOutcome]) -> StepOutcome:
+    if future.cancelled():
+        return StepOutcome(task, ok=False, error="cancelled")
+    return future.result()
+
+
+def _call(
+    resolve: Callable[[], Callable[..., Any]], task: StepTask, ctx: StepContext
+) -> StepOutcome:
+    try:
+        return StepOutcome.success(task, resolve()(task.inputs, ctx))
+    except BaseException as exc:  # SystemExit from a runner must not kill the worker silently
+        return StepOutcome.failure(task, exc)

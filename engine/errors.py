@@ -1,0 +1,70 @@
+"""The engine's one exception tree.
+
+The CLI and the HTTP API map these groups to exit codes and status codes in one place each; nothing
+below `EngineError` should ever reach a user as a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located finding in a definition file."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class DefinitionError(EngineError):
+    """A batch definition (or a run's params) is invalid; carries every problem found at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ParamsError(EngineError):
+    """The params given for a run do not match the definition's typed params."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+class RunnerError(EngineError):
+    """Something is wrong with a runner: its registration, discovery or lookup."""
+
+
+class DuplicateRunner(RunnerError):
+    """Two runners claim one key."""
+
+
+class RunnerNotFound(RunnerError):
+    """No runner is registered under a key."""
+
+
+class DispatchError(EngineError):
+    """A dispatcher could not be chosen or could not hand a step over."""
+
+
+class StoreError(EngineError):
+    """The store could not be opened or queried."""
+
+
+class InstanceNotFound(StoreError):
+    """No batch instance has the given id."""
+
+
+class ScheduleError(EngineError):
+    """A cron expression or time zone is unusable."""

@@ -1,0 +1,331 @@
+"""The executor: runs one instance of a definition to its end.
+
+Event-driven: each step keeps a count of upstream steps still running; a step's end decrements its
+downstream counts, and a count reaching zero makes that step ready. Nothing rescans the graph, so
+a run costs time linear in steps plus edges.
+
+Each round of the loop writes, in one transaction, the attempts that ended and the attempts about
+to start, and only then hands the new attempts to the dispatcher: a result is durable before any
+step that depends on it starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from engine.definition import LoadedDefinition
+from engine.definition.models import Join, On, Retry
+from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
+from engine.expressions import Compiled, TemplateTree
+from engine.status import InstanceStatus, StepStatus
+from engine.store import AttemptEnd, AttemptStart, Store
+from engine.store.types import utcnow
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step attempt started or ended; what progress displays are fed."""
+
+    step: str
+    attempt: int
+    status: StepStatus
+    at: datetime
+    error: str | None = None
+    retry_in: float | None = None
+    """Seconds until the next attempt, when a failed attempt will be retried."""
+
+
+Listener = Callable[[StepEvent], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an instance ended."""
+
+    status: InstanceStatus
+    error: str | None = None
+
+
+@dataclass
+class _Incoming:
+    source: str
+    on: On
+    condition: Compiled | None
+
+
+@dataclass
+class _Plan:
+    """One step as the executor needs it, precomputed so a round does no lookups."""
+
+    index: int
+    id: str
+    runner: str
+    retry: Retry
+    timeout: float | None
+    queue: str | None
+    allow_failure: bool
+    join: Join
+    condition: Compiled | None
+    inputs: TemplateTree | dict[str, Any]
+    incoming: list[_Incoming]
+    downstream: list[str]
+    waiting: int = 0
+    attempt: int = 0
+    status: StepStatus | None = None
+
+
+@dataclass(order=True)
+class _Timer:
+    due: float
+    index: int
+    step: str = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+_FIRES = {
+    On.success: {"succeeded"},
+    On.failure: {"failed"},
+    On.always: {"succeeded", "failed", "skipped", "cancelled"},
+}
+"""Which ends of the upstream step make an edge fire, by the edge's `on`."""
+
+
+class Executor:
+    """Runs one instance: readiness, conditions, joins, retries, timeouts, concurrency."""
+
+    def __init__(
+        self,
+        loaded: LoadedDefinition,
+        store: Store,
+        dispatcher: Dispatcher,
+        instance_id: int,
+        params: dict[str, Any],
+        run: dict[str, Any],
+        listener: Listener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.definition = loaded.definition
+        self.store = store
+        self.dispatcher = dispatcher
+        self.instance_id = instance_id
+        self.params = params
+        self.run_info = run
+        self.listener = listener
+        self.clock = clock
+        self.concurrency = self.definition.concurrency
+        self.plans = _plans(loaded)
+        self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
+        self._outcomes: queue.SimpleQueue[StepOutcome] = queue.SimpleQueue()
+        self._runnable: list[tuple[int, str]] = []
+        self._retries: list[_Timer] = []
+        self._deadlines: list[_Timer] = []
+        self._in_flight: dict[str, StepTask] = {}
+        self._ends: list[AttemptEnd] = []
+        self._starts: list[AttemptStart] = []
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        with self.store.connect() as conn:
+            try:
+                self._settle([p.id for p in self.plans.values() if p.waiting == 0])
+                while True:
+                    tasks = self._start_runnable()
+                    if self._ends or self._starts:
+                        self.store.record(conn, self.instance_id, self._ends, self._starts)
+                        self._ends, self._starts = [], []
+                    for task in tasks:
+                        self.dispatcher.submit(task, self._outcomes.put)
+                    if not (self._in_flight or self._retries or self._runnable):
+                        break
+                    self._wait()
+            except KeyboardInterrupt:
+                self._cancel_in_flight()
+                self.store.record(conn, self.instance_id, self._ends, self._starts)
+                return Outcome(InstanceStatus.cancelled, "interrupted")
+        return self._outcome()
+
+    def _wait(self) -> None:
+        """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
+        timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
+        timeout = max(0.0, min(timers) - self.clock()) if timers else None
+        try:
+            self._handle(self._outcomes.get(timeout=timeout))
+            while True:
+                self._handle(self._outcomes.get_nowait())
+        except queue.Empty:
+            pass
+        now = self.clock()
+        while self._retries and self._retries[0].due <= now:
+            timer = heapq.heappop(self._retries)
+            heapq.heappush(self._runnable, (timer.index, timer.step))
+        while self._deadlines and self._deadlines[0].due <= now:
+            timer = heapq.heappop(self._deadlines)
+            task = self._in_flight.get(timer.step)
+            if task is not None and task.attempt == timer.attempt:
+                self.dispatcher.cancel(task)
+                limit = self.plans[timer.step].timeout
+                self._handle(StepOutcome(task, ok=False, error=f"timeout: the attempt ran "
+                                                               f"longer than {limit:g}s"))
+
+    def _outcome(self) -> Outcome:
+        failed = [
+            p.id for p in self.plans.values()
+            if p.status is StepStatus.failed and not p.allow_failure
+        ]
+        if failed:
+            return Outcome(InstanceStatus.failed, "failed steps: " + ", ".join(failed))
+        return Outcome(InstanceStatus.succeeded)
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def _start_runnable(self) -> list[StepTask]:
+        tasks = []
+        while self._runnable and len(self._in_flight) < self.concurrency:
+            _, step = heapq.heappop(self._runnable)
+            plan = self.plans[step]
+            try:
+                inputs = plan.inputs.render(self.scope) if isinstance(plan.inputs, TemplateTree) \
+                    else plan.inputs
+            except Exception as exc:
+                self._fail_before_start(plan, f"inputs: {exc}")
+                continue
+            plan.attempt += 1
+            task = StepTask(
+                self.instance_id, step, plan.attempt, plan.runner, inputs, self.params,
+                {up.source: self.scope["steps"][up.source]["result"] for up in plan.incoming},
+                self.run_info, plan.timeout, plan.queue,
+            )
+            now = utcnow()
+            self._starts.append(AttemptStart(step, plan.attempt, StepStatus.running, now))
+            self._in_flight[step] = task
+            if plan.timeout is not None:
+                heapq.heappush(self._deadlines, _Timer(
+                    self.clock() + plan.timeout, plan.index, step, plan.attempt))
+            self._emit(StepEvent(step, plan.attempt, StepStatus.running, now))
+            tasks.append(task)
+        return tasks
+
+    def _fail_before_start(self, plan: _Plan, error: str) -> None:
+        """A step whose condition or inputs could not be evaluated fails without a runner call."""
+        plan.attempt += 1
+        now = utcnow()
+        self._starts.append(AttemptStart(
+            plan.id, plan.attempt, StepStatus.failed, now, now, None, error))
+        self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
+        self._settle(self._end(plan, StepStatus.failed, None))
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _handle(self, outcome: StepOutcome) -> None:
+        task = outcome.task
+        current = self._in_flight.get(task.step_id)
+        if current is None or current.attempt != task.attempt:
+            return  # a late outcome of an attempt already ended (timed out)
+        del self._in_flight[task.step_id]
+        plan = self.plans[task.step_id]
+        now = utcnow()
+        if outcome.ok:
+            self._ends.append(AttemptEnd(
+                plan.id, task.attempt, StepStatus.succeeded, now, outcome.result))
+            self._emit(StepEvent(plan.id, task.attempt, StepStatus.succeeded, now))
+            self._settle(self._end(plan, StepStatus.succeeded, outcome.result))
+            return
+        self._ends.append(AttemptEnd(
+            plan.id, task.attempt, StepStatus.failed, now, None, outcome.error))
+        if task.attempt < plan.retry.max_attempts:
+            delay = plan.retry.delay(task.attempt)
+            heapq.heappush(self._retries, _Timer(
+                self.clock() + delay, plan.index, plan.id, task.attempt))
+            self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now,
+                                 outcome.error, retry_in=delay))
+            return
+        self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now, outcome.error))
+        self._settle(self._end(plan, StepStatus.failed, None))
+
+    def _end(self, plan: _Plan, status: StepStatus, result: Any) -> list[str]:
+        """Record a step's final status; return the downstream steps that became ready."""
+        plan.status = status
+        self.scope["steps"][plan.id] = {"result": result, "status": status.value}
+        ready = []
+        for target in plan.downstream:
+            downstream = self.plans[target]
+            downstream.waiting -= 1
+            if downstream.waiting == 0:
+                ready.append(target)
+        return ready
+
+    def _settle(self, ready: list[str]) -> None:
+        """Decide each ready step: runnable, or skipped (which may make further steps ready)."""
+        work = deque(ready)
+        while work:
+            plan = self.plans[work.popleft()]
+            try:
+                runs = self._should_run(plan)
+            except Exception as exc:
+                plan.attempt += 1
+                now = utcnow()
+                error = f"condition: {exc}"
+                self._starts.append(AttemptStart(
+                    plan.id, plan.attempt, StepStatus.failed, now, now, None, error))
+                self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
+                work.extend(self._end(plan, StepStatus.failed, None))
+                continue
+            if runs:
+                heapq.heappush(self._runnable, (plan.index, plan.id))
+                continue
+            plan.attempt += 1
+            now = utcnow()
+            self._starts.append(AttemptStart(plan.id, plan.attempt, StepStatus.skipped, now, now))
+            self._emit(StepEvent(plan.id, plan.attempt, StepStatus.skipped, now))
+            work.extend(self._end(plan, StepStatus.skipped, None))
+
+    def _should_run(self, plan: _Plan) -> bool:
+        if plan.incoming:
+            steps = self.scope["steps"]
+            fired = sum(
+                1 for edge in plan.incoming
+                if steps[edge.source]["status"] in _FIRES[edge.on]
+                and (edge.condition is None or edge.condition(self.scope))
+            )
+            met = fired == len(plan.incoming) if plan.join is Join.all else fired > 0
+            if not met:
+                return False
+        return plan.condition is None or bool(plan.condition(self.scope))
+
+    def _cancel_in_flight(self) -> None:
+        now = utcnow()
+        for task in self._in_flight.values():
+            self.dispatcher.cancel(task)
+            self._ends.append(AttemptEnd(task.step_id, task.attempt, StepStatus.cancelled, now,
+                                         None, "cancelled"))
+        self._in_flight.clear()
+
+    def _emit(self, event: StepEvent) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
+
+
+def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:
+    definition, graph = loaded.definition, loaded.graph
+    plans = {}
+    for index, step in enumerate(definition.steps):
+        retry, timeout, queue_name = definition.settings(step)
+        incoming = [
+            _Incoming(edge.source, edge.on, loaded.edge_conditions.get((step.id, j)))
+            for j, edge in enumerate(graph.incoming[step.id])
+        ]
+        plans[step.id] = _Plan(
+            index, step.id, step.runner_key, retry, timeout, queue_name, step.allow_failure,
+            step.join, loaded.conditions.get(step.id), loaded.inputs.get(step.id, step.inputs),
+            incoming, [edge.target for edge in graph.outgoing[step.id]], waiting=len(incoming),
+        )
+    return plans

@@ -1,0 +1,169 @@
+"""Conditions and `{{ }}` templates, evaluated by Jinja2 in an immutable sandbox.
+
+Everything is compiled once, when a definition is loaded, so that syntax errors and references to
+unknown steps are validation errors and running a step costs a function call, not a parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+
+from engine.errors import EngineError
+
+
+class ExpressionError(EngineError):
+    """An expression or template does not compile, or failed while evaluating."""
+
+
+MAX_SIZE = 100_000
+"""Largest exponent, and longest sequence a `*` may build, inside an expression."""
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, also bounding `**` and sequence `*` so nothing eats the host."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_SIZE:
+                    raise SecurityError("sequence repetition is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _Sandbox(undefined=StrictUndefined, autoescape=False)
+# Only plain data and filters: no lipsum, cycler, joiner or namespace objects to climb out through.
+_env.globals.clear()
+_env.globals["range"] = safe_range
+
+_LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+Scope = Mapping[str, Any]
+"""What expressions see: `params`, `steps` (id -> {result, status}) and `run`."""
+
+
+class Compiled:
+    """A compiled expression or template, with the step ids it reads through `steps.<id>`."""
+
+    def __init__(self, source: str, evaluate: Callable[[Scope], Any], steps: frozenset[str]):
+        self.source = source
+        self.steps = steps
+        self._evaluate = evaluate
+
+    def __call__(self, scope: Scope) -> Any:
+        try:
+            return self._evaluate(scope)
+        except ExpressionError:
+            raise
+        except Exception as exc:  # anything a user's expression can raise, sandbox refusals too
+            raise ExpressionError(f"{self.source!r}: {type(exc).__name__}: {exc}") from None
+
+
+def compile_condition(source: str) -> Compiled:
+    """A boolean expression such as `steps.process.result.count > 0` (no braces)."""
+    ast = _parse("{{ (" + source + ") }}", source)
+    expression = _env.compile_expression(source, undefined_to_none=False)
+    return Compiled(source, lambda scope: bool(expression(**scope)), _referenced_steps(ast))
+
+
+def compile_template(source: str) -> Compiled:
+    """A string with `{{ }}`: a lone `{{ expr }}` keeps its native type, anything else is text."""
+    lone = _LONE.match(source)
+    if lone and "{{" not in lone["expr"] and "}}" not in lone["expr"]:
+        ast = _parse(source, source)
+        expression = _env.compile_expression(lone["expr"], undefined_to_none=False)
+        return Compiled(source, lambda scope: expression(**scope), _referenced_steps(ast))
+    ast = _parse(source, source)
+    template = _env.from_string(ast)
+    return Compiled(source, lambda scope: template.render(scope), _referenced_steps(ast))
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _parse(text: str, source: str) -> nodes.Template:
+    try:
+        ast = _env.parse(text)
+    except TemplateError as exc:
+        raise ExpressionError(f"{source!r}: {exc}") from None
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        attr = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
+        if isinstance(attr, str) and attr.startswith("_"):
+            raise ExpressionError(f"{source!r}: access to {attr!r} is not allowed")
+    return ast
+
+
+def _const(node: nodes.Node) -> Any:
+    return node.value if isinstance(node, nodes.Const) else None
+
+
+def _referenced_steps(ast: nodes.Template) -> frozenset[str]:
+    found: set[str] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == "steps":
+            key = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
+            if isinstance(key, str):
+                found.add(key)
+    return frozenset(found)
+
+
+class TemplateTree:
+    """A step's `inputs` with every templated string compiled, wherever it stands.
+
+    Faults do not stop compilation: `errors` lists each with the path of its string.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.errors: list[tuple[tuple[str | int, ...], ExpressionError]] = []
+        self._value = self._compile(value, ())
+        self.steps = frozenset(s for c in _walk(self._value) for s in c.steps)
+        self.is_static = not any(True for _ in _walk(self._value))
+
+    def render(self, scope: Scope) -> Any:
+        return _render_tree(self._value, scope)
+
+    def _compile(self, value: Any, path: tuple[str | int, ...]) -> Any:
+        if is_template(value):
+            try:
+                return compile_template(value)
+            except ExpressionError as exc:
+                self.errors.append((path, exc))
+                return value
+        if isinstance(value, dict):
+            return {k: self._compile(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._compile(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+
+def _render_tree(value: Any, scope: Scope) -> Any:
+    if isinstance(value, Compiled):
+        return value(scope)
+    if isinstance(value, dict):
+        return {k: _render_tree(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_tree(v, scope) for v in value]
+    return value
+
+
+def _walk(value: Any) -> Iterator[Compiled]:
+    if isinstance(value, Compiled):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)

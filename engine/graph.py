@@ -1,0 +1,109 @@
+"""The step graph of a definition, built with networkx.
+
+Linear definitions (no step declares `nextSteps`) chain their steps in list order; otherwise the
+graph is exactly the declared edges. The executor reads the precomputed adjacency lists, never the
+networkx object, so a step costs no graph query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import networkx as nx
+
+from engine.definition.models import Definition, Edge, On
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    source: str
+    target: str
+    on: On
+    condition: str | None
+    path: tuple[str | int, ...]
+    """Where the edge stands in the YAML, for error messages."""
+
+
+class StepGraph:
+    """Steps as nodes (in list order) and edges with their `on` and `condition`."""
+
+    def __init__(self, definition: Definition) -> None:
+        self.definition = definition
+        self.order = [step.id for step in definition.steps]
+        self.edges = list(_edges(definition))
+        self.nx = nx.MultiDiGraph()
+        self.nx.add_nodes_from(self.order)
+        for edge in self.edges:
+            if edge.target in self.nx:
+                self.nx.add_edge(edge.source, edge.target, edge=edge)
+        self._ancestors: dict[str, set[str]] = {}
+        self.incoming: dict[str, list[GraphEdge]] = {s: [] for s in self.order}
+        self.outgoing: dict[str, list[GraphEdge]] = {s: [] for s in self.order}
+        for edge in self.edges:
+            if edge.target in self.incoming and edge.source in self.outgoing:
+                self.incoming[edge.target].append(edge)
+                self.outgoing[edge.source].append(edge)
+
+    def cycles(self) -> list[list[str]]:
+        """One cycle per strongly connected knot of steps (self-loops included)."""
+        found = []
+        for component in nx.strongly_connected_components(self.nx):
+            first = next(iter(component))
+            if len(component) > 1 or self.nx.has_edge(first, first):
+                sub = self.nx.subgraph(component)
+                cycle = nx.find_cycle(sub, source=min(component, key=self.order.index))
+                found.append([edge[0] for edge in cycle])
+        return sorted(found, key=lambda c: self.order.index(c[0]))
+
+    def ancestors(self, step: str) -> set[str]:
+        """Every step upstream of `step` (cached: expressions of one step ask repeatedly)."""
+        found = self._ancestors.get(step)
+        if found is None:
+            found = self._ancestors[step] = set(nx.ancestors(self.nx, step))
+        return found
+
+    def topological_order(self) -> list[str]:
+        """Steps in an order that respects every edge, ties broken by list order."""
+        index = {s: i for i, s in enumerate(self.order)}
+        return list(nx.lexicographical_topological_sort(self.nx, key=index.__getitem__))
+
+    def to_mermaid(self) -> str:
+        lines = ["flowchart TD"]
+        lines += [f"    {step}" for step in self.order]
+        for edge in self.edges:
+            label = _label(edge)
+            arrow = f" -->|{label}| " if label else " --> "
+            lines.append(f"    {edge.source}{arrow}{edge.target}")
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        lines = [f'digraph "{self.definition.name}" {{', "    rankdir=TB;"]
+        lines += [f'    "{step}";' for step in self.order]
+        for edge in self.edges:
+            label = _label(edge).replace('"', '\\"')
+            attrs = f' [label="{label}"]' if label else ""
+            lines.append(f'    "{edge.source}" -> "{edge.target}"{attrs};')
+        return "\n".join(lines) + "\n}\n"
+
+
+def _label(edge: GraphEdge) -> str:
+    parts = [] if edge.on is On.success else [edge.on.value]
+    if edge.condition:
+        parts.append(edge.condition)
+    return ": ".join(parts)
+
+
+def _edges(definition: Definition) -> Iterator[GraphEdge]:
+    steps = definition.steps
+    if not definition.is_dag:
+        for i, (a, b) in enumerate(zip(steps, steps[1:], strict=False)):
+            yield GraphEdge(a.id, b.id, On.success, None, ("steps", i + 1))
+        return
+    for i, step in enumerate(steps):
+        for j, edge in enumerate(step.edges):
+            yield _graph_edge(step.id, edge, ("steps", i, "nextSteps", j))
+
+
+def _graph_edge(source: str, edge: Edge, path: tuple[str | int, ...]) -> GraphEdge:
+    return GraphEdge(source, edge.step, edge.on, edge.condition, path)

@@ -1,0 +1,100 @@
+"""Typed run params: a pydantic model built from a definition's `params`, so that the CLI and the
+HTTP API report bad params in the same words."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from engine.definition.models import Param, ParamType
+from engine.errors import ParamsError
+from engine.expressions import Compiled, compile_template, is_template
+
+
+def _json_text(value: Any) -> Any:
+    """Arrays and objects given as text (`-p ids=[1,2]`) are read as JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+_TYPES: dict[ParamType, Any] = {
+    ParamType.string: str,
+    ParamType.number: float,
+    ParamType.integer: int,
+    ParamType.boolean: bool,
+    ParamType.array: Annotated[list[Any], BeforeValidator(_json_text)],
+    ParamType.object: Annotated[dict[str, Any], BeforeValidator(_json_text)],
+}
+
+
+class ParamsSpec:
+    """Validates and completes the params of one run."""
+
+    def __init__(self, params: dict[str, Param]) -> None:
+        self.params = params
+        self.templates: dict[str, Compiled] = {
+            name: compile_template(p.default) for name, p in params.items() if is_template(p.default)
+        }
+        self.kinds: dict[str, Any] = {}
+        for name, param in params.items():
+            kind = _TYPES[param.type]
+            if param.enum is not None:
+                kind = Annotated[kind, BeforeValidator(_enum_check(tuple(param.enum)))]
+            self.kinds[name] = kind
+        self.model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            "Params",
+            __config__=ConfigDict(extra="forbid"),
+            **{name: (kind, ...) for name, kind in self.kinds.items()},
+        )
+
+    def resolve(self, given: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """Given params plus rendered defaults, validated; raises ParamsError listing every fault."""
+        values = dict(given)
+        for name, param in self.params.items():
+            if name in values or param.required:
+                continue
+            template = self.templates.get(name)
+            try:
+                values[name] = template({"run": run, "params": given}) if template else param.default
+            except Exception as exc:
+                raise ParamsError([f"params.{name}: default could not be rendered: {exc}"]) from None
+        try:
+            return self.model.model_validate(values).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ParamsError(format_errors(exc, "params")) from None
+
+    def check_default(self, name: str) -> str | None:
+        """Why a plain (non-template) default does not fit its param's type, or None."""
+        param = self.params[name]
+        if param.required or name in self.templates or param.default is None:
+            return None
+        try:
+            TypeAdapter(self.kinds[name]).validate_python(param.default)
+        except ValidationError as exc:
+            return "; ".join(e["msg"] for e in exc.errors())
+        return None
+
+
+def _enum_check(allowed: tuple[Any, ...]) -> Any:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"Input should be one of {', '.join(map(repr, allowed))}")
+        return value
+
+    return check
+
+
+def format_errors(exc: ValidationError, prefix: str) -> list[str]:
+    """Pydantic's errors as `params.name: message` lines."""
+    return [
+        ".".join([prefix, *(str(p) for p in e["loc"])])
+        + (": unknown param" if e["type"] == "extra_forbidden" else f": {e['msg']}")
+        for e in exc.errors()
+    ]
+

@@ -1,0 +1,178 @@
+"""Runner registration (`@job_handler`) and discovery.
+
+A runner is a function `(inputs, ctx) -> result` or a class whose instances have such a `run`
+method; either may be `async`. Registration leaves the user's object untouched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.errors import DuplicateRunner, RunnerError, RunnerNotFound
+
+ENTRY_POINT_GROUP = "engine.runners"
+RUNNERS_ENV = "ENGINE_RUNNERS"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One registered runner: its key, the user's object, and where it was defined."""
+
+    key: str
+    target: Any
+    location: str
+    is_async: bool
+
+    def resolve(self) -> Callable[..., Any]:
+        """The callable to invoke for one attempt (a fresh instance for class runners)."""
+        if inspect.isclass(self.target):
+            return self.target().run  # type: ignore[no-any-return]
+        return self.target  # type: ignore[no-any-return]
+
+
+def _location(target: Any) -> str:
+    try:
+        file = inspect.getsourcefile(target) or "?"
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return getattr(target, "__module__", "?")
+    return f"{file}:{line}"
+
+
+class JobRegistry:
+    """Runners by key. `job_handler` registers into the default instance, `registry`."""
+
+    def __init__(self) -> None:
+        self._runners: dict[str, Runner] = {}
+
+    def handler(self, key: str) -> Callable[[T], T]:
+        """Decorator registering a function or class under `key`; a key may be taken only once."""
+        if not isinstance(key, str) or not key:
+            raise RunnerError("a runner key must be a non-empty string")
+
+        def register(target: T) -> T:
+            self.add(key, target)
+            return target
+
+        return register
+
+    def add(self, key: str, target: Any) -> Runner:
+        if inspect.isclass(target):
+            run = getattr(target, "run", None)
+            if not callable(run):
+                raise RunnerError(f"runner {key!r}: class {target.__qualname__} has no run method")
+            is_async = inspect.iscoroutinefunction(run)
+        elif callable(target):
+            is_async = inspect.iscoroutinefunction(target)
+        else:
+            raise RunnerError(f"runner {key!r}: {target!r} is neither a function nor a class")
+        runner = Runner(key, target, _location(target), is_async)
+        existing = self._runners.get(key)
+        if existing is not None and existing.location != runner.location:
+            raise DuplicateRunner(
+                f"runner key {key!r} is registered twice: at {existing.location} "
+                f"and at {runner.location}"
+            )
+        self._runners[key] = runner
+        return runner
+
+    def get(self, key: str) -> Runner:
+        try:
+            return self._runners[key]
+        except KeyError:
+            raise RunnerNotFound(
+                f"no runner is registered as {key!r}; known runners: {self.describe_keys()}"
+            ) from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._runners
+
+    def keys(self) -> list[str]:
+        return sorted(self._runners)
+
+    def describe_keys(self) -> str:
+        return ", ".join(self.keys()) or "(none)"
+
+
+registry = JobRegistry()
+job_handler = registry.handler
+
+
+def discover(
+    extra: Iterable[str] = (), *, cwd: Path | None = None, use_entry_points: bool = True
+) -> JobRegistry:
+    """Import every runner module so that its `@job_handler` decorators register.
+
+    Looks in the `runners/` folder of `cwd`, then in each module name or path of `extra` and of
+    `$ENGINE_RUNNERS` (comma-separated), then in the `engine.runners` entry points.
+    """
+    base = cwd or Path.cwd()
+    folder = base / "runners"
+    if folder.is_dir():
+        _import_path(folder)
+    names = [*extra, *os.environ.get(RUNNERS_ENV, "").split(",")]
+    for name in (n.strip() for n in names):
+        if name:
+            path = Path(name) if os.path.isabs(name) else base / name
+            if path.exists():
+                _import_path(path)
+            else:
+                _import_module(name)
+    if use_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as exc:
+                raise RunnerError(f"entry point {ep.name!r} ({ep.value}): {exc}") from exc
+    return registry
+
+
+def _import_module(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            message = f"runner module {name!r} not found (neither a path nor a module)"
+            raise RunnerError(message) from None
+        raise RunnerError(f"runner module {name!r}: {exc}") from exc
+
+
+def _import_path(path: Path) -> None:
+    """Import a `.py` file, or every `.py` file below a folder, under stable module names."""
+    path = path.resolve()
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    root = path.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # lets runner modules import their siblings
+    for file in files:
+        if "__pycache__" in file.parts or any(p.startswith(".") for p in file.parts):
+            continue
+        rel = file.relative_to(root).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        name = "engine_runners." + ".".join(parts)
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise RunnerError(f"cannot import runner file {file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except RunnerError:
+            del sys.modules[name]
+            raise
+        except Exception as exc:
+            del sys.modules[name]
+            raise RunnerError(f"runner file {file}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,118 @@
+"""The one path every trigger takes: validate params, store the version, create the instance,
+run it. The CLI, the scheduler and the HTTP API call this and nothing below it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engine.definition import LoadedDefinition
+from engine.dispatch import Dispatcher
+from engine.executor import Executor, Listener
+from engine.status import InstanceStatus, Trigger
+from engine.store import InstanceView, Store
+from engine.store.types import utcnow
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose params are valid: what `--dry-run` shows and `start` runs."""
+
+    loaded: LoadedDefinition
+    params: dict[str, Any]
+    run: dict[str, Any]
+    trigger: Trigger
+    scheduled_for: datetime | None
+
+    def plan(self) -> dict[str, Any]:
+        graph = self.loaded.graph
+        steps = {s.id: s for s in self.loaded.definition.steps}
+        return {
+            "definition": self.loaded.name,
+            "version": self.loaded.version,
+            "params": self.params,
+            "order": graph.topological_order(),
+            "steps": [
+                {
+                    "step": step_id,
+                    "runner": steps[step_id].runner_key,
+                    "condition": steps[step_id].condition,
+                    "join": steps[step_id].join.value,
+                    "upstream": [e.source for e in graph.incoming[step_id]],
+                }
+                for step_id in graph.topological_order()
+            ],
+            "edges": [
+                {"from": e.source, "to": e.target, "on": e.on.value, "condition": e.condition}
+                for e in graph.edges
+            ],
+        }
+
+
+class BatchService:
+    """Runs definitions against one store through one dispatcher."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+
+    @staticmethod
+    def prepare(
+        loaded: LoadedDefinition,
+        params: dict[str, Any],
+        trigger: Trigger = Trigger.cli,
+        scheduled_for: datetime | None = None,
+    ) -> PreparedRun:
+        """Validate and complete params; raises ParamsError. Nothing is stored yet."""
+        logical = scheduled_for or utcnow()
+        run = {
+            "id": None,
+            "trigger": trigger.value,
+            "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
+            "logical_date": logical.isoformat(),
+        }
+        resolved = loaded.params.resolve(params, run)
+        return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
+
+    def start(self, prepared: PreparedRun) -> int:
+        """Store the definition version and create the instance (status pending)."""
+        loaded = prepared.loaded
+        definition_id = self.store.save_definition(
+            loaded.name, loaded.version, loaded.definition.cron,
+            [s.model_dump(mode="json", by_alias=True, exclude_unset=True)
+             for s in loaded.definition.steps],
+            loaded.source,
+        )
+        return self.store.create_instance(
+            definition_id, loaded.name, prepared.trigger.value, prepared.params,
+            prepared.scheduled_for,
+        )
+
+    def execute(
+        self, prepared: PreparedRun, instance_id: int, listener: Listener | None = None
+    ) -> InstanceView:
+        """Run a created instance to its end and return it with every attempt."""
+        self.store.set_instance(
+            instance_id, status=InstanceStatus.running.value, started_at=utcnow()
+        )
+        run = {**prepared.run, "id": instance_id}
+        executor = Executor(
+            prepared.loaded, self.store, self.dispatcher, instance_id, prepared.params, run,
+            listener,
+        )
+        outcome = executor.run()
+        self.store.set_instance(
+            instance_id, status=outcome.status.value, finished_at=utcnow(), error=outcome.error
+        )
+        return self.store.get_instance(instance_id)
+
+    def run(
+        self,
+        loaded: LoadedDefinition,
+        params: dict[str, Any],
+        trigger: Trigger = Trigger.cli,
+        listener: Listener | None = None,
+    ) -> InstanceView:
+        prepared = self.prepare(loaded, params, trigger)
+        return self.execute(prepared, self.start(prepared), listener)

@@ -1,0 +1,33 @@
+"""Statuses of instances and step attempts, stored as these strings in SQL and JSON."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InstanceStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in (InstanceStatus.succeeded, InstanceStatus.failed, InstanceStatus.cancelled)
+
+
+class StepStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+    cancelled = "cancelled"
+
+
+class Trigger(StrEnum):
+    cli = "cli"
+    http = "http"
+    cron = "cron"
+    backfill = "backfill"
+    resume = "resume"

@@ -1,0 +1,239 @@
+"""The store: every write of instance and step state, and the queries behind `engine runs`.
+
+Writes on the executor's hot path are SQLAlchemy Core statements compiled once, on one connection
+the executor holds for the whole run; one transaction per executor round both completes ended
+attempts and opens the attempts about to start, so a result is durable before any dependent starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.errors import InstanceNotFound, StoreError
+from engine.status import InstanceStatus
+from engine.store.tables import definitions, instances, step_results
+from engine.store.views import InstanceView, StepAttemptView
+from engine.store.types import utcnow
+
+DEFAULT_URL = "sqlite:///engine.db"
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    step: str
+    attempt: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    step: str
+    attempt: int
+    status: str
+    finished_at: datetime
+    result: Any = None
+    error: str | None = None
+
+
+_insert_attempts = insert(step_results).values(
+    batch_instance_id=bindparam("instance_id"),
+    step_key=bindparam("step"),
+    attempt=bindparam("attempt"),
+    status=bindparam("status"),
+    result_payload=bindparam("result"),
+    error=bindparam("error"),
+    started_at=bindparam("started_at"),
+    finished_at=bindparam("finished_at"),
+    created_at=bindparam("started_at"),
+)
+_end_attempts = (
+    update(step_results)
+    .where(
+        and_(
+            step_results.c.batch_instance_id == bindparam("instance_id"),
+            step_results.c.step_key == bindparam("row_step"),
+            step_results.c.attempt == bindparam("row_attempt"),
+        )
+    )
+    .values(
+        status=bindparam("status"),
+        result_payload=bindparam("result"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+    )
+)
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (engine runs list) work beside a running instance; synchronous=NORMAL is
+    # durable against a crashed process, and in WAL mode a power loss can only drop the last
+    # commits, never corrupt the file.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine with the settings every connection of ours needs."""
+    try:
+        engine = create_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+class Store:
+    """Persistence of definitions, instances and step attempts (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        from sqlmodel import SQLModel
+
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the database {self.safe_url}: {exc}") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def save_definition(
+        self, name: str, version: str, cron: str | None, steps: list[dict[str, Any]], source: str
+    ) -> int:
+        """The id of this definition version, stored on first sight."""
+        query = select(definitions.c.id).where(
+            definitions.c.name == name, definitions.c.version == version
+        )
+        with self.engine.begin() as conn:
+            found = conn.execute(query).scalar()
+            if found is not None:
+                return int(found)
+            row = {"name": name, "version": version, "cron": cron, "steps": steps,
+                   "source": source, "created_at": utcnow()}
+            return int(conn.execute(insert(definitions).values(row)).inserted_primary_key[0])
+
+    def create_instance(
+        self, definition_id: int, name: str, trigger: str, params: dict[str, Any],
+        scheduled_for: datetime | None = None,
+    ) -> int:
+        row = {
+            "definition_id": definition_id, "definition_name": name,
+            "status": InstanceStatus.pending.value, "trigger": trigger, "params": params,
+            "scheduled_for": scheduled_for, "created_at": utcnow(),
+        }
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(instances).values(row)).inserted_primary_key[0])
+
+    def set_instance(self, instance_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
+
+    def connect(self) -> Connection:
+        """A connection for one executor's rounds of `record`."""
+        return self.engine.connect()
+
+    @staticmethod
+    def record(
+        conn: Connection, instance_id: int,
+        ended: Sequence[AttemptEnd], started: Sequence[AttemptStart],
+    ) -> None:
+        """Complete `ended` and open `started` attempts in one committed transaction."""
+        with conn.begin():
+            if ended:
+                conn.execute(_end_attempts, [
+                    {"instance_id": instance_id, "row_step": e.step, "row_attempt": e.attempt,
+                     "status": e.status, "result": e.result, "error": e.error,
+                     "finished_at": e.finished_at}
+                    for e in ended
+                ])
+            if started:
+                conn.execute(_insert_attempts, [{"instance_id": instance_id, **s.__dict__}
+                                                for s in started])
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: int) -> InstanceView:
+        with self.engine.connect() as conn:
+            row = conn.execute(_instance_query().where(instances.c.id == instance_id)).first()
+            if row is None:
+                raise InstanceNotFound(f"no instance with id {instance_id}")
+            attempts = conn.execute(
+                select(step_results)
+                .where(step_results.c.batch_instance_id == instance_id)
+                .order_by(step_results.c.id)
+            ).all()
+        steps = [
+            StepAttemptView(
+                step=a.step_key, attempt=a.attempt, status=a.status, result=a.result_payload,
+                error=a.error, started_at=a.started_at, finished_at=a.finished_at,
+            )
+            for a in attempts
+        ]
+        return _view(row, steps)
+
+    def list_instances(
+        self, definition: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[InstanceView]:
+        query = _instance_query().order_by(instances.c.id.desc()).limit(limit)
+        if definition:
+            query = query.where(instances.c.definition_name == definition)
+        if status:
+            query = query.where(instances.c.status == status)
+        with self.engine.connect() as conn:
+            return [_view(row, None) for row in conn.execute(query)]
+
+    def attempts(self, instance_id: int) -> Iterable[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(step_results).where(step_results.c.batch_instance_id == instance_id)
+            ).all()
+
+
+def _instance_query() -> Any:
+    return select(instances, definitions.c.version).join(
+        definitions, definitions.c.id == instances.c.definition_id
+    )
+
+
+def _view(row: Any, steps: list[StepAttemptView] | None) -> InstanceView:
+    return InstanceView(
+        id=row.id, definition=row.definition_name, version=row.version, status=row.status,
+        trigger=row.trigger, params=row.params, scheduled_for=row.scheduled_for,
+        started_at=row.started_at, finished_at=row.finished_at, error=row.error, steps=steps,
+    )

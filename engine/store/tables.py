@@ -1,0 +1,94 @@
+"""The three tables (SQLModel). The hot path writes them with SQLAlchemy Core statements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from engine.store.types import JsonType, UTCDateTime, utcnow
+
+
+def _time() -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class BatchDefinition(SQLModel, table=True):
+    """One version of a definition: a changed file is a new row, found again by content hash."""
+
+    __tablename__ = "batch_definition"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False, index=True))
+    version: str = Field(sa_column=Column(String(64), nullable=False))
+    cron: str | None = Field(default=None, sa_column=Column(String(200)))
+    steps: list[dict[str, Any]] = Field(sa_column=Column(JsonType, nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class BatchInstance(SQLModel, table=True):
+    """One run of one definition version.
+
+    `definition_name` is kept beside the version's id so that a cron tick is unique per
+    definition across versions, and history can be filtered without a join.
+    """
+
+    __tablename__ = "batch_instance"
+    __table_args__ = (
+        UniqueConstraint("definition_name", "scheduled_for"),
+        Index("ix_batch_instance_name_id", "definition_name", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    definition_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("batch_definition.id"), nullable=False)
+    )
+    definition_name: str = Field(sa_column=Column(String(200), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    trigger: str = Field(sa_column=Column(String(16), nullable=False))
+    params: dict[str, Any] = Field(sa_column=Column(JsonType, nullable=False))
+    scheduled_for: datetime | None = _time()
+    started_at: datetime | None = _time()
+    finished_at: datetime | None = _time()
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_expires_at: datetime | None = _time()
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class BatchStepResult(SQLModel, table=True):
+    """One attempt of one step, written when it starts and completed when it ends.
+
+    Skipped steps get a row too, so that an instance's history shows every step's fate.
+    """
+
+    __tablename__ = "batch_step_result"
+    __table_args__ = (UniqueConstraint("batch_instance_id", "step_key", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_instance_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("batch_instance.id"), nullable=False)
+    )
+    step_key: str = Field(sa_column=Column(String(200), nullable=False))
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    result_payload: Any = Field(default=None, sa_column=Column(JsonType))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime | None = _time()
+    finished_at: datetime | None = _time()
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+definitions = BatchDefinition.__table__  # type: ignore[attr-defined]
+instances = BatchInstance.__table__  # type: ignore[attr-defined]
+step_results = BatchStepResult.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,44 @@
+"""What the store hands out: the instance JSON of the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="json")]
+"""ISO 8601 with an explicit `+00:00` offset."""
+
+
+class StepAttemptView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step: str
+    attempt: int
+    status: str
+    result: Any = None
+    error: str | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+
+class InstanceView(BaseModel):
+    """One instance; `steps` lists every attempt in the order they started (None in lists)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    definition: str
+    version: str
+    status: str
+    trigger: str
+    params: dict[str, Any]
+    scheduled_for: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    steps: list[StepAttemptView] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"steps"} if self.steps is None else None)
