@@ -172,12 +172,16 @@ class Executor:
             if task is not None and task.attempt == timer.attempt:
                 self.dispatcher.cancel(task)
                 limit = self.plans[timer.step].timeout
-                self._handle(StepOutcome(task, ok=False, error=f"timeout: the attempt ran "
-                                                               f"longer than {limit:g}s"))
+                self._handle(
+                    StepOutcome(
+                        task, ok=False, error=f"timeout: the attempt ran longer than {limit:g}s"
+                    )
+                )
 
     def _outcome(self) -> Outcome:
         failed = [
-            p.id for p in self.plans.values()
+            p.id
+            for p in self.plans.values()
             if p.status is StepStatus.failed and not p.allow_failure
         ]
         if failed:
@@ -192,23 +196,35 @@ class Executor:
             _, step = heapq.heappop(self._runnable)
             plan = self.plans[step]
             try:
-                inputs = plan.inputs.render(self.scope) if isinstance(plan.inputs, TemplateTree) \
+                inputs = (
+                    plan.inputs.render(self.scope)
+                    if isinstance(plan.inputs, TemplateTree)
                     else plan.inputs
+                )
             except Exception as exc:
                 self._fail_before_start(plan, f"inputs: {exc}")
                 continue
             plan.attempt += 1
             task = StepTask(
-                self.instance_id, step, plan.attempt, plan.runner, inputs, self.params,
+                self.instance_id,
+                step,
+                plan.attempt,
+                plan.runner,
+                inputs,
+                self.params,
                 {up.source: self.scope["steps"][up.source]["result"] for up in plan.incoming},
-                self.run_info, plan.timeout, plan.queue,
+                self.run_info,
+                plan.timeout,
+                plan.queue,
             )
             now = utcnow()
             self._starts.append(AttemptStart(step, plan.attempt, StepStatus.running, now))
             self._in_flight[step] = task
             if plan.timeout is not None:
-                heapq.heappush(self._deadlines, _Timer(
-                    self.clock() + plan.timeout, plan.index, step, plan.attempt))
+                heapq.heappush(
+                    self._deadlines,
+                    _Timer(self.clock() + plan.timeout, plan.index, step, plan.attempt),
+                )
             self._emit(StepEvent(step, plan.attempt, StepStatus.running, now))
             tasks.append(task)
         return tasks
@@ -217,8 +233,9 @@ class Executor:
         """A step whose condition or inputs could not be evaluated fails without a runner call."""
         plan.attempt += 1
         now = utcnow()
-        self._starts.append(AttemptStart(
-            plan.id, plan.attempt, StepStatus.failed, now, now, None, error))
+        self._starts.append(
+            AttemptStart(plan.id, plan.attempt, StepStatus.failed, now, now, None, error)
+        )
         self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
         self._settle(self._end(plan, StepStatus.failed, None))
 
@@ -233,19 +250,25 @@ class Executor:
         plan = self.plans[task.step_id]
         now = utcnow()
         if outcome.ok:
-            self._ends.append(AttemptEnd(
-                plan.id, task.attempt, StepStatus.succeeded, now, outcome.result))
+            self._ends.append(
+                AttemptEnd(plan.id, task.attempt, StepStatus.succeeded, now, outcome.result)
+            )
             self._emit(StepEvent(plan.id, task.attempt, StepStatus.succeeded, now))
             self._settle(self._end(plan, StepStatus.succeeded, outcome.result))
             return
-        self._ends.append(AttemptEnd(
-            plan.id, task.attempt, StepStatus.failed, now, None, outcome.error))
+        self._ends.append(
+            AttemptEnd(plan.id, task.attempt, StepStatus.failed, now, None, outcome.error)
+        )
         if task.attempt < plan.retry.max_attempts:
             delay = plan.retry.delay(task.attempt)
-            heapq.heappush(self._retries, _Timer(
-                self.clock() + delay, plan.index, plan.id, task.attempt))
-            self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now,
-                                 outcome.error, retry_in=delay))
+            heapq.heappush(
+                self._retries, _Timer(self.clock() + delay, plan.index, plan.id, task.attempt)
+            )
+            self._emit(
+                StepEvent(
+                    plan.id, task.attempt, StepStatus.failed, now, outcome.error, retry_in=delay
+                )
+            )
             return
         self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now, outcome.error))
         self._settle(self._end(plan, StepStatus.failed, None))
@@ -273,8 +296,9 @@ class Executor:
                 plan.attempt += 1
                 now = utcnow()
                 error = f"condition: {exc}"
-                self._starts.append(AttemptStart(
-                    plan.id, plan.attempt, StepStatus.failed, now, now, None, error))
+                self._starts.append(
+                    AttemptStart(plan.id, plan.attempt, StepStatus.failed, now, now, None, error)
+                )
                 self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
                 work.extend(self._end(plan, StepStatus.failed, None))
                 continue
@@ -291,7 +315,8 @@ class Executor:
         if plan.incoming:
             steps = self.scope["steps"]
             fired = sum(
-                1 for edge in plan.incoming
+                1
+                for edge in plan.incoming
                 if steps[edge.source]["status"] in _FIRES[edge.on]
                 and (edge.condition is None or edge.condition(self.scope))
             )
@@ -304,14 +329,14 @@ class Executor:
         now = utcnow()
         for task in self._in_flight.values():
             self.dispatcher.cancel(task)
-            self._ends.append(AttemptEnd(task.step_id, task.attempt, StepStatus.cancelled, now,
-                                         None, "cancelled"))
+            self._ends.append(
+                AttemptEnd(task.step_id, task.attempt, StepStatus.cancelled, now, None, "cancelled")
+            )
         self._in_flight.clear()
 
     def _emit(self, event: StepEvent) -> None:
         if self.listener is not None:
             self.listener(event)
-
 
 
 def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:
@@ -324,8 +349,18 @@ def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:
             for j, edge in enumerate(graph.incoming[step.id])
         ]
         plans[step.id] = _Plan(
-            index, step.id, step.runner_key, retry, timeout, queue_name, step.allow_failure,
-            step.join, loaded.conditions.get(step.id), loaded.inputs.get(step.id, step.inputs),
-            incoming, [edge.target for edge in graph.outgoing[step.id]], waiting=len(incoming),
+            index,
+            step.id,
+            step.runner_key,
+            retry,
+            timeout,
+            queue_name,
+            step.allow_failure,
+            step.join,
+            loaded.conditions.get(step.id),
+            loaded.inputs.get(step.id, step.inputs),
+            incoming,
+            [edge.target for edge in graph.outgoing[step.id]],
+            waiting=len(incoming),
         )
     return plans

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, nodes
-from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from engine.errors import EngineError
 
@@ -98,22 +98,26 @@ def _parse(text: str, source: str) -> nodes.Template:
     except TemplateError as exc:
         raise ExpressionError(f"{source!r}: {exc}") from None
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        attr = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
+        attr = _key(node)
         if isinstance(attr, str) and attr.startswith("_"):
             raise ExpressionError(f"{source!r}: access to {attr!r} is not allowed")
     return ast
 
 
-def _const(node: nodes.Node) -> Any:
-    return node.value if isinstance(node, nodes.Const) else None
+def _key(node: nodes.Node) -> Any:
+    """The attribute or constant subscript that a Getattr or Getitem node reads."""
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    arg = getattr(node, "arg", None)
+    return arg.value if isinstance(arg, nodes.Const) else None
 
 
 def _referenced_steps(ast: nodes.Template) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
+        target = getattr(node, "node", None)
         if isinstance(target, nodes.Name) and target.name == "steps":
-            key = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
+            key = _key(node)
             if isinstance(key, str):
                 found.add(key)
     return frozenset(found)

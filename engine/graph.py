@@ -7,6 +7,7 @@ networkx object, so a step costs no graph query.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -97,7 +98,7 @@ def _label(edge: GraphEdge) -> str:
 def _edges(definition: Definition) -> Iterator[GraphEdge]:
     steps = definition.steps
     if not definition.is_dag:
-        for i, (a, b) in enumerate(zip(steps, steps[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(steps)):
             yield GraphEdge(a.id, b.id, On.success, None, ("steps", i + 1))
         return
     for i, step in enumerate(steps):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from engine.definition.models import Param, ParamType
 from engine.errors import ParamsError
@@ -39,7 +46,9 @@ class ParamsSpec:
     def __init__(self, params: dict[str, Param]) -> None:
         self.params = params
         self.templates: dict[str, Compiled] = {
-            name: compile_template(p.default) for name, p in params.items() if is_template(p.default)
+            name: compile_template(p.default)
+            for name, p in params.items()
+            if is_template(p.default)
         }
         self.kinds: dict[str, Any] = {}
         for name, param in params.items():
@@ -54,16 +63,20 @@ class ParamsSpec:
         )
 
     def resolve(self, given: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-        """Given params plus rendered defaults, validated; raises ParamsError listing every fault."""
+        """Given params plus rendered defaults, validated; ParamsError lists every fault."""
         values = dict(given)
         for name, param in self.params.items():
             if name in values or param.required:
                 continue
             template = self.templates.get(name)
             try:
-                values[name] = template({"run": run, "params": given}) if template else param.default
+                values[name] = (
+                    template({"run": run, "params": given}) if template else param.default
+                )
             except Exception as exc:
-                raise ParamsError([f"params.{name}: default could not be rendered: {exc}"]) from None
+                raise ParamsError(
+                    [f"params.{name}: default could not be rendered: {exc}"]
+                ) from None
         try:
             return self.model.model_validate(values).model_dump(mode="json")
         except ValidationError as exc:
@@ -97,4 +110,3 @@ def format_errors(exc: ValidationError, prefix: str) -> list[str]:
         + (": unknown param" if e["type"] == "extra_forbidden" else f": {e['msg']}")
         for e in exc.errors()
     ]
-

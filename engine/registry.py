@@ -37,8 +37,10 @@ class Runner:
     def resolve(self) -> Callable[..., Any]:
         """The callable to invoke for one attempt (a fresh instance for class runners)."""
         if inspect.isclass(self.target):
-            return self.target().run  # type: ignore[no-any-return]
-        return self.target  # type: ignore[no-any-return]
+            run: Callable[..., Any] = self.target().run  # type: ignore[attr-defined]
+            return run
+        target: Callable[..., Any] = self.target
+        return target
 
 
 def _location(target: Any) -> str:

@@ -79,13 +79,20 @@ class BatchService:
         """Store the definition version and create the instance (status pending)."""
         loaded = prepared.loaded
         definition_id = self.store.save_definition(
-            loaded.name, loaded.version, loaded.definition.cron,
-            [s.model_dump(mode="json", by_alias=True, exclude_unset=True)
-             for s in loaded.definition.steps],
+            loaded.name,
+            loaded.version,
+            loaded.definition.cron,
+            [
+                s.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                for s in loaded.definition.steps
+            ],
             loaded.source,
         )
         return self.store.create_instance(
-            definition_id, loaded.name, prepared.trigger.value, prepared.params,
+            definition_id,
+            loaded.name,
+            prepared.trigger.value,
+            prepared.params,
             prepared.scheduled_for,
         )
 
@@ -98,7 +105,12 @@ class BatchService:
         )
         run = {**prepared.run, "id": instance_id}
         executor = Executor(
-            prepared.loaded, self.store, self.dispatcher, instance_id, prepared.params, run,
+            prepared.loaded,
+            self.store,
+            self.dispatcher,
+            instance_id,
+            prepared.params,
+            run,
             listener,
         )
         outcome = executor.run()

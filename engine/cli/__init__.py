@@ -31,8 +31,10 @@ class EngineGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EngineError as error:
-            click.echo(f"error: {error}" if not isinstance(error, DefinitionError) else str(error),
-                       err=True)
+            click.echo(
+                f"error: {error}" if not isinstance(error, DefinitionError) else str(error),
+                err=True,
+            )
             sys.exit(exit_code(error))
 
 

@@ -61,9 +61,17 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("file", type=click.Path())
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A run param; repeat for more. Arrays and objects as JSON.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (order, edges, conditions); run nothing.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A run param; repeat for more. Arrays and objects as JSON.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (order, edges, conditions); run nothing."
+)
 @json_option
 @pass_config
 def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config: Config) -> None:
@@ -98,8 +106,9 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
 
 @cli.command()
 @click.argument("file", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 def graph(file: str, fmt: str) -> None:
     """Print the step graph of FILE as Mermaid or Graphviz dot."""
     from engine.definition import load_file
@@ -114,6 +123,3 @@ def schema() -> None:
     from engine.definition.schema import json_schema_text
 
     click.echo(json_schema_text(), nl=False)
-
-
-

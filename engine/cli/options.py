@@ -40,10 +40,20 @@ class Config:
 def pass_config(fn: F) -> F:
     """Add `--db` and `--runners` and pass the command a `Config` as `config`."""
 
-    @click.option("--db", envvar=DATABASE_ENV, default=DEFAULT_URL, show_default=True,
-                  help=f"Database URL (or ${DATABASE_ENV}).")
-    @click.option("--runners", "runners", multiple=True, metavar="MODULE|PATH",
-                  help="Extra runner modules or folders (also $ENGINE_RUNNERS, comma-separated).")
+    @click.option(
+        "--db",
+        envvar=DATABASE_ENV,
+        default=DEFAULT_URL,
+        show_default=True,
+        help=f"Database URL (or ${DATABASE_ENV}).",
+    )
+    @click.option(
+        "--runners",
+        "runners",
+        multiple=True,
+        metavar="MODULE|PATH",
+        help="Extra runner modules or folders (also $ENGINE_RUNNERS, comma-separated).",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, db: str, runners: tuple[str, ...], **kwargs: Any) -> Any:
         return fn(*args, config=Config(db, runners), **kwargs)

@@ -19,8 +19,14 @@ _MARKS = {
     StepStatus.skipped: "[dim]↷[/]",
     StepStatus.cancelled: "[yellow]■[/]",
 }
-_STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "yellow",
-           "running": "cyan", "pending": "cyan"}
+_STYLES = {
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "pending": "cyan",
+}
 
 console = Console(stderr=True, highlight=False)
 """Progress and run summaries: stderr, so that `--json` output alone is on stdout."""
@@ -42,8 +48,11 @@ class Progress:
             line += f" [dim](attempt {event.attempt})[/]" if event.attempt > 1 else ""
         else:
             started = self._started.get(event.step, event.at)
-            line += f" {event.status.value} in {(event.at - started).total_seconds():.2f}s" \
-                if event.status is not StepStatus.skipped else " skipped"
+            line += (
+                f" {event.status.value} in {(event.at - started).total_seconds():.2f}s"
+                if event.status is not StepStatus.skipped
+                else " skipped"
+            )
             if event.error:
                 line += f": {first_line(event.error)}"
             if event.retry_in is not None:
@@ -75,41 +84,64 @@ def instance_summary(view: InstanceView) -> None:
     last: dict[str, Any] = {}
     for attempt in view.steps or []:
         last[attempt.step] = attempt
-    table = Table(title=f"instance {view.id} · {view.definition} · {_styled(view.status)}",
-                  title_justify="left")
+    table = Table(
+        title=f"instance {view.id} · {view.definition} · {_styled(view.status)}",
+        title_justify="left",
+    )
     for column in ("step", "status", "attempts", "duration", "result / error"):
         table.add_column(column)
     for step, attempt in last.items():
-        detail = first_line(attempt.error) if attempt.error else (
-            _brief(attempt.result) if attempt.result is not None else "")
-        table.add_row(step, _styled(attempt.status), str(attempt.attempt),
-                      _duration(attempt.started_at, attempt.finished_at), detail)
+        detail = (
+            first_line(attempt.error)
+            if attempt.error
+            else (_brief(attempt.result) if attempt.result is not None else "")
+        )
+        table.add_row(
+            step,
+            _styled(attempt.status),
+            str(attempt.attempt),
+            _duration(attempt.started_at, attempt.finished_at),
+            detail,
+        )
     console.print(table)
     took = _duration(view.started_at, view.finished_at)
-    console.print(f"instance {view.id} {_styled(view.status)} in {took}"
-                  + (f": {view.error}" if view.error else ""))
+    console.print(
+        f"instance {view.id} {_styled(view.status)} in {took}"
+        + (f": {view.error}" if view.error else "")
+    )
 
 
 def instance_detail(view: InstanceView) -> None:
     """Every attempt of an instance."""
-    out.print(f"instance {view.id} · {view.definition} ({view.version[:12]}) · "
-                  f"{_styled(view.status)} · trigger {view.trigger}")
+    out.print(
+        f"instance {view.id} · {view.definition} ({view.version[:12]}) · "
+        f"{_styled(view.status)} · trigger {view.trigger}"
+    )
     out.print(f"params: {_brief(view.params, 200)}")
     if view.scheduled_for:
         out.print(f"scheduled for: {view.scheduled_for.isoformat()}")
-    out.print(f"started {view.started_at.isoformat() if view.started_at else '-'}, "
-                  f"finished {view.finished_at.isoformat() if view.finished_at else '-'}")
+    out.print(
+        f"started {view.started_at.isoformat() if view.started_at else '-'}, "
+        f"finished {view.finished_at.isoformat() if view.finished_at else '-'}"
+    )
     if view.error:
         out.print(f"error: {view.error}")
     table = Table()
     for column in ("step", "attempt", "status", "started", "duration", "result / error"):
         table.add_column(column)
     for a in view.steps or []:
-        detail = first_line(a.error) if a.error else (
-            _brief(a.result) if a.result is not None else "")
+        detail = (
+            first_line(a.error) if a.error else (_brief(a.result) if a.result is not None else "")
+        )
         started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
-        table.add_row(a.step, str(a.attempt), _styled(a.status), started,
-                      _duration(a.started_at, a.finished_at), detail)
+        table.add_row(
+            a.step,
+            str(a.attempt),
+            _styled(a.status),
+            started,
+            _duration(a.started_at, a.finished_at),
+            detail,
+        )
     out.print(table)
 
 
@@ -119,8 +151,14 @@ def instance_list(views: list[InstanceView]) -> None:
         table.add_column(column)
     for v in views:
         started = v.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if v.started_at else "-"
-        table.add_row(str(v.id), v.definition, _styled(v.status), v.trigger, started,
-                      _duration(v.started_at, v.finished_at))
+        table.add_row(
+            str(v.id),
+            v.definition,
+            _styled(v.status),
+            v.trigger,
+            started,
+            _duration(v.started_at, v.finished_at),
+        )
     out.print(table)
 
 
@@ -131,9 +169,14 @@ def plan(data: dict[str, Any]) -> None:
     for column in ("#", "step", "runner", "after", "join", "condition"):
         table.add_column(column)
     for i, step in enumerate(data["steps"], 1):
-        table.add_row(str(i), step["step"], step["runner"], ", ".join(step["upstream"]) or "-",
-                      step["join"] if len(step["upstream"]) > 1 else "",
-                      step["condition"] or "")
+        table.add_row(
+            str(i),
+            step["step"],
+            step["runner"],
+            ", ".join(step["upstream"]) or "-",
+            step["join"] if len(step["upstream"]) > 1 else "",
+            step["condition"] or "",
+        )
     out.print(table)
     for edge in data["edges"]:
         extra = "" if edge["on"] == "success" else f" on {edge['on']}"

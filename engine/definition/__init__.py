@@ -4,6 +4,14 @@ from engine.definition.loader import LoadedDefinition, load_file, load_text
 from engine.definition.models import Definition, Edge, Join, On, Param, Retry, Step
 
 __all__ = [
-    "Definition", "Edge", "Join", "LoadedDefinition", "On", "Param", "Retry", "Step",
-    "load_file", "load_text",
+    "Definition",
+    "Edge",
+    "Join",
+    "LoadedDefinition",
+    "On",
+    "Param",
+    "Retry",
+    "Step",
+    "load_file",
+    "load_text",
 ]

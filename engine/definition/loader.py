@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import typing
 import zoneinfo
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def load_text(text: str, file: str, registry: JobRegistry | None = None) -> Load
     return _Checker(definition, document, text, registry).run()
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
+def _sorted(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.line, p.column))
 
 
@@ -85,7 +85,10 @@ class _Checker:
     """The checks beyond pydantic: ids, edges, cycles, runners, expressions, cron, params."""
 
     def __init__(
-        self, definition: Definition, document: YamlDocument, text: str,
+        self,
+        definition: Definition,
+        document: YamlDocument,
+        text: str,
         registry: JobRegistry | None,
     ) -> None:
         self.definition = definition
@@ -110,8 +113,12 @@ class _Checker:
         self._check_schedule()
         params = ParamsSpec(d.params)  # param defaults compile here; checked below
         loaded = LoadedDefinition(
-            d, graph, self.text, self.document.file,
-            hashlib.sha256(self.text.encode()).hexdigest(), params,
+            d,
+            graph,
+            self.text,
+            self.document.file,
+            hashlib.sha256(self.text.encode()).hexdigest(),
+            params,
         )
         self._check_params(params)
         self._compile(loaded)
@@ -124,17 +131,24 @@ class _Checker:
         for i, step in enumerate(self.definition.steps):
             first = seen.setdefault(step.id, i)
             if first != i:
-                self.add(("steps", i, "id"), f"duplicate step id {step.id!r} (first as steps[{first}])")
+                self.add(
+                    ("steps", i, "id"), f"duplicate step id {step.id!r} (first as steps[{first}])"
+                )
 
     def _check_edges(self, graph: StepGraph) -> None:
         ids = set(graph.order)
         pairs: set[tuple[str, str]] = set()
         for edge in graph.edges:
             if edge.target not in ids:
-                self.add(edge.path, f"nextSteps names unknown step {edge.target!r}"
-                         + _hint(edge.target, graph.order))
+                self.add(
+                    edge.path,
+                    f"nextSteps names unknown step {edge.target!r}"
+                    + _hint(edge.target, graph.order),
+                )
             elif (edge.source, edge.target) in pairs:
-                self.add(edge.path, f"step {edge.source!r} lists {edge.target!r} twice in nextSteps")
+                self.add(
+                    edge.path, f"step {edge.source!r} lists {edge.target!r} twice in nextSteps"
+                )
             pairs.add((edge.source, edge.target))
 
     def _check_runners(self) -> None:
@@ -144,8 +158,11 @@ class _Checker:
             key = step.runner_key
             if key not in self.registry:
                 path = ("steps", i, "runner") if step.runner else ("steps", i, "id")
-                self.add(path, f"unknown runner {key!r}{_hint(key, self.registry.keys())}; "
-                               f"known runners: {self.registry.describe_keys()}")
+                self.add(
+                    path,
+                    f"unknown runner {key!r}{_hint(key, self.registry.keys())}; "
+                    f"known runners: {self.registry.describe_keys()}",
+                )
 
     def _check_schedule(self) -> None:
         d = self.definition
@@ -154,8 +171,11 @@ class _Checker:
         try:
             zoneinfo.ZoneInfo(d.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            self.add(("timezone",), f"unknown time zone {d.timezone!r} (an IANA name such as "
-                                    "'Europe/Paris' is expected)")
+            self.add(
+                ("timezone",),
+                f"unknown time zone {d.timezone!r} (an IANA name such as "
+                "'Europe/Paris' is expected)",
+            )
 
     def _check_params(self, params: ParamsSpec) -> None:
         for name, template in params.templates.items():
@@ -198,15 +218,23 @@ class _Checker:
             return None
 
     def _check_refs(
-        self, path: Sequence[str | int], compiled: Compiled | TemplateTree, step: str,
-        graph: StepGraph, *, itself: bool = False,
+        self,
+        path: Sequence[str | int],
+        compiled: Compiled | TemplateTree,
+        step: str,
+        graph: StepGraph,
+        *,
+        itself: bool = False,
     ) -> None:
         for ref in sorted(compiled.steps):
             if ref not in graph.incoming:
                 self.add(path, f"unknown step {ref!r} in steps.{ref}" + _hint(ref, graph.order))
             elif not (itself and ref == step) and ref not in graph.ancestors(step):
-                self.add(path, f"steps.{ref} is not upstream of {step!r}: its result is not "
-                               "known when this is evaluated")
+                self.add(
+                    path,
+                    f"steps.{ref} is not upstream of {step!r}: its result is not "
+                    "known when this is evaluated",
+                )
 
 
 def _hint(word: str, choices: Sequence[str]) -> str:
@@ -267,4 +295,3 @@ def _models_in(tp: Any) -> list[type[BaseModel]]:
     if typing.get_origin(tp) is dict:
         return []
     return [m for arg in typing.get_args(tp) for m in _models_in(arg)]
-

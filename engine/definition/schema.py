@@ -9,7 +9,6 @@ from typing import Any
 from engine.definition.models import Definition
 
 
-
 def json_schema() -> dict[str, Any]:
     schema = Definition.model_json_schema(by_alias=True, mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -80,7 +80,11 @@ def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | No
         for key_node, value_node in node.value:
             if key_node.value == str(part):
                 return key_node, value_node
-    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+    elif (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(part, int)
+        and 0 <= part < len(node.value)
+    ):
         item = node.value[part]
         return item, item
     return None
@@ -125,11 +129,17 @@ def _check_size(root: yaml.Node, file: str) -> None:
             expanded[id(node)] = 1 + sum(expanded[id(c)] for c in _children(node))
             if expanded[id(node)] > MAX_NODES:
                 mark = node.start_mark
-                raise DefinitionError([Problem(
-                    file, mark.line + 1, mark.column + 1,
-                    f"document expands to more than {MAX_NODES} nodes through aliases "
-                    "(a YAML alias bomb?)",
-                )])
+                raise DefinitionError(
+                    [
+                        Problem(
+                            file,
+                            mark.line + 1,
+                            mark.column + 1,
+                            f"document expands to more than {MAX_NODES} nodes through aliases "
+                            "(a YAML alias bomb?)",
+                        )
+                    ]
+                )
             continue
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node) if id(c) not in expanded)
@@ -159,11 +169,15 @@ def _check_duplicate_keys(root: yaml.Node, file: str) -> None:
                     first = keys.setdefault(key_node.value, key_node)
                     if first is not key_node:
                         mark = key_node.start_mark
-                        problems.append(Problem(
-                            file, mark.line + 1, mark.column + 1,
-                            f"duplicate key {key_node.value!r} (first at line "
-                            f"{first.start_mark.line + 1})",
-                        ))
+                        problems.append(
+                            Problem(
+                                file,
+                                mark.line + 1,
+                                mark.column + 1,
+                                f"duplicate key {key_node.value!r} (first at line "
+                                f"{first.start_mark.line + 1})",
+                            )
+                        )
         stack.extend(_children(node))
     if problems:
         problems.sort(key=lambda p: (p.line, p.column))

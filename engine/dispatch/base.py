@@ -76,5 +76,5 @@ class Dispatcher(abc.ABC):
         that still arrives for it.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most dispatchers hold nothing)
         """Release threads and connections; submitted attempts may be abandoned."""

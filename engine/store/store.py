@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Engine,
     and_,
     bindparam,
@@ -28,8 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine.errors import InstanceNotFound, StoreError
 from engine.status import InstanceStatus
 from engine.store.tables import definitions, instances, step_results
-from engine.store.views import InstanceView, StepAttemptView
 from engine.store.types import utcnow
+from engine.store.views import InstanceView, StepAttemptView
 
 DEFAULT_URL = "sqlite:///engine.db"
 
@@ -144,21 +145,35 @@ class Store:
             found = conn.execute(query).scalar()
             if found is not None:
                 return int(found)
-            row = {"name": name, "version": version, "cron": cron, "steps": steps,
-                   "source": source, "created_at": utcnow()}
-            return int(conn.execute(insert(definitions).values(row)).inserted_primary_key[0])
+            row = {
+                "name": name,
+                "version": version,
+                "cron": cron,
+                "steps": steps,
+                "source": source,
+                "created_at": utcnow(),
+            }
+            return _new_id(conn.execute(insert(definitions).values(row)))
 
     def create_instance(
-        self, definition_id: int, name: str, trigger: str, params: dict[str, Any],
+        self,
+        definition_id: int,
+        name: str,
+        trigger: str,
+        params: dict[str, Any],
         scheduled_for: datetime | None = None,
     ) -> int:
         row = {
-            "definition_id": definition_id, "definition_name": name,
-            "status": InstanceStatus.pending.value, "trigger": trigger, "params": params,
-            "scheduled_for": scheduled_for, "created_at": utcnow(),
+            "definition_id": definition_id,
+            "definition_name": name,
+            "status": InstanceStatus.pending.value,
+            "trigger": trigger,
+            "params": params,
+            "scheduled_for": scheduled_for,
+            "created_at": utcnow(),
         }
         with self.engine.begin() as conn:
-            return int(conn.execute(insert(instances).values(row)).inserted_primary_key[0])
+            return _new_id(conn.execute(insert(instances).values(row)))
 
     def set_instance(self, instance_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -170,21 +185,33 @@ class Store:
 
     @staticmethod
     def record(
-        conn: Connection, instance_id: int,
-        ended: Sequence[AttemptEnd], started: Sequence[AttemptStart],
+        conn: Connection,
+        instance_id: int,
+        ended: Sequence[AttemptEnd],
+        started: Sequence[AttemptStart],
     ) -> None:
         """Complete `ended` and open `started` attempts in one committed transaction."""
         with conn.begin():
             if ended:
-                conn.execute(_end_attempts, [
-                    {"instance_id": instance_id, "row_step": e.step, "row_attempt": e.attempt,
-                     "status": e.status, "result": e.result, "error": e.error,
-                     "finished_at": e.finished_at}
-                    for e in ended
-                ])
+                conn.execute(
+                    _end_attempts,
+                    [
+                        {
+                            "instance_id": instance_id,
+                            "row_step": e.step,
+                            "row_attempt": e.attempt,
+                            "status": e.status,
+                            "result": e.result,
+                            "error": e.error,
+                            "finished_at": e.finished_at,
+                        }
+                        for e in ended
+                    ],
+                )
             if started:
-                conn.execute(_insert_attempts, [{"instance_id": instance_id, **s.__dict__}
-                                                for s in started])
+                conn.execute(
+                    _insert_attempts, [{"instance_id": instance_id, **s.__dict__} for s in started]
+                )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -200,8 +227,13 @@ class Store:
             ).all()
         steps = [
             StepAttemptView(
-                step=a.step_key, attempt=a.attempt, status=a.status, result=a.result_payload,
-                error=a.error, started_at=a.started_at, finished_at=a.finished_at,
+                step=a.step_key,
+                attempt=a.attempt,
+                status=a.status,
+                result=a.result_payload,
+                error=a.error,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
             )
             for a in attempts
         ]
@@ -225,6 +257,12 @@ class Store:
             ).all()
 
 
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def _instance_query() -> Any:
     return select(instances, definitions.c.version).join(
         definitions, definitions.c.id == instances.c.definition_id
@@ -233,7 +271,15 @@ def _instance_query() -> Any:
 
 def _view(row: Any, steps: list[StepAttemptView] | None) -> InstanceView:
     return InstanceView(
-        id=row.id, definition=row.definition_name, version=row.version, status=row.status,
-        trigger=row.trigger, params=row.params, scheduled_for=row.scheduled_for,
-        started_at=row.started_at, finished_at=row.finished_at, error=row.error, steps=steps,
+        id=row.id,
+        definition=row.definition_name,
+        version=row.version,
+        status=row.status,
+        trigger=row.trigger,
+        params=row.params,
+        scheduled_for=row.scheduled_for,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        steps=steps,
     )
