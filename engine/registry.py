@@ -17,10 +17,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.config import RUNNERS_ENV
 from engine.errors import DuplicateRunner, RunnerError, RunnerNotFound
 
 ENTRY_POINT_GROUP = "engine.runners"
-RUNNERS_ENV = "ENGINE_RUNNERS"
 
 T = TypeVar("T")
 

@@ -113,7 +113,17 @@ class BatchService:
             run,
             listener,
         )
-        outcome = executor.run()
+        try:
+            outcome = executor.run()
+        except BaseException as exc:
+            # Leave no instance "running" behind a crash of the executor itself.
+            self.store.set_instance(
+                instance_id,
+                status=InstanceStatus.failed.value,
+                finished_at=utcnow(),
+                error=f"engine error: {type(exc).__name__}: {exc}",
+            )
+            raise
         self.store.set_instance(
             instance_id, status=outcome.status.value, finished_at=utcnow(), error=outcome.error
         )

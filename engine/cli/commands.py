@@ -90,6 +90,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
         else:
             render.plan(prepared.plan())
         return
+    render.show_runner_logs()
     dispatcher = resolve_dispatcher(None, registry)
     try:
         service = BatchService(config.store(), dispatcher)

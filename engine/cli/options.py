@@ -9,9 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from engine.store import DEFAULT_URL
-
-DATABASE_ENV = "ENGINE_DATABASE_URL"
+from engine.config import DATABASE_ENV, DEFAULT_DATABASE_URL
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +41,7 @@ def pass_config(fn: F) -> F:
     @click.option(
         "--db",
         envvar=DATABASE_ENV,
-        default=DEFAULT_URL,
+        default=DEFAULT_DATABASE_URL,
         show_default=True,
         help=f"Database URL (or ${DATABASE_ENV}).",
     )

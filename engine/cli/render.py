@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.executor import StepEvent
@@ -32,6 +35,29 @@ console = Console(stderr=True, highlight=False)
 """Progress and run summaries: stderr, so that `--json` output alone is on stdout."""
 out = Console(highlight=False, soft_wrap=True)
 """What a command was asked to show: lists, details, plans."""
+
+
+class RunnerLogHandler(logging.Handler):
+    """Shows runners' `ctx.logger` records among the progress lines, tagged with their step."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        step = getattr(record, "step_id", record.name)
+        style = (
+            "red"
+            if record.levelno >= logging.ERROR
+            else ("yellow" if record.levelno >= logging.WARNING else "dim")
+        )
+        level = record.levelname.lower()
+        message = escape(self.format(record))
+        console.print(f"{clock}   [{style}]{step} {level}:[/] {message}", soft_wrap=True)
+
+
+def show_runner_logs(level: int = logging.INFO) -> None:
+    logger = logging.getLogger("engine.runner")
+    logger.setLevel(level)
+    logger.addHandler(RunnerLogHandler())
+    logger.propagate = False
 
 
 class Progress:
@@ -65,14 +91,14 @@ def first_line(text: str | None) -> str:
 
 
 def _duration(start: datetime | None, end: datetime | None) -> str:
-    return f"{(end - start).total_seconds():.2f}s" if start and end else "-"
+    return f"{(end - start).total_seconds():.2f}s" if start and end and end > start else "-"
 
 
 def _styled(status: str) -> str:
     return f"[{_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def _brief(value: Any, width: int = 60) -> str:
+def _brief(value: Any, width: int = 40) -> str:
     import json
 
     text = json.dumps(value, default=str)
@@ -88,8 +114,9 @@ def instance_summary(view: InstanceView) -> None:
         title=f"instance {view.id} · {view.definition} · {_styled(view.status)}",
         title_justify="left",
     )
-    for column in ("step", "status", "attempts", "duration", "result / error"):
-        table.add_column(column)
+    for column in ("step", "status", "attempts", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("result / error", overflow="fold")
     for step, attempt in last.items():
         detail = (
             first_line(attempt.error)
@@ -127,8 +154,9 @@ def instance_detail(view: InstanceView) -> None:
     if view.error:
         out.print(f"error: {view.error}")
     table = Table()
-    for column in ("step", "attempt", "status", "started", "duration", "result / error"):
-        table.add_column(column)
+    for column in ("step", "attempt", "status", "started", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("result / error", overflow="fold")
     for a in view.steps or []:
         detail = (
             first_line(a.error) if a.error else (_brief(a.result) if a.result is not None else "")

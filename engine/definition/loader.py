@@ -6,6 +6,7 @@ together: a user fixes a file in one pass, not one error per run.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import typing
@@ -73,8 +74,38 @@ def load_text(text: str, file: str, registry: JobRegistry | None = None) -> Load
     try:
         definition = Definition.model_validate(document.data)
     except ValidationError as exc:
-        raise DefinitionError(_sorted(_pydantic_problems(exc, document))) from None
+        problems = list(_pydantic_problems(exc, document))
+        pruned = _without_faults(document.data, exc)
+        if pruned is not None:  # check the rest too, so that a file is fixed in one pass
+            try:
+                _Checker(pruned, document, text, registry).run()
+            except DefinitionError as more:
+                problems += [p for p in more.problems if p not in problems]
+        raise DefinitionError(_sorted(problems)) from None
     return _Checker(definition, document, text, registry).run()
+
+
+def _without_faults(data: dict[str, Any], exc: ValidationError) -> Definition | None:
+    """The definition with every faulty mapping key removed, if that leaves it valid.
+
+    List items are never removed, so that the positions of the remaining problems stay right.
+    """
+    pruned = copy.deepcopy(data)
+    for error in exc.errors():
+        parent, key = None, None
+        node: Any = pruned
+        for part in error["loc"]:
+            if isinstance(node, dict) and part in node:
+                parent, key, node = node, part, node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                parent, key, node = None, None, node[part]
+        if parent is None:
+            return None
+        parent.pop(key, None)
+    try:
+        return Definition.model_validate(pruned)
+    except ValidationError:
+        return None
 
 
 def _sorted(problems: Iterable[Problem]) -> list[Problem]:

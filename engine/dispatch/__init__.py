@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
+from engine.config import DISPATCHER_ENV
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
-
-DISPATCHER_ENV = "ENGINE_DISPATCHER"
 
 
 def resolve_dispatcher(name: str | None, registry: JobRegistry) -> Dispatcher:

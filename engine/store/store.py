@@ -26,13 +26,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.config import DEFAULT_DATABASE_URL
 from engine.errors import InstanceNotFound, StoreError
 from engine.status import InstanceStatus
 from engine.store.tables import definitions, instances, step_results
 from engine.store.types import utcnow
 from engine.store.views import InstanceView, StepAttemptView
-
-DEFAULT_URL = "sqlite:///engine.db"
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def make_engine(url: str) -> Engine:
 class Store:
     """Persistence of definitions, instances and step attempts (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._create_schema()
