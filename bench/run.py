@@ -46,11 +46,14 @@ class Case:
     def label(self) -> str:
         return self.shape if self.shape == "linear" else f"fan-out c={self.concurrency}"
 
-    def seconds(self, side: str) -> float:
-        return statistics.median(s.seconds for s in getattr(self, side))
+    def seconds(self, side: str, cpu: bool = False) -> float:
+        return statistics.median(s.cpu_seconds if cpu else s.seconds for s in getattr(self, side))
 
-    def ms_per_step(self, side: str) -> float:
-        return self.seconds(side) / self.steps * 1000
+    def ms_per_step(self, side: str, cpu: bool = False) -> float:
+        return self.seconds(side, cpu) / self.steps * 1000
+
+    def ratio(self, cpu: bool = False) -> float:
+        return self.ms_per_step("engine", cpu) / self.ms_per_step("floor", cpu)
 
     def rss(self, side: str) -> float:
         return max(s.peak_rss_mb for s in getattr(self, side))
@@ -125,11 +128,14 @@ def steady(cases: list[Case]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"shape": shape, "concurrency": concurrency, "label": group[0].label,
                                "sizes": [c.steps for c in group]}
         for side in ("engine", "floor"):
-            slope, intercept = _fit([(c.steps, c.seconds(side)) for c in group])
-            row[f"{side}_steady_ms_per_step"] = slope * 1000
-            row[f"{side}_fixed_ms"] = intercept * 1000
+            for cpu, kind in ((False, ""), (True, "_cpu")):
+                slope, intercept = _fit([(c.steps, c.seconds(side, cpu)) for c in group])
+                row[f"{side}_steady{kind}_ms_per_step"] = slope * 1000
+                row[f"{side}_fixed{kind}_ms"] = intercept * 1000
             row[f"{side}_growth"] = group[-1].ms_per_step(side) / group[0].ms_per_step(side)
-        row["ratio"] = row["engine_steady_ms_per_step"] / row["floor_steady_ms_per_step"]
+        for kind in ("", "_cpu"):
+            row[f"ratio{kind}"] = (row[f"engine_steady{kind}_ms_per_step"]
+                                   / row[f"floor_steady{kind}_ms_per_step"])
         rows.append(row)
     return rows
 
@@ -153,21 +159,27 @@ def report(cases: list[Case], steady_rows: list[dict[str, Any]],
         "",
     ]
     if cases:
+        out.append("wall time (ms/step = run time / steps), and the process's CPU time beside it")
         out.append(_table(
-            ["shape", "steps", "engine s", "ms/step", "floor s", "ms/step", "ratio",
-             "engine RSS MB", "floor RSS MB"],
-            [[c.label, str(c.steps), f"{c.seconds('engine'):.3f}", f"{c.ms_per_step('engine'):.3f}",
-              f"{c.seconds('floor'):.3f}", f"{c.ms_per_step('floor'):.3f}",
-              f"{c.ms_per_step('engine') / c.ms_per_step('floor'):.2f}x",
+            ["shape", "steps", "engine s", "engine ms/step", "floor ms/step", "ratio",
+             "engine CPU ms/step", "floor CPU ms/step", "CPU ratio", "engine RSS MB",
+             "floor RSS MB"],
+            [[c.label, str(c.steps), f"{c.seconds('engine'):.3f}",
+              f"{c.ms_per_step('engine'):.3f}", f"{c.ms_per_step('floor'):.3f}",
+              f"{c.ratio():.2f}x", f"{c.ms_per_step('engine', True):.3f}",
+              f"{c.ms_per_step('floor', True):.3f}", f"{c.ratio(True):.2f}x",
               f"{c.rss('engine'):.0f}", f"{c.rss('floor'):.0f}"] for c in cases],
         ))
         out += ["", "steady: slope of run time over sizes; fixed: the intercept (cost per run); "
                     "growth: ms/step at the largest size / at the smallest", ""]
         out.append(_table(
             ["shape", "engine steady ms/step", "floor steady ms/step", "ratio",
-             "engine fixed ms", "engine growth", "floor growth"],
+             "engine CPU steady", "floor CPU steady", "CPU ratio", "engine fixed ms",
+             "engine growth", "floor growth"],
             [[r["label"], f"{r['engine_steady_ms_per_step']:.3f}",
               f"{r['floor_steady_ms_per_step']:.3f}", f"{r['ratio']:.2f}x",
+              f"{r['engine_steady_cpu_ms_per_step']:.3f}",
+              f"{r['floor_steady_cpu_ms_per_step']:.3f}", f"{r['ratio_cpu']:.2f}x",
               f"{r['engine_fixed_ms']:.0f}", f"{r['engine_growth']:.2f}x",
               f"{r['floor_growth']:.2f}x"] for r in steady_rows],
         ))
@@ -224,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
                 {"shape": c.shape, "concurrency": c.concurrency, "steps": c.steps,
                  "engine_seconds": [s.seconds for s in c.engine],
                  "floor_seconds": [s.seconds for s in c.floor],
+                 "engine_cpu_seconds": [s.cpu_seconds for s in c.engine],
+                 "floor_cpu_seconds": [s.cpu_seconds for s in c.floor],
                  "engine_ms_per_step": c.ms_per_step("engine"),
                  "floor_ms_per_step": c.ms_per_step("floor"),
-                 "ratio": c.ms_per_step("engine") / c.ms_per_step("floor"),
+                 "ratio": c.ratio(),
+                 "engine_cpu_ms_per_step": c.ms_per_step("engine", True),
+                 "floor_cpu_ms_per_step": c.ms_per_step("floor", True),
+                 "cpu_ratio": c.ratio(True),
                  "engine_peak_rss_mb": c.rss("engine"), "floor_peak_rss_mb": c.rss("floor")}
                 for c in cases
             ],

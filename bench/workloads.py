@@ -111,6 +111,9 @@ def _max_rss_mb() -> float:
 @dataclass
 class Sample:
     seconds: float
+    cpu_seconds: float
+    """CPU time of the whole process (every thread): less disturbed than wall time by other
+    work on the machine."""
     peak_rss_mb: float
     """Peak RSS of the whole process during the measured span (the process's all-time peak
     where the peak cannot be reset)."""
@@ -120,9 +123,9 @@ class Sample:
 def _measured(out: list[Sample]) -> Iterator[None]:
     gc.collect()
     _reset_peak_rss()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     yield
-    out.append(Sample(time.perf_counter() - start, _max_rss_mb()))
+    out.append(Sample(time.perf_counter() - start, time.process_time() - cpu, _max_rss_mb()))
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from engine.definition import LoadedDefinition
 from engine.definition.models import Join, On, Retry
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.expressions import Compiled, TemplateTree
+from engine.jsondata import storable_text
 from engine.status import InstanceStatus, StepStatus
 from engine.store import AttemptEnd, AttemptStart, Store
 from engine.store.types import utcnow
@@ -202,7 +203,7 @@ class Executor:
                     else plan.inputs
                 )
             except Exception as exc:
-                self._fail_before_start(plan, f"inputs: {exc}")
+                self._settle(self._fail_before_start(plan, f"inputs: {exc}"))
                 continue
             plan.attempt += 1
             task = StepTask(
@@ -229,15 +230,19 @@ class Executor:
             tasks.append(task)
         return tasks
 
-    def _fail_before_start(self, plan: _Plan, error: str) -> None:
-        """A step whose condition or inputs could not be evaluated fails without a runner call."""
+    def _fail_before_start(self, plan: _Plan, error: str) -> list[str]:
+        """A step whose condition or inputs could not be evaluated fails without a runner call.
+
+        Returns the downstream steps that became ready.
+        """
         plan.attempt += 1
         now = utcnow()
+        error = storable_text(error)
         self._starts.append(
             AttemptStart(plan.id, plan.attempt, StepStatus.failed, now, now, None, error)
         )
         self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
-        self._settle(self._end(plan, StepStatus.failed, None))
+        return self._end(plan, StepStatus.failed, None)
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -293,14 +298,7 @@ class Executor:
             try:
                 runs = self._should_run(plan)
             except Exception as exc:
-                plan.attempt += 1
-                now = utcnow()
-                error = f"condition: {exc}"
-                self._starts.append(
-                    AttemptStart(plan.id, plan.attempt, StepStatus.failed, now, now, None, error)
-                )
-                self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
-                work.extend(self._end(plan, StepStatus.failed, None))
+                work.extend(self._fail_before_start(plan, f"condition: {exc}"))
                 continue
             if runs:
                 heapq.heappush(self._runnable, (plan.index, plan.id))

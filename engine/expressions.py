@@ -6,11 +6,12 @@ unknown steps are validation errors and running a step costs a function call, no
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
@@ -69,6 +70,7 @@ class Compiled:
             raise ExpressionError(f"{self.source!r}: {type(exc).__name__}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_condition(source: str) -> Compiled:
     """A boolean expression such as `steps.process.result.count > 0` (no braces)."""
     ast = _parse("{{ (" + source + ") }}", source)
@@ -76,16 +78,62 @@ def compile_condition(source: str) -> Compiled:
     return Compiled(source, lambda scope: bool(expression(**scope)), _referenced_steps(ast))
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_template(source: str) -> Compiled:
     """A string with `{{ }}`: a lone `{{ expr }}` keeps its native type, anything else is text."""
     lone = _LONE.match(source)
     if lone and "{{" not in lone["expr"] and "}}" not in lone["expr"]:
+        path = _path(lone["expr"])
+        if path is not None:
+            root, keys = path
+            first = keys[0] if keys else None
+            steps = (
+                frozenset([first]) if root == "steps" and isinstance(first, str) else frozenset()
+            )
+            return Compiled(source, _lookup(root, keys), steps)
         ast = _parse(source, source)
         expression = _env.compile_expression(lone["expr"], undefined_to_none=False)
-        return Compiled(source, lambda scope: expression(**scope), _referenced_steps(ast))
+        return Compiled(source, lambda scope: _defined(expression(**scope)), _referenced_steps(ast))
     ast = _parse(source, source)
     template = _env.from_string(ast)
     return Compiled(source, lambda scope: template.render(scope), _referenced_steps(ast))
+
+
+_PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$")
+_KEY = re.compile(r"\.(\w+)|\[(\d+)\]")
+_LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})
+
+
+def _path(expr: str) -> tuple[str, list[str | int]] | None:
+    """`steps.a.result.rows[0]` as ("steps", ["a", "result", "rows", 0]); None if not a path.
+
+    Plain paths are most of what templates say; looking them up directly, through the same
+    sandboxed attribute access that Jinja2 would use, spares a compile per template.
+    """
+    match = _PATH.match(expr)
+    if match is None or match[1] in _LITERALS or "__" in expr:
+        return None
+    keys: list[str | int] = [name if name else int(index) for name, index in _KEY.findall(match[2])]
+    return match[1], keys
+
+
+def _lookup(root: str, keys: list[str | int]) -> Callable[[Scope], Any]:
+    def evaluate(scope: Scope) -> Any:
+        if root not in scope:
+            raise ExpressionError(f"{root!r} is undefined")
+        value = scope[root]
+        for key in keys:
+            value = _env.getitem(value, key) if isinstance(key, int) else _env.getattr(value, key)
+        return _defined(value)
+
+    return evaluate
+
+
+def _defined(value: Any) -> Any:
+    """Raise the undefined error that a value standing for a missing name or key carries."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return value
 
 
 def is_template(value: Any) -> bool:
@@ -99,7 +147,7 @@ def _parse(text: str, source: str) -> nodes.Template:
         raise ExpressionError(f"{source!r}: {exc}") from None
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = _key(node)
-        if isinstance(attr, str) and attr.startswith("_"):
+        if isinstance(attr, str) and attr.startswith("__"):
             raise ExpressionError(f"{source!r}: access to {attr!r} is not allowed")
     return ast
 

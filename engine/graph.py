@@ -8,7 +8,7 @@ networkx object, so a step costs no graph query.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import networkx as nx
@@ -38,7 +38,6 @@ class StepGraph:
         for edge in self.edges:
             if edge.target in self.nx:
                 self.nx.add_edge(edge.source, edge.target, edge=edge)
-        self._ancestors: dict[str, set[str]] = {}
         self.incoming: dict[str, list[GraphEdge]] = {s: [] for s in self.order}
         self.outgoing: dict[str, list[GraphEdge]] = {s: [] for s in self.order}
         for edge in self.edges:
@@ -57,11 +56,26 @@ class StepGraph:
                 found.append([edge[0] for edge in cycle])
         return sorted(found, key=lambda c: self.order.index(c[0]))
 
-    def ancestors(self, step: str) -> set[str]:
-        """Every step upstream of `step` (cached: expressions of one step ask repeatedly)."""
-        found = self._ancestors.get(step)
-        if found is None:
-            found = self._ancestors[step] = set(nx.ancestors(self.nx, step))
+    def upstream_among(self, step: str, candidates: Iterable[str]) -> set[str]:
+        """Those of `candidates` from which a path leads to `step`.
+
+        A breadth-first walk up the edges that stops once every candidate is found: expressions
+        mostly name close upstream steps, so checking all of a long chain stays linear.
+        """
+        wanted = set(candidates) - {step}
+        found: set[str] = set()
+        seen = {step}
+        frontier = [step]
+        while frontier and found != wanted:
+            above = []
+            for target in frontier:
+                for edge in self.incoming.get(target, ()):
+                    if edge.source not in seen:
+                        seen.add(edge.source)
+                        above.append(edge.source)
+                        if edge.source in wanted:
+                            found.add(edge.source)
+            frontier = above
         return found
 
     def topological_order(self) -> list[str]:

@@ -18,6 +18,7 @@ from pydantic import (
 from engine.definition.models import Param, ParamType
 from engine.errors import ParamsError
 from engine.expressions import Compiled, compile_template, is_template
+from engine.jsondata import json_problem
 
 
 def _json_text(value: Any) -> Any:
@@ -78,9 +79,13 @@ class ParamsSpec:
                     [f"params.{name}: default could not be rendered: {exc}"]
                 ) from None
         try:
-            return self.model.model_validate(values).model_dump(mode="json")
+            resolved = self.model.model_validate(values).model_dump(mode="json")
         except ValidationError as exc:
             raise ParamsError(format_errors(exc, "params")) from None
+        problem = json_problem(resolved)
+        if problem is not None:
+            raise ParamsError([f"params: {problem}"])
+        return resolved
 
     def check_default(self, name: str) -> str | None:
         """Why a plain (non-template) default does not fit its param's type, or None."""

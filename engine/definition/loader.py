@@ -257,10 +257,11 @@ class _Checker:
         *,
         itself: bool = False,
     ) -> None:
+        upstream = graph.upstream_among(step, compiled.steps)
         for ref in sorted(compiled.steps):
             if ref not in graph.incoming:
                 self.add(path, f"unknown step {ref!r} in steps.{ref}" + _hint(ref, graph.order))
-            elif not (itself and ref == step) and ref not in graph.ancestors(step):
+            elif not (itself and ref == step) and ref not in upstream:
                 self.add(
                     path,
                     f"steps.{ref} is not upstream of {step!r}: its result is not "

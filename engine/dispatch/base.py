@@ -6,13 +6,14 @@ Tasks and outcomes are immutable plain data so that a remote dispatcher can send
 from __future__ import annotations
 
 import abc
-import json
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
+
+from engine.jsondata import json_problem, storable_text
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,15 @@ class StepOutcome:
         """Wrap a runner's return value, which must be JSON-serialisable (models are dumped)."""
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            return cls(task, ok=False, error=f"result is not JSON-serialisable: {exc}")
+        problem = json_problem(value)
+        if problem is not None:
+            return cls(task, ok=False, error=f"the result is {problem}")
         return cls(task, ok=True, result=value)
 
     @classmethod
     def failure(cls, task: StepTask, exc: BaseException) -> StepOutcome:
         text = "".join(traceback.format_exception(exc))
-        return cls(task, ok=False, error=f"{type(exc).__name__}: {exc}\n\n{text}")
+        return cls(task, ok=False, error=storable_text(f"{type(exc).__name__}: {exc}\n\n{text}"))
 
 
 Done = Callable[[StepOutcome], None]

@@ -24,21 +24,29 @@ class _ThreadPool:
     the next task, and idle threads are reused."""
 
     def __init__(self) -> None:
-        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
+        self._threads = 0
 
     def submit(self, work: Callable[[], None]) -> None:
         with self._lock:
             if self._idle:
                 self._idle -= 1
             else:
+                self._threads += 1
                 threading.Thread(target=self._work, name="engine-runner", daemon=True).start()
         self._tasks.put(work)
 
+    def shutdown(self) -> None:
+        """Let every thread end once it is idle; a busy one ends when its runner returns."""
+        with self._lock:
+            for _ in range(self._threads):
+                self._tasks.put(None)
+            self._threads = self._idle = 0
+
     def _work(self) -> None:
-        while True:
-            work = self._tasks.get()
+        while (work := self._tasks.get()) is not None:
             work()
             with self._lock:
                 self._idle += 1
@@ -105,6 +113,7 @@ class DirectDispatcher(Dispatcher):
             return self._loop
 
     def close(self) -> None:
+        self._pool.shutdown()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop = None
