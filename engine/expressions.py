@@ -8,44 +8,21 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Undefined, nodes
-from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2 import Undefined, meta, nodes
+from jinja2.exceptions import TemplateError
 
 from engine.errors import EngineError
+from engine.sandbox import Sandbox
 
 
 class ExpressionError(EngineError):
     """An expression or template does not compile, or failed while evaluating."""
 
 
-MAX_SIZE = 100_000
-"""Largest exponent, and longest sequence a `*` may build, inside an expression."""
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's immutable sandbox, also bounding `**` and sequence `*` so nothing eats the host."""
-
-    intercepted_binops = frozenset({"**", "*"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
-            raise SecurityError(f"exponent {right} is too large")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if sized and len(seq) * times > MAX_SIZE:
-                    raise SecurityError("sequence repetition is too large")
-        return super().call_binop(context, operator, left, right)
-
-
-_env = _Sandbox(undefined=StrictUndefined, autoescape=False)
-# Only plain data and filters: no lipsum, cycler, joiner or namespace objects to climb out through.
-_env.globals.clear()
-_env.globals["range"] = safe_range
+_env = Sandbox()
 
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -56,9 +33,17 @@ Scope = Mapping[str, Any]
 class Compiled:
     """A compiled expression or template, with the step ids it reads through `steps.<id>`."""
 
-    def __init__(self, source: str, evaluate: Callable[[Scope], Any], steps: frozenset[str]):
+    def __init__(
+        self,
+        source: str,
+        evaluate: Callable[[Scope], Any],
+        steps: frozenset[str],
+        names: frozenset[str],
+    ):
         self.source = source
         self.steps = steps
+        self.names = names
+        """The top-level names it reads (`params`, `steps`, `run`, ...)."""
         self._evaluate = evaluate
 
     def __call__(self, scope: Scope) -> Any:
@@ -75,7 +60,9 @@ def compile_condition(source: str) -> Compiled:
     """A boolean expression such as `steps.process.result.count > 0` (no braces)."""
     ast = _parse("{{ (" + source + ") }}", source)
     expression = _env.compile_expression(source, undefined_to_none=False)
-    return Compiled(source, lambda scope: bool(expression(**scope)), _referenced_steps(ast))
+    return Compiled(
+        source, lambda scope: bool(expression(**scope)), _referenced_steps(ast), _names(ast)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,13 +77,15 @@ def compile_template(source: str) -> Compiled:
             steps = (
                 frozenset([first]) if root == "steps" and isinstance(first, str) else frozenset()
             )
-            return Compiled(source, _lookup(root, keys), steps)
+            return Compiled(source, _lookup(root, keys), steps, frozenset([root]))
         ast = _parse(source, source)
         expression = _env.compile_expression(lone["expr"], undefined_to_none=False)
-        return Compiled(source, lambda scope: _defined(expression(**scope)), _referenced_steps(ast))
+        return Compiled(
+            source, lambda scope: _defined(expression(**scope)), _referenced_steps(ast), _names(ast)
+        )
     ast = _parse(source, source)
     template = _env.from_string(ast)
-    return Compiled(source, lambda scope: template.render(scope), _referenced_steps(ast))
+    return Compiled(source, template.render, _referenced_steps(ast), _names(ast))
 
 
 _PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$")
@@ -160,6 +149,10 @@ def _key(node: nodes.Node) -> Any:
     return arg.value if isinstance(arg, nodes.Const) else None
 
 
+def _names(ast: nodes.Template) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(ast))
+
+
 def _referenced_steps(ast: nodes.Template) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
@@ -174,14 +167,18 @@ def _referenced_steps(ast: nodes.Template) -> frozenset[str]:
 class TemplateTree:
     """A step's `inputs` with every templated string compiled, wherever it stands.
 
-    Faults do not stop compilation: `errors` lists each with the path of its string.
+    Faults do not stop compilation: `errors` lists each with the path of its string, and
+    `leaves` each compiled string with its path, for checks that point at the right line.
     """
 
     def __init__(self, value: Any) -> None:
         self.errors: list[tuple[tuple[str | int, ...], ExpressionError]] = []
+        self.leaves: list[tuple[tuple[str | int, ...], Compiled]] = []
         self._value = self._compile(value, ())
-        self.steps = frozenset(s for c in _walk(self._value) for s in c.steps)
-        self.is_static = not any(True for _ in _walk(self._value))
+
+    @property
+    def is_static(self) -> bool:
+        return not self.leaves
 
     def render(self, scope: Scope) -> Any:
         return _render_tree(self._value, scope)
@@ -189,10 +186,12 @@ class TemplateTree:
     def _compile(self, value: Any, path: tuple[str | int, ...]) -> Any:
         if is_template(value):
             try:
-                return compile_template(value)
+                compiled = compile_template(value)
             except ExpressionError as exc:
                 self.errors.append((path, exc))
                 return value
+            self.leaves.append((path, compiled))
+            return compiled
         if isinstance(value, dict):
             return {k: self._compile(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
@@ -208,14 +207,3 @@ def _render_tree(value: Any, scope: Scope) -> Any:
     if isinstance(value, list):
         return [_render_tree(v, scope) for v in value]
     return value
-
-
-def _walk(value: Any) -> Iterator[Compiled]:
-    if isinstance(value, Compiled):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _walk(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk(v)

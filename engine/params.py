@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -14,10 +15,11 @@ from pydantic import (
     ValidationError,
     create_model,
 )
+from pydantic_core import PydanticCustomError
 
 from engine.definition.models import Param, ParamType
 from engine.errors import ParamsError
-from engine.expressions import Compiled, compile_template, is_template
+from engine.expressions import Compiled, ExpressionError, compile_template, is_template
 from engine.jsondata import json_problem
 
 
@@ -46,16 +48,22 @@ class ParamsSpec:
 
     def __init__(self, params: dict[str, Param]) -> None:
         self.params = params
-        self.templates: dict[str, Compiled] = {
-            name: compile_template(p.default)
-            for name, p in params.items()
-            if is_template(p.default)
-        }
+        self.templates: dict[str, Compiled] = {}
+        self.errors: dict[str, ExpressionError] = {}
+        """Template defaults that do not compile, for the loader to report."""
+        for name, param in params.items():
+            if is_template(param.default):
+                try:
+                    self.templates[name] = compile_template(param.default)
+                except ExpressionError as exc:
+                    self.errors[name] = exc
         self.kinds: dict[str, Any] = {}
         for name, param in params.items():
             kind = _TYPES[param.type]
             if param.enum is not None:
-                kind = Annotated[kind, BeforeValidator(_enum_check(tuple(param.enum)))]
+                kind = Annotated[kind, AfterValidator(_enum_check(tuple(param.enum)))]
+            if param.default is None and not param.required:
+                kind = kind | None
             self.kinds[name] = kind
         self.model: type[BaseModel] = create_model(  # type: ignore[call-overload]
             "Params",
@@ -71,21 +79,19 @@ class ParamsSpec:
                 continue
             template = self.templates.get(name)
             try:
-                values[name] = (
-                    template({"run": run, "params": given}) if template else param.default
-                )
+                values[name] = template({"run": run}) if template else param.default
             except Exception as exc:
                 raise ParamsError(
                     [f"params.{name}: default could not be rendered: {exc}"]
                 ) from None
         try:
-            resolved = self.model.model_validate(values).model_dump(mode="json")
+            validated = self.model.model_validate(values)
         except ValidationError as exc:
             raise ParamsError(format_errors(exc, "params")) from None
-        problem = json_problem(resolved)
+        problem = json_problem(validated.model_dump())  # before JSON mode turns NaN into null
         if problem is not None:
             raise ParamsError([f"params: {problem}"])
-        return resolved
+        return validated.model_dump(mode="json")
 
     def check_default(self, name: str) -> str | None:
         """Why a plain (non-template) default does not fit its param's type, or None."""
@@ -102,7 +108,10 @@ class ParamsSpec:
 def _enum_check(allowed: tuple[Any, ...]) -> Any:
     def check(value: Any) -> Any:
         if value not in allowed:
-            raise ValueError(f"Input should be one of {', '.join(map(repr, allowed))}")
+            expected = ", ".join(map(repr, allowed))
+            raise PydanticCustomError(
+                "enum", "Input should be one of {expected}", {"expected": expected}
+            )
         return value
 
     return check

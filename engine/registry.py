@@ -6,6 +6,7 @@ method; either may be `async`. Registration leaves the user's object untouched.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -81,7 +82,12 @@ class JobRegistry:
             raise RunnerError(f"runner {key!r}: {target!r} is neither a function nor a class")
         runner = Runner(key, target, _location(target), is_async)
         existing = self._runners.get(key)
-        if existing is not None and existing.location != runner.location:
+        # The same place seen twice is one runner imported under two module names, not two.
+        same = existing is not None and (
+            existing.target is target
+            or (":" in runner.location and existing.location == runner.location)
+        )
+        if existing is not None and not same:
             raise DuplicateRunner(
                 f"runner key {key!r} is registered twice: at {existing.location} "
                 f"and at {runner.location}"
@@ -144,25 +150,34 @@ def _import_module(name: str) -> None:
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
+        if exc.name == name or name.startswith(f"{exc.name}."):
             message = f"runner module {name!r} not found (neither a path nor a module)"
             raise RunnerError(message) from None
         raise RunnerError(f"runner module {name!r}: {exc}") from exc
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError(f"runner module {name!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _import_path(path: Path) -> None:
-    """Import a `.py` file, or every `.py` file below a folder, under stable module names."""
+    """Import a `.py` file, or every `.py` file below a folder.
+
+    Module names carry a digest of the folder, so that `a/jobs.py` and `b/jobs.py` are both
+    imported, and importing one place twice is a no-op.
+    """
     path = path.resolve()
     files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
     root = path.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # lets runner modules import their siblings
+    prefix = "engine_runners.r" + hashlib.sha1(str(root).encode()).hexdigest()[:10]
     for file in files:
-        if "__pycache__" in file.parts or any(p.startswith(".") for p in file.parts):
+        rel = file.relative_to(root)
+        if "__pycache__" in rel.parts or any(p.startswith(".") for p in rel.parts):
             continue
-        rel = file.relative_to(root).with_suffix("")
-        parts = [p for p in rel.parts if p != "__init__"]
-        name = "engine_runners." + ".".join(parts)
+        parts = [p for p in rel.with_suffix("").parts if p != "__init__"]
+        name = ".".join([prefix, *parts])
         if name in sys.modules:
             continue
         spec = importlib.util.spec_from_file_location(name, file)

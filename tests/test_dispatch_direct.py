@@ -4,6 +4,7 @@ behaves with runners that misbehave (raise, exit, never return, ignore cancellat
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections import Counter
@@ -20,10 +21,26 @@ pytestmark = pytest.mark.timeout(60)
 WAIT = 10.0
 
 
-def task(step: str, runner: str | None = None, *, attempt: int = 1, inputs=None,
-         instance_id: int = 1, timeout: float | None = None) -> StepTask:
-    return StepTask(instance_id, step, attempt, runner or step, inputs or {}, {"p": 1},
-                    {"up": {"v": 2}}, {"id": instance_id, "trigger": "cli"}, timeout)
+def task(
+    step: str,
+    runner: str | None = None,
+    *,
+    attempt: int = 1,
+    inputs=None,
+    instance_id: int = 1,
+    timeout: float | None = None,
+) -> StepTask:
+    return StepTask(
+        instance_id,
+        step,
+        attempt,
+        runner or step,
+        inputs or {},
+        {"p": 1},
+        {"up": {"v": 2}},
+        {"id": instance_id, "trigger": "cli"},
+        timeout,
+    )
 
 
 class Outcomes:
@@ -102,21 +119,33 @@ def test_the_context_carries_what_the_task_says(dispatcher, registry):
 
     @registry.handler("look")
     def look(inputs, ctx):
-        seen.update(instance_id=ctx.instance_id, step_id=ctx.step_id, attempt=ctx.attempt,
-                    params=ctx.params, results=ctx.results, run=ctx.run,
-                    cancelled=ctx.cancelled, logger=ctx.logger is not None)
+        seen.update(
+            instance_id=ctx.instance_id,
+            step_id=ctx.step_id,
+            attempt=ctx.attempt,
+            params=ctx.params,
+            results=ctx.results,
+            run=ctx.run,
+            cancelled=ctx.cancelled,
+            logger=ctx.logger is not None,
+        )
 
     out = Outcomes()
     dispatcher.submit(task("look", instance_id=7, attempt=2), out)
     out.wait(1)
-    assert seen == {"instance_id": 7, "step_id": "look", "attempt": 2, "params": {"p": 1},
-                    "results": {"up": {"v": 2}}, "run": {"id": 7, "trigger": "cli"},
-                    "cancelled": False, "logger": True}
+    assert seen == {
+        "instance_id": 7,
+        "step_id": "look",
+        "attempt": 2,
+        "params": {"p": 1},
+        "results": {"up": {"v": 2}},
+        "run": {"id": 7, "trigger": "cli"},
+        "cancelled": False,
+        "logger": True,
+    }
 
 
-def test_a_raising_runner_gives_a_failed_outcome_with_message_and_traceback(
-    dispatcher, registry
-):
+def test_a_raising_runner_gives_a_failed_outcome_with_message_and_traceback(dispatcher, registry):
     def inner():
         raise KeyError("missing-column")
 
@@ -190,8 +219,11 @@ def test_every_outcome_is_delivered_exactly_once(dispatcher, registry):
         return "late"
 
     out = Outcomes()
-    tasks = [task(f"{kind}{i}", kind, inputs={"i": i})
-             for i in range(5) for kind in ("ok", "fail", "aok")]
+    tasks = [
+        task(f"{kind}{i}", kind, inputs={"i": i})
+        for i in range(5)
+        for kind in ("ok", "fail", "aok")
+    ]
     tasks += [task("missing", "nope"), task("ha", "hang_async"), task("hs", "hang_sync")]
     for t in tasks:
         dispatcher.submit(t, out)
@@ -282,9 +314,7 @@ def test_a_runaway_runner_does_not_block_later_attempts(dispatcher, registry):
     out.wait(2)
 
 
-def test_system_exit_in_a_runner_is_a_failed_outcome_and_the_worker_lives_on(
-    dispatcher, registry
-):
+def test_system_exit_in_a_runner_is_a_failed_outcome_and_the_worker_lives_on(dispatcher, registry):
     def leave(inputs, ctx):
         raise SystemExit(2)
 
@@ -338,6 +368,7 @@ def test_close_does_not_hang_with_runaway_runners(registry):
             except asyncio.CancelledError:
                 continue  # ignores cancellation too
 
+    before = set(threading.enumerate())
     out = Outcomes()
     dispatcher.submit(task("stuck"), out)
     dispatcher.submit(task("astuck"), out)
@@ -349,6 +380,49 @@ def test_close_does_not_hang_with_runaway_runners(registry):
         assert not closer.is_alive(), "close() hangs on a runaway runner"
     finally:
         release.set()
+        del dispatcher
+        collect_abandoned(before)
+
+
+def collect_abandoned(before: set[threading.Thread]) -> None:
+    """Let the event loop thread of a closed dispatcher end, then collect what it abandoned.
+
+    Done here, at a known point, so that finalising an abandoned coroutine cannot happen inside
+    whatever the interpreter does next.
+    """
+    for thread in set(threading.enumerate()) - before:
+        if thread.name == "engine-async-runners":
+            thread.join(WAIT)
+    gc.collect()
+
+
+def test_an_abandoned_async_runner_runs_no_engine_code_when_collected(registry, monkeypatch):
+    # Closing may abandon a coroutine that never ends; when it is garbage-collected Python throws
+    # GeneratorExit into it. The engine must let that through, not treat it as the runner's
+    # failure: that would run outcome and traceback code inside the garbage collector, in
+    # whatever thread happens to trigger it.
+    reported: list[type[BaseException]] = []
+
+    def failure(cls, task, exc):
+        reported.append(type(exc))
+        return StepOutcome(task, ok=False, error=type(exc).__name__)
+
+    monkeypatch.setattr(StepOutcome, "failure", classmethod(failure))
+    started = threading.Event()
+
+    @registry.handler("endless")
+    async def endless(inputs, ctx):
+        started.set()
+        await asyncio.Event().wait()
+
+    before = set(threading.enumerate())
+    dispatcher = DirectDispatcher(registry)
+    dispatcher.submit(task("endless"), Outcomes())
+    assert started.wait(WAIT)
+    dispatcher.close()
+    del dispatcher
+    collect_abandoned(before)
+    assert GeneratorExit not in reported
 
 
 def test_close_releases_the_idle_worker_threads(registry):

@@ -87,32 +87,49 @@ def rec(registry) -> Recorder:
 
 
 def test_linear_steps_run_one_after_another_in_list_order(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: lin
         concurrency: 4
         steps:
           - {id: c, runner: r}
           - {id: a, runner: r}
           - {id: b, runner: r}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     # even with room for four in flight, a linear chain never overlaps
-    assert rec.log == [("start", "c"), ("end", "c"), ("start", "a"), ("end", "a"),
-                       ("start", "b"), ("end", "b")]
+    assert rec.log == [
+        ("start", "c"),
+        ("end", "c"),
+        ("start", "a"),
+        ("end", "a"),
+        ("start", "b"),
+        ("end", "b"),
+    ]
     assert [(s.step, s.attempt, s.status) for s in view.steps] == [
-        ("c", 1, "succeeded"), ("a", 1, "succeeded"), ("b", 1, "succeeded")]
+        ("c", 1, "succeeded"),
+        ("a", 1, "succeeded"),
+        ("b", 1, "succeeded"),
+    ]
     assert [s.result for s in view.steps] == [{"step": "c"}, {"step": "a"}, {"step": "b"}]
 
 
 def test_linear_failure_skips_every_later_step_and_fails_the_instance(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: lin
         steps:
           - {id: a, runner: r}
           - {id: b, runner: r, inputs: {fail: true}}
           - {id: c, runner: r}
           - {id: d, runner: r}
-    """)
+    """,
+    )
     assert rec.called == ["a", "b"]
     assert final(view) == {"a": "succeeded", "b": "failed", "c": "skipped", "d": "skipped"}
     assert view.status == "failed"
@@ -120,7 +137,10 @@ def test_linear_failure_skips_every_later_step_and_fails_the_instance(sqlite_sto
 
 @pytest.mark.parametrize("fails", [False, True], ids=["a-succeeds", "a-fails"])
 def test_edges_fire_on_success_failure_and_always(sqlite_store, registry, rec, fails):
-    view = run(sqlite_store, registry, f"""
+    view = run(
+        sqlite_store,
+        registry,
+        f"""
         name: edges
         steps:
           - id: a
@@ -133,13 +153,22 @@ def test_edges_fire_on_success_failure_and_always(sqlite_store, registry, rec, f
           - {{id: on_success, runner: r}}
           - {{id: on_failure, runner: r}}
           - {{id: on_always, runner: r}}
-    """)
+    """,
+    )
     if fails:
-        expected = {"a": "failed", "on_success": "skipped", "on_failure": "succeeded",
-                    "on_always": "succeeded"}
+        expected = {
+            "a": "failed",
+            "on_success": "skipped",
+            "on_failure": "succeeded",
+            "on_always": "succeeded",
+        }
     else:
-        expected = {"a": "succeeded", "on_success": "succeeded", "on_failure": "skipped",
-                    "on_always": "succeeded"}
+        expected = {
+            "a": "succeeded",
+            "on_success": "succeeded",
+            "on_failure": "skipped",
+            "on_always": "succeeded",
+        }
     assert final(view) == expected
     assert set(rec.called) == {s for s, st in expected.items() if st != "skipped"}
     # a failure handler that succeeds does not rescue the instance
@@ -149,14 +178,18 @@ def test_edges_fire_on_success_failure_and_always(sqlite_store, registry, rec, f
 def test_once_any_step_declares_next_steps_the_graph_is_only_the_declared_edges(
     sqlite_store, registry, rec
 ):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: dag
         concurrency: 3
         steps:
           - {id: a, runner: r, inputs: {fail: true}}
           - {id: b, runner: r, nextSteps: [c]}
           - {id: c, runner: r}
-    """)
+    """,
+    )
     # no implicit a -> b: b is a root and runs although a failed; c follows b only
     assert final(view) == {"a": "failed", "b": "succeeded", "c": "succeeded"}
     assert rec.log.index(("end", "b")) < rec.log.index(("start", "c"))
@@ -164,7 +197,10 @@ def test_once_any_step_declares_next_steps_the_graph_is_only_the_declared_edges(
 
 @pytest.mark.parametrize("count", [0, 5])
 def test_edge_condition_decides_whether_the_edge_fires(sqlite_store, registry, rec, count):
-    view = run(sqlite_store, registry, f"""
+    view = run(
+        sqlite_store,
+        registry,
+        f"""
         name: cond
         steps:
           - id: process
@@ -175,7 +211,8 @@ def test_edge_condition_decides_whether_the_edge_fires(sqlite_store, registry, r
               - {{step: report_empty, condition: "steps.process.result.count == 0"}}
           - {{id: load, runner: r}}
           - {{id: report_empty, runner: r}}
-    """)
+    """,
+    )
     ran, skipped = ("load", "report_empty") if count else ("report_empty", "load")
     assert final(view)[ran] == "succeeded"
     assert final(view)[skipped] == "skipped"
@@ -187,7 +224,10 @@ def test_edge_condition_decides_whether_the_edge_fires(sqlite_store, registry, r
 def test_step_condition_false_skips_the_step_without_calling_its_runner(
     sqlite_store, registry, rec, go
 ):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: guard
         params:
           go: {type: boolean}
@@ -199,7 +239,9 @@ def test_step_condition_false_skips_the_step_without_calling_its_runner(
           - id: b
             runner: r
             condition: "params.go and steps.a.result.count > 1"
-    """, {"go": go})
+    """,
+        {"go": go},
+    )
     assert final(view)["b"] == ("succeeded" if go else "skipped")
     assert ("b" in rec.called) is go
     (b_row,) = rows(view, "b")
@@ -211,21 +253,28 @@ def test_step_condition_false_skips_the_step_without_calling_its_runner(
 
 
 def test_a_root_step_condition_is_evaluated_too(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: guard
         params:
           n: {type: integer, default: 1}
         steps:
           - {id: a, runner: r, condition: "params.n > 5"}
           - {id: b, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"a": "skipped", "b": "skipped"}
     assert rec.called == []
     assert view.status == "succeeded"
 
 
 def test_join_all_needs_every_incoming_edge_join_any_needs_one(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: joins
         concurrency: 2
         steps:
@@ -234,23 +283,32 @@ def test_join_all_needs_every_incoming_edge_join_any_needs_one(sqlite_store, reg
              nextSteps: [all_of, any_of]}
           - {id: all_of, runner: r}
           - {id: any_of, runner: r, join: any}
-    """)
-    assert final(view) == {"ok": "succeeded", "bad": "failed", "all_of": "skipped",
-                           "any_of": "succeeded"}
+    """,
+    )
+    assert final(view) == {
+        "ok": "succeeded",
+        "bad": "failed",
+        "all_of": "skipped",
+        "any_of": "succeeded",
+    }
     # join: any still waits for every upstream to end before deciding
     assert rec.log.index(("end", "bad")) < rec.log.index(("start", "any_of"))
     assert rec.log.index(("end", "ok")) < rec.log.index(("start", "any_of"))
 
 
 def test_join_any_with_no_edge_fired_is_skipped(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: joins
         concurrency: 2
         steps:
           - {id: x, runner: r, inputs: {fail: true}, allowFailure: true, nextSteps: [j]}
           - {id: y, runner: r, condition: "false", nextSteps: [j]}
           - {id: j, runner: r, join: any}
-    """)
+    """,
+    )
     assert final(view) == {"x": "failed", "y": "skipped", "j": "skipped"}
     assert "j" not in rec.called
 
@@ -258,7 +316,10 @@ def test_join_any_with_no_edge_fired_is_skipped(sqlite_store, registry, rec):
 def test_skipped_propagates_along_success_and_failure_edges_but_fires_always_edges(
     sqlite_store, registry, rec
 ):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: skips
         steps:
           - id: a
@@ -270,16 +331,25 @@ def test_skipped_propagates_along_success_and_failure_edges_but_fires_always_edg
           - {id: b_always, runner: r}
           - {id: cleanup, runner: r}
           - {id: handler, runner: r}
-    """)
-    assert final(view) == {"a": "skipped", "b": "skipped", "c": "skipped",
-                           "b_always": "succeeded", "cleanup": "succeeded",
-                           "handler": "skipped"}
+    """,
+    )
+    assert final(view) == {
+        "a": "skipped",
+        "b": "skipped",
+        "c": "skipped",
+        "b_always": "succeeded",
+        "cleanup": "succeeded",
+        "handler": "skipped",
+    }
     assert sorted(rec.called) == ["b_always", "cleanup"]
     assert view.status == "succeeded"
 
 
 def test_allow_failure_step_does_not_fail_the_instance(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: allow
         steps:
           - id: flaky
@@ -289,13 +359,17 @@ def test_allow_failure_step_does_not_fail_the_instance(sqlite_store, registry, r
             nextSteps: [after, {step: alert, on: failure}]
           - {id: after, runner: r}
           - {id: alert, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"flaky": "failed", "after": "skipped", "alert": "succeeded"}
     assert view.status == "succeeded"
 
 
 def test_failure_handlers_run_and_the_instance_still_fails(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: handlers
         steps:
           - id: load
@@ -304,7 +378,8 @@ def test_failure_handlers_run_and_the_instance_still_fails(sqlite_store, registr
             nextSteps: [{step: alert, on: failure}, {step: cleanup, on: always}]
           - {id: alert, runner: r}
           - {id: cleanup, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"load": "failed", "alert": "succeeded", "cleanup": "succeeded"}
     assert sorted(rec.called) == ["alert", "cleanup", "load"]
     assert view.status == "failed"
@@ -314,24 +389,32 @@ def test_failure_handlers_run_and_the_instance_still_fails(sqlite_store, registr
 def test_a_failing_failure_handler_fails_the_instance_even_when_its_step_may_fail(
     sqlite_store, registry, rec
 ):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: handlers
         steps:
           - {id: a, runner: r, inputs: {fail: true}, allowFailure: true,
              nextSteps: [{step: alert, on: failure}]}
           - {id: alert, runner: r, inputs: {fail: true}}
-    """)
+    """,
+    )
     assert final(view) == {"a": "failed", "alert": "failed"}
     assert view.status == "failed"
 
 
 def test_an_instance_whose_steps_are_all_skipped_succeeds(sqlite_store, registry, rec):
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: none
         steps:
           - {id: a, runner: r, condition: "1 > 2"}
           - {id: b, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"a": "skipped", "b": "skipped"}
     assert view.status == "succeeded"
 
@@ -342,7 +425,10 @@ def test_an_instance_whose_steps_are_all_skipped_succeeds(sqlite_store, registry
 def test_templates_see_results_statuses_params_and_run_with_native_types(sqlite_store, registry):
     registry.add("produce", lambda inputs, ctx: {"rows": 3, "names": ["n1", "n2"]})
     registry.add("echo", lambda inputs, ctx: inputs)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: tpl
         params:
           day: {type: string, default: "2024-01-02"}
@@ -368,15 +454,24 @@ def test_templates_see_results_statuses_params_and_run_with_native_types(sqlite_
                 deep: {first: "{{ steps.a.result.names[0] }}", n: "{{ steps.a.result.names }}"}
               plain: untouched
               number: 7
-    """)
+    """,
+    )
     assert view.status == "succeeded", view
     (b,) = rows(view, "b")
     assert b.result == {
-        "rows": 3, "whole": {"rows": 3, "names": ["n1", "n2"]},
-        "status": "succeeded", "day": "2024-01-02", "flag": True, "limit": 2.5,
-        "run_id": view.id, "trigger": "cli", "text": "rows=3", "two": "33",
+        "rows": 3,
+        "whole": {"rows": 3, "names": ["n1", "n2"]},
+        "status": "succeeded",
+        "day": "2024-01-02",
+        "flag": True,
+        "limit": 2.5,
+        "run_id": view.id,
+        "trigger": "cli",
+        "text": "rows=3",
+        "two": "33",
         "nested": {"list": [4, "x-2024-01-02", 5], "deep": {"first": "n1", "n": ["n1", "n2"]}},
-        "plain": "untouched", "number": 7,
+        "plain": "untouched",
+        "number": 7,
     }
     assert type(b.result["rows"]) is int
     assert type(b.result["flag"]) is bool
@@ -384,7 +479,10 @@ def test_templates_see_results_statuses_params_and_run_with_native_types(sqlite_
 
 def test_templates_and_conditions_see_a_failed_upstreams_status(sqlite_store, registry, rec):
     registry.add("echo", lambda inputs, ctx: inputs)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: tpl
         steps:
           - {id: a, runner: r, inputs: {fail: true}, allowFailure: true,
@@ -394,7 +492,8 @@ def test_templates_and_conditions_see_a_failed_upstreams_status(sqlite_store, re
             condition: "steps.a.status == 'failed'"
             inputs: {status: "{{ steps.a.status }}", result: "{{ steps.a.result }}"}
           - {id: c, runner: r, condition: "steps.a.status == 'succeeded'"}
-    """)
+    """,
+    )
     assert final(view) == {"a": "failed", "b": "succeeded", "c": "skipped"}
     assert rows(view, "b")[0].result == {"status": "failed", "result": None}
 
@@ -407,7 +506,10 @@ def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store
         seen[ctx.step_id] = ctx
         return {"from": ctx.step_id}
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: ctx
         params:
           day: {type: string, default: "2024-05-06"}
@@ -419,7 +521,8 @@ def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store
           - {id: skip_me, runner: r, condition: "false", nextSteps: [{step: e, on: always}]}
           - {id: d, runner: r}
           - {id: e, runner: r}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     assert seen["a"].results == {}
     assert seen["b"].results == {"a": {"from": "a"}}
@@ -437,6 +540,100 @@ def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store
         assert ctx.run["trigger"] == "cli"
         assert ctx.logger is not None
         assert ctx.cancelled is False
+
+
+def test_downstream_steps_see_an_upstream_result_as_it_was_stored(sqlite_store, registry):
+    # what a later step sees must not depend on whether it ran in this process, on a worker
+    # that read the result back, or after a resume: it is the stored JSON
+    registry.add("a", lambda inputs, ctx: {"pair": (1, 2), 7: "seven"})
+    seen: dict[str, Any] = {}
+
+    @registry.handler("b")
+    def b(inputs, ctx):
+        seen.update(results=ctx.results, inputs=inputs)
+
+    view = run(
+        sqlite_store,
+        registry,
+        """
+        name: stored
+        steps:
+          - id: a
+          - {id: b, inputs: {pair: "{{ steps.a.result.pair }}", whole: "{{ steps.a.result }}"}}
+    """,
+    )
+    assert view.status == "succeeded"
+    stored = rows(view, "a")[0].result
+    assert stored == {"pair": [1, 2], "7": "seven"}
+    assert seen["results"] == {"a": stored}
+    assert seen["inputs"] == {"pair": [1, 2], "whole": stored}
+
+
+def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see(
+    sqlite_store, registry
+):
+    registry.add("a", lambda inputs, ctx: {"n": 1, "items": [1]})
+
+    @registry.handler("meddle")
+    def meddle(inputs, ctx):
+        ctx.results["a"]["n"] = 99
+        inputs["whole"]["items"].append(2)
+        ctx.params["day"] = "changed"
+        return {}
+
+    registry.add(
+        "c", lambda inputs, ctx: {"inputs": inputs, "params": ctx.params, "results": ctx.results}
+    )
+    view = run(
+        sqlite_store,
+        registry,
+        """
+        name: meddle
+        params:
+          day: {type: string, default: d1}
+        steps:
+          - id: a
+          - {id: b, runner: meddle, inputs: {whole: "{{ steps.a.result }}"}}
+          - id: c
+            inputs:
+              n: "{{ steps.a.result.n }}"
+              items: "{{ steps.a.result['items'] }}"
+              day: "{{ params.day }}"
+    """,
+    )
+    assert view.status == "succeeded"
+    assert rows(view, "a")[0].result == {"n": 1, "items": [1]}
+    assert rows(view, "c")[0].result == {
+        "inputs": {"n": 1, "items": [1], "day": "d1"},
+        "params": {"day": "d1"},
+        "results": {"b": {}},
+    }
+
+
+def test_inputs_that_cannot_be_rendered_fail_the_step_without_calling_its_runner(
+    sqlite_store, registry, rec
+):
+    registry.add("a", lambda inputs, ctx: {"count": 1})
+    view = run(
+        sqlite_store,
+        registry,
+        """
+        name: render
+        steps:
+          - id: a
+            nextSteps: [b]
+          - id: b
+            runner: r
+            inputs: {x: "{{ steps.a.result.missing_key + 1 }}"}
+            nextSteps: [{step: on_fail, on: failure}]
+          - {id: on_fail, runner: r}
+    """,
+    )
+    assert final(view) == {"a": "succeeded", "b": "failed", "on_fail": "succeeded"}
+    assert rec.called == ["on_fail"]
+    (b,) = rows(view, "b")
+    assert "missing_key" in b.error
+    assert view.status == "failed"
 
 
 def test_a_step_without_inputs_receives_an_empty_dict(sqlite_store, registry):
@@ -458,12 +655,16 @@ def test_async_def_runners_run_and_their_results_flow_downstream(sqlite_store, r
     async def use(inputs, ctx):
         return {"got": inputs["n"], "upstream": ctx.results}
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: aio
         steps:
           - {id: a, runner: fetch, inputs: {n: 21}}
           - {id: b, runner: use, inputs: {n: "{{ steps.a.result.n }}"}}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     assert rows(view, "b")[0].result == {"got": 42, "upstream": {"a": {"n": 42}}}
 
@@ -477,13 +678,17 @@ def test_async_runners_of_one_instance_run_concurrently(sqlite_store, registry):
         await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
         return ctx.step_id
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: aio
         concurrency: 2
         steps:
           - {id: a, runner: meet, nextSteps: []}
           - {id: b, runner: meet, nextSteps: []}
-    """)
+    """,
+    )
     assert final(view) == {"a": "succeeded", "b": "succeeded"}
 
 
@@ -503,43 +708,60 @@ def test_class_runners_get_a_fresh_instance_per_attempt(sqlite_store, registry, 
             return {"calls_on_this_instance": self.calls, "attempt": ctx.attempt}
 
     if is_async:
+
         class Runner(Flaky):
             async def run(self, inputs, ctx):
                 return self.work(ctx)
     else:
+
         class Runner(Flaky):  # type: ignore[no-redef]
             def run(self, inputs, ctx):
                 return self.work(ctx)
 
     registry.add("cls", Runner)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: cls
         steps:
           - id: a
             runner: cls
             retry: {maxAttempts: 3, delaySeconds: 0.01}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     assert [(s.attempt, s.status) for s in view.steps] == [
-        (1, "failed"), (2, "failed"), (3, "succeeded")]
+        (1, "failed"),
+        (2, "failed"),
+        (3, "succeeded"),
+    ]
     assert view.steps[-1].result == {"calls_on_this_instance": 1, "attempt": 3}
     assert len(instances) == 3
 
 
-@pytest.mark.parametrize("value", [
-    {"when": datetime(2024, 1, 1, tzinfo=UTC)},
-    {"tags": {"a", "b"}},
-    {"obj": object()},
-    {"nan": math.nan},
-], ids=["datetime", "set", "object", "nan"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"when": datetime(2024, 1, 1, tzinfo=UTC)},
+        {"tags": {"a", "b"}},
+        {"obj": object()},
+        {"nan": math.nan},
+    ],
+    ids=["datetime", "set", "object", "nan"],
+)
 def test_a_non_json_result_fails_the_step_with_a_clear_error(sqlite_store, registry, rec, value):
     registry.add("bad", lambda inputs, ctx: value)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: nojson
         steps:
           - {id: a, runner: bad}
           - {id: b, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"a": "failed", "b": "skipped"}
     (a,) = rows(view, "a")
     assert a.result is None
@@ -553,15 +775,23 @@ def test_a_pydantic_model_result_is_dumped_to_json(sqlite_store, registry):
         at: datetime
         tags: list[str]
 
-    registry.add("model", lambda inputs, ctx: Summary(
-        count=4, at=datetime(2024, 3, 1, 12, 0, tzinfo=UTC), tags=["x"]))
+    registry.add(
+        "model",
+        lambda inputs, ctx: Summary(
+            count=4, at=datetime(2024, 3, 1, 12, 0, tzinfo=UTC), tags=["x"]
+        ),
+    )
     registry.add("echo", lambda inputs, ctx: {"inputs": inputs, "results": ctx.results})
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: model
         steps:
           - {id: a, runner: model}
           - {id: b, runner: echo, inputs: {count: "{{ steps.a.result.count }}"}}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     dumped = {"count": 4, "at": "2024-03-01T12:00:00Z", "tags": ["x"]}
     assert rows(view, "a")[0].result == dumped
@@ -594,12 +824,16 @@ def test_a_runner_raising_system_exit_fails_its_step_and_the_run_goes_on(
         raise SystemExit(3)
 
     registry.add("leave", leave)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: exit
         steps:
           - {id: a, runner: leave, allowFailure: true, nextSteps: [{step: b, on: failure}]}
           - {id: b, runner: r}
-    """)
+    """,
+    )
     assert final(view) == {"a": "failed", "b": "succeeded"}
     assert "SystemExit" in rows(view, "a")[0].error
 
@@ -615,17 +849,24 @@ def test_max_attempts_counts_every_attempt_each_one_a_row(sqlite_store, registry
         attempts.append(ctx.attempt)
         raise RuntimeError(f"try {ctx.attempt}")
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: retry
         steps:
           - id: a
             runner: never
             retry: {maxAttempts: 3, delaySeconds: 0.01}
-    """)
+    """,
+    )
     assert attempts == [1, 2, 3]
     assert [(s.step, s.attempt, s.status) for s in view.steps] == [
-        ("a", 1, "failed"), ("a", 2, "failed"), ("a", 3, "failed")]
-    assert [("try %d" % s.attempt) in s.error for s in view.steps] == [True, True, True]
+        ("a", 1, "failed"),
+        ("a", 2, "failed"),
+        ("a", 3, "failed"),
+    ]
+    assert all(f"try {s.attempt}" in s.error for s in view.steps)
     assert all(s.finished_at is not None for s in view.steps)
     assert view.status == "failed"
 
@@ -633,11 +874,15 @@ def test_max_attempts_counts_every_attempt_each_one_a_row(sqlite_store, registry
 def test_max_attempts_one_means_no_retry(sqlite_store, registry):
     calls = []
     registry.add("never", lambda inputs, ctx: calls.append(1) or 1 / 0)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: retry
         steps:
           - {id: a, runner: never, retry: {maxAttempts: 1, delaySeconds: 0.01}}
-    """)
+    """,
+    )
     assert len(calls) == 1
     assert [s.attempt for s in view.steps] == [1]
 
@@ -653,39 +898,54 @@ def test_a_retry_that_succeeds_stops_retrying_and_the_instance_succeeds(sqlite_s
         return {"ok": ctx.attempt}
 
     registry.add("next", lambda inputs, ctx: ctx.results)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: retry
         steps:
           - {id: a, runner: third, retry: {maxAttempts: 5, delaySeconds: 0.01}}
           - {id: b, runner: next}
-    """)
+    """,
+    )
     assert attempts == [1, 2, 3]
     assert [(s.step, s.attempt, s.status) for s in view.steps] == [
-        ("a", 1, "failed"), ("a", 2, "failed"), ("a", 3, "succeeded"), ("b", 1, "succeeded")]
+        ("a", 1, "failed"),
+        ("a", 2, "failed"),
+        ("a", 3, "succeeded"),
+        ("b", 1, "succeeded"),
+    ]
     assert view.steps[2].result == {"ok": 3}
     assert view.steps[3].result == {"a": {"ok": 3}}
     assert view.status == "succeeded"
 
 
-@pytest.mark.parametrize(("retry", "expected"), [
-    (Retry(max_attempts=6, delay_seconds=1, backoff=2, max_delay_seconds=5), [1, 2, 4, 5, 5]),
-    (Retry(max_attempts=4, delay_seconds=3), [3, 3, 3]),
-    (Retry(max_attempts=4, delay_seconds=0.5, backoff=3), [0.5, 1.5, 4.5]),
-    (Retry(max_attempts=3, delay_seconds=10, backoff=10, max_delay_seconds=0), [0, 0]),
-    (Retry(max_attempts=3), [0, 0]),
-])
+@pytest.mark.parametrize(
+    ("retry", "expected"),
+    [
+        (Retry(max_attempts=6, delay_seconds=1, backoff=2, max_delay_seconds=5), [1, 2, 4, 5, 5]),
+        (Retry(max_attempts=4, delay_seconds=3), [3, 3, 3]),
+        (Retry(max_attempts=4, delay_seconds=0.5, backoff=3), [0.5, 1.5, 4.5]),
+        (Retry(max_attempts=3, delay_seconds=10, backoff=10, max_delay_seconds=0), [0, 0]),
+        (Retry(max_attempts=3), [0, 0]),
+    ],
+)
 def test_retry_delay_grows_by_backoff_capped_by_max_delay(retry, expected):
     assert [retry.delay(n) for n in range(1, retry.max_attempts)] == pytest.approx(expected)
 
 
 def test_retry_settings_read_from_yaml_camel_case(sqlite_store, registry):
     registry.add("a", lambda inputs, ctx: 1)
-    loaded = load_text(textwrap.dedent("""
+    loaded = load_text(
+        textwrap.dedent("""
         name: t
         steps:
           - id: a
             retry: {maxAttempts: 4, delaySeconds: 2, backoff: 3, maxDelaySeconds: 10}
-    """), "x.yaml", registry)
+    """),
+        "x.yaml",
+        registry,
+    )
     retry = loaded.definition.settings(loaded.definition.steps[0])[0]
     assert [retry.delay(n) for n in (1, 2, 3)] == [2, 6, 10]
 
@@ -693,13 +953,18 @@ def test_retry_settings_read_from_yaml_camel_case(sqlite_store, registry):
 def test_retry_delays_in_a_run_grow_by_backoff_up_to_the_cap(sqlite_store, registry):
     registry.add("never", lambda inputs, ctx: 1 / 0)
     events: list[StepEvent] = []
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: retry
         steps:
           - id: a
             runner: never
             retry: {maxAttempts: 5, delaySeconds: 0.01, backoff: 2, maxDelaySeconds: 0.03}
-    """, listener=events.append)
+    """,
+        listener=events.append,
+    )
     assert len(view.steps) == 5
     failed = [e for e in events if e.status == "failed"]
     assert [e.attempt for e in failed] == [1, 2, 3, 4, 5]
@@ -715,7 +980,10 @@ def test_retry_defaults_are_inherited_and_a_step_overrides_them(sqlite_store, re
         calls[ctx.step_id] += 1
         raise RuntimeError("no")
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: defaults
         concurrency: 3
         defaults:
@@ -725,7 +993,8 @@ def test_retry_defaults_are_inherited_and_a_step_overrides_them(sqlite_store, re
           - {id: once, runner: never, retry: {maxAttempts: 1}, nextSteps: []}
           - {id: twice, runner: never, retry: {maxAttempts: 2, delaySeconds: 0.01},
              nextSteps: []}
-    """)
+    """,
+    )
     assert calls == {"inherits": 3, "once": 1, "twice": 2}
     assert Counter(s.step for s in view.steps) == calls
 
@@ -766,7 +1035,10 @@ def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
         return {"late": True}
 
     try:
-        view = run(sqlite_store, registry, """
+        view = run(
+            sqlite_store,
+            registry,
+            """
             name: slow
             defaults:
               timeoutSeconds: 0.1
@@ -774,7 +1046,8 @@ def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
               - {id: a, runner: stuck, nextSteps: [b, {step: c, on: failure}]}
               - {id: b, runner: r}
               - {id: c, runner: r}
-        """)
+        """,
+        )
         # the run ended while the runaway runner is still inside its call
         assert started.is_set()
         assert not returned.is_set()
@@ -803,7 +1076,10 @@ def test_a_late_result_of_a_timed_out_attempt_is_discarded(sqlite_store, registr
         return {"attempt": 2}
 
     registry.add("next", lambda inputs, ctx: ctx.results)
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: late
         steps:
           - id: a
@@ -811,10 +1087,15 @@ def test_a_late_result_of_a_timed_out_attempt_is_discarded(sqlite_store, registr
             timeoutSeconds: 0.1
             retry: {maxAttempts: 2, delaySeconds: 0.01}
           - {id: b, runner: next}
-    """, dispatcher=registry_dispatcher)
+    """,
+        dispatcher=registry_dispatcher,
+    )
     assert registry_dispatcher.event("a", 1).is_set()
     assert [(s.step, s.attempt, s.status) for s in view.steps] == [
-        ("a", 1, "failed"), ("a", 2, "succeeded"), ("b", 1, "succeeded")]
+        ("a", 1, "failed"),
+        ("a", 2, "succeeded"),
+        ("b", 1, "succeeded"),
+    ]
     first, second, b = view.steps
     assert "timeout" in first.error.lower()
     assert first.result is None  # not overwritten by the late {"attempt": 1}
@@ -838,12 +1119,17 @@ def test_a_late_result_after_the_step_ended_does_not_change_its_row(sqlite_store
         assert dispatcher.event("a", 1).wait(WAIT)
         return {"handled": True}
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: late
         steps:
           - {id: a, runner: stuck, timeoutSeconds: 0.1, nextSteps: [{step: h, on: failure}]}
           - {id: h, runner: handler}
-    """, dispatcher=dispatcher)
+    """,
+        dispatcher=dispatcher,
+    )
     assert final(view) == {"a": "failed", "h": "succeeded"}
     (a,) = rows(view, "a")
     assert a.result is None
@@ -863,11 +1149,15 @@ def test_a_cooperative_runner_sees_ctx_cancelled_once_timed_out(sqlite_store, re
         noticed.set()
         return {"stopped": True}
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: polite
         steps:
           - {id: a, runner: polite, timeoutSeconds: 0.1}
-    """)
+    """,
+    )
     assert noticed.wait(WAIT)
     assert observed == {"before": False, "woken": True, "after": True}
     (a,) = view.steps
@@ -890,11 +1180,15 @@ def test_an_async_runner_past_its_timeout_is_cancelled(sqlite_store, registry):
             raise
         return {"late": True}
 
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: aio
         steps:
           - {id: a, runner: forever, timeoutSeconds: 0.1}
-    """)
+    """,
+    )
     assert cancelled.wait(WAIT), "the coroutine never saw CancelledError"
     assert seen_cancel_flag == [True]
     (a,) = view.steps
@@ -913,12 +1207,16 @@ def test_a_timed_out_attempt_is_retried(sqlite_store, registry):
         return {"attempt": ctx.attempt}
 
     try:
-        view = run(sqlite_store, registry, """
+        view = run(
+            sqlite_store,
+            registry,
+            """
             name: t
             steps:
               - {id: a, runner: once_slow, timeoutSeconds: 0.1,
                  retry: {maxAttempts: 2, delaySeconds: 0.01}}
-        """)
+        """,
+        )
     finally:
         release.set()
     assert [(s.attempt, s.status) for s in view.steps] == [(1, "failed"), (2, "succeeded")]
@@ -926,24 +1224,34 @@ def test_a_timed_out_attempt_is_retried(sqlite_store, registry):
 
 
 def test_a_step_timeout_overrides_the_default(sqlite_store, registry):
-    flags: dict[str, bool] = {}
+    short_stopped = threading.Event()
 
-    @registry.handler("waits")
-    def waits(inputs, ctx):
-        # returns when cancelled, or after 0.3 s when not
-        flags[ctx.step_id] = ctx.cancel_event.wait(0.3)
-        return {"cancelled": flags[ctx.step_id]}
+    @registry.handler("short")
+    def short(inputs, ctx):
+        ctx.cancel_event.wait(WAIT)
+        short_stopped.set()
 
-    view = run(sqlite_store, registry, """
+    @registry.handler("long")
+    def long(inputs, ctx):
+        # started with `short`: under the 0.05 s default it would be cancelled by now too
+        assert short_stopped.wait(WAIT)
+        return {"cancelled": ctx.cancel_event.wait(0.2)}
+
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: t
         concurrency: 2
         defaults:
           timeoutSeconds: 0.05
         steps:
-          - {id: short, runner: waits, nextSteps: []}
-          - {id: long, runner: waits, timeoutSeconds: 30, nextSteps: []}
-    """)
+          - {id: short, runner: short, nextSteps: []}
+          - {id: long, runner: long, timeoutSeconds: 30, nextSteps: []}
+    """,
+    )
     assert final(view) == {"short": "failed", "long": "succeeded"}
+    assert "timeout" in rows(view, "short")[0].error.lower()
     assert rows(view, "long")[0].result == {"cancelled": False}
 
 
@@ -1014,14 +1322,18 @@ def test_independent_branches_run_concurrently_while_dependents_wait(sqlite_stor
         return ctx.step_id
 
     registry.add("join", lambda inputs, ctx: (log.append("join"), sorted(ctx.results))[1])
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: c
         concurrency: 4
         steps:
           - {id: left, runner: branch, nextSteps: [j]}
           - {id: right, runner: branch, nextSteps: [j]}
           - {id: j, runner: join}
-    """)
+    """,
+    )
     assert final(view) == {"left": "succeeded", "right": "succeeded", "j": "succeeded"}
     assert log[-1] == "join"
     assert rows(view, "j")[0].result == ["left", "right"]
@@ -1038,11 +1350,15 @@ def test_a_retry_waiting_for_its_delay_does_not_block_other_steps(sqlite_store, 
         return {"other_done_first": other_done.is_set()}
 
     registry.add("other", lambda inputs, ctx: other_done.set())
-    view = run(sqlite_store, registry, """
+    view = run(
+        sqlite_store,
+        registry,
+        """
         name: c
         steps:
           - {id: a, runner: flaky, retry: {maxAttempts: 2, delaySeconds: 0.3}, nextSteps: []}
           - {id: b, runner: other, nextSteps: []}
-    """)
+    """,
+    )
     assert view.status == "succeeded"
     assert rows(view, "a")[-1].result == {"other_done_first": True}

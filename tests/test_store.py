@@ -47,9 +47,7 @@ def instance_row(store, instance_id):
         return conn.execute(sa.select(instances).where(instances.c.id == instance_id)).one()
 
 
-def test_rows_are_written_when_attempts_start_and_complete_before_dependents_run(
-    store, registry
-):
+def test_rows_are_written_when_attempts_start_and_complete_before_dependents_run(store, registry):
     seen: dict[str, Any] = {}
 
     @registry.handler("first")
@@ -68,16 +66,23 @@ def test_rows_are_written_when_attempts_start_and_complete_before_dependents_run
         seen["second_own"] = found[("b", 1)].status
         seen["second_up"] = {
             key: (r.status, r.result_payload, r.finished_at is not None, r.error is not None)
-            for key, r in found.items() if key[0] == "a"
+            for key, r in found.items()
+            if key[0] == "a"
         }
         return {"ok": True}
 
-    view = service(store, registry).run(load(registry, """
+    view = service(store, registry).run(
+        load(
+            registry,
+            """
         name: durable
         steps:
           - {id: a, runner: first, retry: {maxAttempts: 2, delaySeconds: 0.01}}
           - {id: b, runner: second}
-    """), {})
+    """,
+        ),
+        {},
+    )
     assert view.status == "succeeded"
     status, finished_at, result, started_at = seen["first"]
     assert (status, finished_at, result) == ("running", None, None)
@@ -93,15 +98,23 @@ def test_rows_are_written_when_attempts_start_and_complete_before_dependents_run
     }
     final = attempt_rows(store, view.id)
     assert {k: r.status for k, r in final.items()} == {
-        ("a", 1): "failed", ("a", 2): "succeeded", ("b", 1): "succeeded"}
+        ("a", 1): "failed",
+        ("a", 2): "succeeded",
+        ("b", 1): "succeeded",
+    }
     assert final[("b", 1)].result_payload == {"ok": True}
 
 
 def test_a_step_row_is_unique_per_instance_step_and_attempt(store, registry):
     registry.add("a", lambda inputs, ctx: 1)
     view = service(store, registry).run(load(registry, "name: u\nsteps:\n  - id: a\n"), {})
-    duplicate = {"batch_instance_id": view.id, "step_key": "a", "attempt": 1,
-                 "status": "running", "created_at": datetime.now(UTC)}
+    duplicate = {
+        "batch_instance_id": view.id,
+        "step_key": "a",
+        "attempt": 1,
+        "status": "running",
+        "created_at": datetime.now(UTC),
+    }
     with pytest.raises(IntegrityError), store.engine.begin() as conn:
         conn.execute(sa.insert(step_results).values(duplicate))
     with store.engine.begin() as conn:  # another attempt number is a new row
@@ -112,7 +125,10 @@ def test_a_step_row_is_unique_per_instance_step_and_attempt(store, registry):
 def test_every_attempt_and_every_skipped_step_is_a_row(store, registry):
     registry.add("never", lambda inputs, ctx: 1 / 0)
     registry.add("ok", lambda inputs, ctx: {"v": 1})
-    view = service(store, registry).run(load(registry, """
+    view = service(store, registry).run(
+        load(
+            registry,
+            """
         name: rows
         steps:
           - id: a
@@ -121,11 +137,18 @@ def test_every_attempt_and_every_skipped_step_is_a_row(store, registry):
             nextSteps: [b, {step: c, on: failure}]
           - {id: b, runner: ok}
           - {id: c, runner: ok}
-    """), {})
+    """,
+        ),
+        {},
+    )
     found = attempt_rows(store, view.id)
     assert sorted((k, r.status) for k, r in found.items()) == [
-        (("a", 1), "failed"), (("a", 2), "failed"), (("a", 3), "failed"),
-        (("b", 1), "skipped"), (("c", 1), "succeeded")]
+        (("a", 1), "failed"),
+        (("a", 2), "failed"),
+        (("a", 3), "failed"),
+        (("b", 1), "skipped"),
+        (("c", 1), "succeeded"),
+    ]
     for (step, _), r in found.items():
         assert r.started_at is not None and r.finished_at is not None
         assert r.created_at is not None
@@ -134,7 +157,12 @@ def test_every_attempt_and_every_skipped_step_is_a_row(store, registry):
             assert "ZeroDivisionError" in r.error and "Traceback" in r.error
     # the view lists attempts in the order they started
     assert [(s.step, s.attempt) for s in view.steps] == [
-        ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+        ("a", 1),
+        ("a", 2),
+        ("a", 3),
+        ("b", 1),
+        ("c", 1),
+    ]
 
 
 def test_instance_row_goes_pending_running_ended_with_times(store, registry):
@@ -155,11 +183,17 @@ def test_instance_row_goes_pending_running_ended_with_times(store, registry):
 
 def test_a_failed_instance_row_says_which_step_failed(store, registry):
     registry.add("bad", lambda inputs, ctx: 1 / 0)
-    view = service(store, registry).run(load(registry, """
+    view = service(store, registry).run(
+        load(
+            registry,
+            """
         name: life
         steps:
           - {id: extract, runner: bad}
-    """), {})
+    """,
+        ),
+        {},
+    )
     row = instance_row(store, view.id)
     assert row.status == "failed"
     assert row.finished_at is not None
@@ -180,7 +214,9 @@ def test_definitions_are_stored_once_per_content_version(store, registry):
         stored = conn.execute(sa.select(definitions).order_by(definitions.c.id)).all()
         pointers = dict(conn.execute(sa.select(instances.c.id, instances.c.definition_id)).all())
     assert [(d.name, d.version) for d in stored] == [
-        ("versioned", first.version), ("versioned", changed.version)]
+        ("versioned", first.version),
+        ("versioned", changed.version),
+    ]
     assert [d.source for d in stored] == [text_v1, text_v2]
     assert stored[0].steps and stored[0].steps[0]["id"] == "a"
     # instances keep pointing at the version they ran, also after the file changed
@@ -220,9 +256,19 @@ def _session_in_seoul(dbapi_connection, _record):
 
 
 PAYLOADS = {
-    "object": {"text": "héllo ✓ 漢字 \"quoted\" \\ back", "int": 2**53 + 1, "neg": -7,
-               "float": 0.1, "exp": 1.5e-10, "true": True, "false": False, "none": None,
-               "empty": {}, "list": [], "nested": {"a": [1, {"b": [None, "x"]}]}},
+    "object": {
+        "text": 'héllo ✓ 漢字 "quoted" \\ back',
+        "int": 2**53 + 1,
+        "neg": -7,
+        "float": 0.1,
+        "exp": 1.5e-10,
+        "true": True,
+        "false": False,
+        "none": None,
+        "empty": {},
+        "list": [],
+        "nested": {"a": [1, {"b": [None, "x"]}]},
+    },
     "list": [1, "two", 3.0, [4], {"five": 5}],
     "string": "just text",
     "number": 42,
@@ -233,9 +279,12 @@ PAYLOADS = {
 def test_json_params_and_results_round_trip(store, db_url, registry):
     registry.add("emit", lambda inputs, ctx: PAYLOADS[inputs["kind"]])
     registry.add("echo", lambda inputs, ctx: {"params": ctx.params, "upstream": ctx.results})
-    steps = "\n".join(f"  - {{id: {k}, runner: emit, inputs: {{kind: {k}}}, nextSteps: [echo]}}"
-                      for k in PAYLOADS)
-    loaded = load(registry, f"""
+    steps = "\n".join(
+        f"  - {{id: {k}, runner: emit, inputs: {{kind: {k}}}, nextSteps: [echo]}}" for k in PAYLOADS
+    )
+    loaded = load(
+        registry,
+        f"""
 name: json
 params:
   cfg: {{type: object}}
@@ -245,9 +294,14 @@ params:
 steps:
 {steps}
   - {{id: echo, runner: echo}}
-""")
-    params = {"cfg": {"nested": {"k": ["v", 1, None]}, "ü": True}, "ids": [3, 1, 2],
-              "label": "naïve ✓", "ratio": 0.25}
+""",
+    )
+    params = {
+        "cfg": {"nested": {"k": ["v", 1, None]}, "ü": True},
+        "ids": [3, 1, 2],
+        "label": "naïve ✓",
+        "ratio": 0.25,
+    }
     view = service(store, registry).run(loaded, params)
     assert view.status == "succeeded", [s.error for s in view.steps]
     # read back through a fresh store: nothing comes from memory
@@ -265,24 +319,74 @@ steps:
     assert again.model_dump(mode="json") == view.model_dump(mode="json")
 
 
-def test_a_result_the_database_cannot_hold_fails_the_step_and_the_run_still_ends(
-    store, registry
-):
+AWKWARD_TEXT = {
     # JSON allows "\u0000"; PostgreSQL's jsonb and text do not
-    registry.add("nul", lambda inputs, ctx: {"s": "a\x00b"})
+    "nul": "a\x00b",
+    # what Python makes of an undecodable file name (surrogateescape); not UTF-8
+    "surrogate": b"caf\xe9.csv".decode("utf-8", "surrogateescape"),
+}
+
+
+@pytest.mark.parametrize("text", AWKWARD_TEXT.values(), ids=AWKWARD_TEXT.keys())
+def test_a_result_the_database_cannot_hold_fails_the_step_and_the_run_still_ends(
+    store, registry, text
+):
+    registry.add("awkward", lambda inputs, ctx: {"s": text})
     registry.add("after", lambda inputs, ctx: {"after": True})
-    view = service(store, registry).run(load(registry, """
-        name: nul
+    view = service(store, registry).run(
+        load(
+            registry,
+            """
+        name: awkward
         steps:
-          - {id: a, runner: nul, nextSteps: [{step: b, on: always}]}
+          - {id: a, runner: awkward, nextSteps: [{step: b, on: always}]}
           - {id: b, runner: after}
-    """), {})
+    """,
+        ),
+        {},
+    )
     a = next(s for s in view.steps if s.step == "a")
     assert a.status in ("succeeded", "failed")
     if a.status == "succeeded":
-        assert a.result == {"s": "a\x00b"}
+        assert a.result == {"s": text}
+    else:
+        assert a.error
+    assert [s.status for s in view.steps if s.step == "b"] == ["succeeded"]
     assert all(s.status != "running" for s in view.steps)
     assert instance_row(store, view.id).status in ("succeeded", "failed")
+
+
+@pytest.mark.parametrize("text", AWKWARD_TEXT.values(), ids=AWKWARD_TEXT.keys())
+def test_an_error_message_with_awkward_text_is_still_persisted(store, registry, text):
+    def read(inputs, ctx):
+        raise OSError(f"cannot open data/{text}: no such file")
+
+    registry.add("read", read)
+    view = service(store, registry).run(
+        load(
+            registry,
+            """
+        name: awkward
+        steps:
+          - {id: a, runner: read}
+    """,
+        ),
+        {},
+    )
+    (a,) = view.steps
+    assert a.status == "failed"
+    assert "OSError" in a.error and "cannot open data/" in a.error
+    assert "Traceback" in a.error
+    assert instance_row(store, view.id).status == "failed"
+
+
+@pytest.mark.parametrize("number", [0.1, 1.0, -2.5e-8, 1e20, 1.5e300])
+def test_a_float_result_comes_back_a_float(store, registry, number):
+    registry.add("f", lambda inputs, ctx: {"x": number})
+    view = service(store, registry).run(load(registry, "name: f\nsteps:\n  - id: f\n"), {})
+    again = store.get_instance(view.id).steps[0].result["x"]
+    assert again == number
+    assert type(again) is float
 
 
 def test_concurrent_attempts_each_get_their_own_row(store, registry):
@@ -295,7 +399,8 @@ def test_concurrent_attempts_each_get_their_own_row(store, registry):
 
     steps = "\n".join(f"  - {{id: s{i}, runner: meet, nextSteps: []}}" for i in range(6))
     view = service(store, registry).run(
-        load(registry, f"name: many\nconcurrency: 3\nsteps:\n{steps}\n"), {})
+        load(registry, f"name: many\nconcurrency: 3\nsteps:\n{steps}\n"), {}
+    )
     assert view.status == "succeeded"
     found = attempt_rows(store, view.id)
     assert sorted(found) == [(f"s{i}", 1) for i in range(6)]

@@ -59,7 +59,10 @@ def load_file(path: str | Path, registry: JobRegistry | None = None) -> LoadedDe
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DefinitionError([Problem(str(path), 1, 1, f"not UTF-8 text: {exc}")]) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"not UTF-8 text: byte {data[exc.start]:#x} cannot be decoded"
+        raise DefinitionError([Problem(str(path), line, column, message)]) from None
     return load_text(text, str(path), registry)
 
 
@@ -133,11 +136,11 @@ class _Checker:
 
     def run(self) -> LoadedDefinition:
         d = self.definition
-        self._check_ids()
+        unique = self._check_ids()
         graph = StepGraph(d)
-        self._check_edges(graph)
-        cycles = graph.cycles()
-        for cycle in cycles:
+        self._check_edges(graph, unique)
+        # Steps sharing an id share one node: the knots that makes are not the user's cycles.
+        for cycle in graph.cycles() if unique else []:
             edge = next(e for e in graph.edges if e.source == cycle[0] and e.target in cycle)
             self.add(edge.path, "cycle: " + " -> ".join([*cycle, cycle[0]]))
         self._check_runners()
@@ -157,7 +160,9 @@ class _Checker:
             raise DefinitionError(_sorted(self.problems))
         return loaded
 
-    def _check_ids(self) -> None:
+    def _check_ids(self) -> bool:
+        """Report duplicate step ids; True when there are none."""
+        before = len(self.problems)
         seen: dict[str, int] = {}
         for i, step in enumerate(self.definition.steps):
             first = seen.setdefault(step.id, i)
@@ -165,8 +170,9 @@ class _Checker:
                 self.add(
                     ("steps", i, "id"), f"duplicate step id {step.id!r} (first as steps[{first}])"
                 )
+        return len(self.problems) == before
 
-    def _check_edges(self, graph: StepGraph) -> None:
+    def _check_edges(self, graph: StepGraph, unique_ids: bool) -> None:
         ids = set(graph.order)
         pairs: set[tuple[str, str]] = set()
         for edge in graph.edges:
@@ -176,7 +182,7 @@ class _Checker:
                     f"nextSteps names unknown step {edge.target!r}"
                     + _hint(edge.target, graph.order),
                 )
-            elif (edge.source, edge.target) in pairs:
+            elif unique_ids and (edge.source, edge.target) in pairs:
                 self.add(
                     edge.path, f"step {edge.source!r} lists {edge.target!r} twice in nextSteps"
                 )
@@ -209,9 +215,14 @@ class _Checker:
             )
 
     def _check_params(self, params: ParamsSpec) -> None:
+        for name, exc in params.errors.items():
+            self.add(("params", name, "default"), f"template: {exc}")
         for name, template in params.templates.items():
-            if template.steps or "steps" in template.source:
-                self.add(("params", name, "default"), "a param default may use only `run`")
+            if template.names - {"run"}:
+                others = ", ".join(sorted(template.names - {"run"}))
+                self.add(
+                    ("params", name, "default"), f"a param default may use only `run`, not {others}"
+                )
         for name in self.definition.params:
             why = params.check_default(name)
             if why:
@@ -228,7 +239,8 @@ class _Checker:
             tree = TemplateTree(step.inputs)
             for path, exc in tree.errors:
                 self.add(("steps", i, "inputs", *path), f"template: {exc}")
-            self._check_refs(("steps", i, "inputs"), tree, step.id, graph)
+            for path, leaf in tree.leaves:
+                self._check_refs(("steps", i, "inputs", *path), leaf, step.id, graph)
             if not tree.is_static:
                 loaded.inputs[step.id] = tree
         for target, edges in graph.incoming.items():
@@ -251,7 +263,7 @@ class _Checker:
     def _check_refs(
         self,
         path: Sequence[str | int],
-        compiled: Compiled | TemplateTree,
+        compiled: Compiled,
         step: str,
         graph: StepGraph,
         *,
@@ -278,7 +290,9 @@ def _pydantic_problems(exc: ValidationError, document: YamlDocument) -> Iterator
     for error in exc.errors():
         loc = error["loc"]
         where = _dotted(loc, document)
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "invalid_key":
+            yield document.problem(loc, f"{where}: keys must be strings", key=True)
+        elif error["type"] == "extra_forbidden":
             known = _known_keys(loc)
             hint = _hint(str(loc[-1]), known) or (f"; allowed: {', '.join(known)}" if known else "")
             yield document.problem(loc, f"{where}: unknown key {loc[-1]!r}{hint}", key=True)

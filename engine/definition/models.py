@@ -17,7 +17,10 @@ STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class DslModel(BaseModel):
+    """Strict: `concurrency: "4"` or `allowFailure: yes` are errors, not silently converted."""
+
     model_config = ConfigDict(
+        strict=True,
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
@@ -64,7 +67,7 @@ class Edge(DslModel):
 
     step: str
     """The id of the downstream step."""
-    on: On = On.success
+    on: On = Field(On.success, strict=False)
     """Fire on this end of the upstream step: success, failure, or always (skipped included)."""
     condition: str | None = None
     """A Jinja2 expression; the edge fires only when it is true."""
@@ -91,7 +94,7 @@ class ParamType(StrEnum):
 class Param(DslModel):
     """A typed input of a run. A param without `default` is required."""
 
-    type: ParamType = ParamType.string
+    type: ParamType = Field(ParamType.string, strict=False)
     description: str | None = None
     default: Any = None
     """The value when a run does not give one; strings may be `{{ }}` templates over `run`."""
@@ -125,7 +128,7 @@ class Step(StepSettings):
     """A Jinja2 expression; false means the step is skipped."""
     next_steps: list[EdgeSpec] | None = None
     """Downstream steps. Once any step declares nextSteps, the graph is exactly these edges."""
-    join: Join = Join.all
+    join: Join = Field(Join.all, strict=False)
     """all: every incoming edge must fire; any: at least one."""
     allow_failure: bool = False
     """True: this step failing does not fail the instance."""

@@ -1,0 +1,815 @@
+"""Definition loading and validation: every problem located at its YAML node, all at once.
+
+The positions asserted here are computed from the text itself (`at`), so each test states which
+node a user is pointed to: the offending key for an unknown key, the offending value otherwise.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from engine.definition import LoadedDefinition, On, load_file, load_text
+from engine.definition.models import Join
+from engine.errors import DefinitionError, Problem
+from engine.graph import StepGraph
+
+FILE = "def.yaml"
+
+
+def yaml(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def at(text: str, needle: str, nth: int = 0) -> tuple[int, int]:
+    """1-based line and column of the `nth` occurrence of `needle` in `text`."""
+    index = -1
+    for _ in range(nth + 1):
+        index = text.index(needle, index + 1)
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return line, column
+
+
+def problems(text: str, registry=None) -> list[Problem]:
+    with pytest.raises(DefinitionError) as info:
+        load_text(text, FILE, registry)
+    found = info.value.problems
+    assert found, "a DefinitionError must carry at least one problem"
+    for p in found:
+        assert isinstance(p, Problem)
+        assert p.file == FILE
+    return found
+
+
+def only(text: str, registry=None) -> Problem:
+    found = problems(text, registry)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def where(p: Problem) -> tuple[int, int]:
+    return p.line, p.column
+
+
+def load(text: str, registry=None) -> LoadedDefinition:
+    return load_text(text, FILE, registry)
+
+
+# -- a valid definition ------------------------------------------------------------------------
+
+FULL = yaml("""
+    name: etl-2_x
+    description: Daily sales ETL
+    cron: "0 2 * * *"
+    timezone: Asia/Seoul
+    catchup: all
+    overlap: queue
+    concurrency: 4
+    params:
+      day: {type: string, description: "day", default: "{{ run.logical_date[:10] }}"}
+      minAmount: {type: number, default: 0}
+      ids: {type: array, default: [1, 2]}
+      mode: {type: string, enum: [fast, slow], default: fast}
+      target: {type: string}
+    defaults:
+      retry: {maxAttempts: 3, delaySeconds: 5, backoff: 2.0, maxDelaySeconds: 300}
+      timeoutSeconds: 600
+      queue: default
+    steps:
+      - id: collect
+        runner: collect_rows
+        inputs: {source: data/sales.csv, day: "{{ params.day }}"}
+        nextSteps: [process]
+      - id: process
+        inputs: {rows: "{{ steps.collect.result.rows }}"}
+        nextSteps:
+          - load
+          - {step: alert, on: failure}
+          - {step: report_empty, condition: "steps.process.result.count == 0"}
+      - id: load
+        condition: "steps.process.result.count > 0"
+        retry: {maxAttempts: 1}
+        timeoutSeconds: 5
+        nextSteps: [notify]
+      - id: report_empty
+        nextSteps: [notify]
+      - id: alert
+        allowFailure: true
+      - id: notify
+        join: any
+        queue: mail
+""")
+
+
+def test_the_design_example_loads_with_every_setting():
+    loaded = load(FULL)
+    d = loaded.definition
+    assert loaded.name == "etl-2_x"
+    assert loaded.file == FILE
+    assert loaded.source == FULL
+    assert (d.cron, d.timezone, d.catchup, d.overlap, d.concurrency) == (
+        "0 2 * * *", "Asia/Seoul", "all", "queue", 4)
+    steps = {s.id: s for s in d.steps}
+    assert steps["collect"].runner_key == "collect_rows"
+    assert steps["process"].runner_key == "process"
+    assert steps["notify"].join is Join.any
+    assert steps["alert"].allow_failure is True
+    retry, timeout, queue = d.settings(steps["collect"])
+    assert (retry.max_attempts, retry.delay_seconds, retry.backoff, retry.max_delay_seconds) == (
+        3, 5, 2.0, 300)
+    assert (timeout, queue) == (600, "default")
+    retry, timeout, queue = d.settings(steps["load"])
+    assert (retry.max_attempts, timeout, queue) == (1, 5, "default")
+    assert d.settings(steps["notify"])[2] == "mail"
+    assert d.params["target"].required and not d.params["day"].required
+
+
+def test_the_version_is_a_content_hash_of_the_text():
+    a = load(FULL)
+    assert a.version == load(FULL).version
+    assert a.version != load(FULL + "# a comment changes the file\n").version
+
+
+def test_load_file_reads_a_file_and_names_it_in_problems(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(FULL, encoding="utf-8")
+    assert load_file(good).name == "etl-2_x"
+    assert load_file(str(good)).file == str(good)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps:\n  - id: a\n    nextStep: [b]\n", encoding="utf-8")
+    with pytest.raises(DefinitionError) as info:
+        load_file(bad)
+    [p] = info.value.problems
+    assert (p.file, p.line, p.column) == (str(bad), 4, 5)
+    assert str(p) == f"{bad}:4:5: {p.message}"
+
+
+# -- unknown keys -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "typo", "hint"),
+    [
+        ("name: x\nsteps:\n  - id: a\n    nextStep: [b]\n  - id: b\n", "nextStep", "nextSteps"),
+        ("name: x\ndescripton: d\nsteps: [{id: a}]\n", "descripton", "description"),
+        ("name: x\nstep: []\nsteps: [{id: a}]\n", "step:", "steps"),
+        ("name: x\nsteps:\n  - id: a\n    retry: {maxAttempt: 3}\n", "maxAttempt", "maxAttempts"),
+        ("name: x\ndefaults: {timeoutSecond: 3}\nsteps: [{id: a}]\n", "timeoutSecond",
+         "timeoutSeconds"),
+        ("name: x\nparams:\n  p: {type: integer, defualt: 1}\nsteps: [{id: a}]\n", "defualt",
+         "default"),
+        ("name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, onn: failure}]\n  - id: b\n",
+         "onn", "on"),
+        ("name: x\nsteps:\n  - id: a\n    allowFailures: true\n", "allowFailures",
+         "allowFailure"),
+    ],
+)
+def test_an_unknown_key_is_located_at_the_key_with_a_did_you_mean_hint(text, typo, hint):
+    p = only(text)
+    assert where(p) == at(text, typo)
+    assert f"did you mean '{hint}'" in p.message
+    assert repr(typo.rstrip(":")) in p.message
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys():
+    text = "name: x\nsteps:\n  - id: a\n    zzzzzz: 1\n"
+    p = only(text)
+    assert where(p) == at(text, "zzzzzz")
+    assert "'zzzzzz'" in p.message
+    for key in ("nextSteps", "runner", "inputs", "condition", "allowFailure"):
+        assert key in p.message
+
+
+# -- types, ranges, required keys, patterns -----------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: x\nconcurrency: many\nsteps: [{id: a}]\n", "many"),
+        ("name: x\nconcurrency: 0\nsteps: [{id: a}]\n", "0"),
+        ("name: x\ncatchup: sometimes\nsteps: [{id: a}]\n", "sometimes"),
+        ("name: x\noverlap: never\nsteps: [{id: a}]\n", "never"),
+        ("name: x\nsteps: {id: a}\n", "{id: a}"),
+        ("name: x\nsteps:\n  - id: a\n    inputs: [1, 2]\n", "[1, 2]"),
+        ("name: x\nsteps:\n  - id: a\n    allowFailure: maybe\n", "maybe"),
+        ("name: x\nsteps:\n  - id: a\n    join: some\n", "some"),
+        ("name: x\nsteps:\n  - id: a\n    timeoutSeconds: -1\n", "-1"),
+        ("name: x\nsteps:\n  - id: a\n    retry: {maxAttempts: 0}\n", "0}"),
+        ("name: x\nsteps:\n  - id: a\n    retry: {backoff: 0.5}\n", "0.5"),
+        ("name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, on: never}]\n  - id: b\n",
+         "never"),
+        ("name: x\nsteps:\n  - id: a\n    nextSteps: b\n  - id: b\n", "b\n"),
+        ("name: x\nsteps:\n  - id: a\n    runner: [r]\n", "[r]"),
+        ("name: x\nparams:\n  p: {type: decimal}\nsteps: [{id: a}]\n", "decimal"),
+        ("name: [x]\nsteps: [{id: a}]\n", "[x]"),
+    ],
+)
+def test_a_type_or_range_error_is_located_at_the_offending_value(text, needle):
+    p = only(text)
+    assert where(p) == at(text, needle)
+
+
+def test_a_type_error_message_names_the_dotted_path():
+    text = "name: x\nsteps:\n  - id: a\n  - id: b\n    retry: {maxAttempts: lots}\n"
+    p = only(text)
+    assert where(p) == at(text, "lots")
+    assert "steps[1].retry.maxAttempts" in p.message
+
+
+def test_missing_required_keys_are_each_reported():
+    found = problems("description: nothing else\n")
+    messages = " | ".join(p.message for p in found)
+    assert len(found) == 2
+    assert "name" in messages and "steps" in messages
+    assert all("required" in p.message or "missing" in p.message for p in found)
+    assert all(p.line >= 1 and p.column >= 1 for p in found)
+
+
+def test_a_step_without_id_is_located_at_that_step():
+    text = "name: x\nsteps:\n  - id: a\n  - runner: r\n"
+    p = only(text)
+    assert where(p) == at(text, "runner: r")
+    assert "steps[1].id" in p.message and "missing" in p.message
+
+
+def test_an_edge_without_step_is_located_at_that_edge():
+    text = "name: x\nsteps:\n  - id: a\n    nextSteps: [{on: failure}]\n"
+    p = only(text)
+    assert where(p) == at(text, "{on: failure}")
+    assert "missing" in p.message
+
+
+def test_an_empty_step_list_is_refused():
+    text = "name: x\nsteps: []\n"
+    p = only(text)
+    assert where(p) == at(text, "[]")
+
+
+@pytest.mark.parametrize("name", ["Bad", "etl job", "-etl", "_etl", "etl.v2", "é"])
+def test_a_bad_definition_name_is_refused_at_the_name(name):
+    text = f"name: '{name}'\nsteps: [{{id: a}}]\n"
+    p = only(text)
+    assert where(p) == (1, 7)
+    assert "name" in p.message and "pattern" in p.message
+
+
+@pytest.mark.parametrize("name", ["etl", "0etl", "a-b_c", "x1"])
+def test_good_definition_names_pass(name):
+    assert load(f"name: {name}\nsteps: [{{id: a}}]\n").name == name
+
+
+@pytest.mark.parametrize("step_id", ["1a", "a-b", "a b", "a.b", "", "é"])
+def test_a_bad_step_id_is_refused_at_the_id(step_id):
+    text = f"name: x\nsteps:\n  - id: ok\n  - id: '{step_id}'\n"
+    p = only(text)
+    assert where(p) == (4, 9)
+    assert "steps[1].id" in p.message
+
+
+@pytest.mark.parametrize("step_id", ["a", "_a", "A_1", "camelCase"])
+def test_good_step_ids_pass(step_id):
+    assert load(f"name: x\nsteps: [{{id: {step_id}}}]\n").definition.steps[0].id == step_id
+
+
+# -- ids and edges ----------------------------------------------------------------------------
+
+def test_a_duplicate_step_id_is_located_at_the_second_and_names_the_first():
+    text = "name: x\nsteps:\n  - {id: a, nextSteps: []}\n  - id: b\n  - id: a\n"
+    p = only(text)
+    assert where(p) == (5, 9)
+    assert "'a'" in p.message and "steps[0]" in p.message
+
+
+def test_a_duplicate_step_id_in_a_linear_definition_is_not_also_reported_as_a_cycle():
+    text = "name: x\nsteps:\n  - id: a\n  - id: b\n  - id: a\n"
+    p = only(text)
+    assert where(p) == (5, 9)
+    assert "duplicate" in p.message and "cycle" not in p.message
+
+
+def test_next_steps_naming_an_unknown_step_is_located_at_the_name_with_a_hint():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps: [lod]
+          - id: load
+    """)
+    p = only(text)
+    assert where(p) == at(text, "lod]")
+    assert "'lod'" in p.message and "did you mean 'load'" in p.message
+
+
+def test_an_unknown_step_in_an_edge_mapping_is_located_at_the_edge():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps:
+              - {step: nowhere, on: failure}
+          - id: b
+    """)
+    p = only(text)
+    assert p.line == at(text, "nowhere")[0]
+    assert "'nowhere'" in p.message
+    assert "did you mean" not in p.message
+
+
+def test_a_duplicate_edge_is_located_at_the_second_listing():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps: [b, c, b]
+          - id: b
+          - id: c
+    """)
+    p = only(text)
+    assert where(p) == at(text, "b]")
+    assert "'a'" in p.message and "'b'" in p.message and "twice" in p.message
+
+
+def test_a_cycle_is_reported_naming_every_step_in_it():
+    text = yaml("""
+        name: x
+        steps:
+          - id: start
+            nextSteps: [a]
+          - id: a
+            nextSteps: [b]
+          - id: b
+            nextSteps: [c]
+          - id: c
+            nextSteps: [a]
+    """)
+    p = only(text)
+    assert "cycle" in p.message
+    for step in ("a", "b", "c"):
+        assert f"{step} ->" in p.message or f"-> {step}" in p.message
+    assert "start" not in p.message
+    assert p.line in {at(text, "[b]")[0], at(text, "[c]")[0], at(text, "[a]", nth=1)[0]}
+
+
+def test_a_self_loop_is_a_cycle():
+    text = "name: x\nsteps:\n  - id: a\n    nextSteps: [a]\n"
+    p = only(text)
+    assert where(p) == at(text, "a]")
+    assert "cycle" in p.message and "a -> a" in p.message
+
+
+def test_two_separate_cycles_are_both_reported():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps: [b]
+          - id: b
+            nextSteps: [a]
+          - id: c
+            nextSteps: [d]
+          - id: d
+            nextSteps: [c]
+    """)
+    found = problems(text)
+    assert len(found) == 2
+    assert all("cycle" in p.message for p in found)
+    assert "a" in found[0].message and "c" in found[1].message
+
+
+# -- runners ----------------------------------------------------------------------------------
+
+def test_unknown_runner_keys_are_errors_only_when_a_registry_is_given(registry):
+    text = "name: x\nsteps:\n  - id: a\n    runner: lod\n  - id: other\n"
+    load(text)  # no registry: runners are not checked
+    registry.add("load", lambda inputs, ctx: None)
+    registry.add("collect", lambda inputs, ctx: None)
+    found = problems(text, registry)
+    assert [where(p) for p in found] == [at(text, "lod"), at(text, "other")]
+    assert "'lod'" in found[0].message and "did you mean 'load'" in found[0].message
+    for p in found:
+        assert "known runners" in p.message
+        assert "collect" in p.message and "load" in p.message
+
+
+def test_known_runner_keys_pass(registry):
+    registry.add("greet", lambda inputs, ctx: None)
+    registry.add("a", lambda inputs, ctx: None)
+    load("name: x\nsteps:\n  - id: a\n  - id: b\n    runner: greet\n", registry)
+
+
+def test_an_empty_registry_says_so(registry):
+    p = only("name: x\nsteps: [{id: a}]\n", registry)
+    assert "'a'" in p.message and "known runners" in p.message
+
+
+# -- expressions ------------------------------------------------------------------------------
+
+def test_a_condition_that_does_not_parse_is_located_at_the_condition():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+          - id: b
+            condition: "steps.a.result.count >"
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"steps.a')
+    assert "expression" in p.message
+
+
+def test_an_edge_condition_that_does_not_parse_is_located_at_it():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps:
+              - step: b
+                condition: "steps.a.result.count == = 0"
+          - id: b
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"steps.a')
+
+
+def test_a_template_that_does_not_parse_is_located_at_its_string_even_when_nested():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            inputs:
+              plain: 1
+              deep:
+                list:
+                  - fine
+                  - "{{ params.x + }}"
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"{{ params.x + }}"')
+    assert "template" in p.message
+
+
+def test_an_unclosed_template_is_a_validation_error():
+    text = 'name: x\nsteps:\n  - id: a\n    inputs: {v: "{{ params.x "}\n'
+    p = only(text)
+    assert where(p) == at(text, '"{{')
+
+
+def test_an_expression_naming_an_unknown_step_is_refused_with_a_hint():
+    text = yaml("""
+        name: x
+        steps:
+          - id: process
+          - id: b
+            condition: "steps.procss.result.count > 0"
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"steps.procss')
+    assert "'procss'" in p.message and "did you mean 'process'" in p.message
+
+
+def test_a_template_naming_an_unknown_step_is_located_at_its_string():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+          - id: b
+            inputs:
+              first: 1
+              rows: "{{ steps.nope.result.rows }}"
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"{{ steps.nope')
+    assert "'nope'" in p.message
+
+
+def test_an_expression_may_not_read_a_step_that_is_not_upstream():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            condition: "steps.b.status == 'succeeded'"
+          - id: b
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"steps.b')
+    assert "steps.b" in p.message and "upstream" in p.message
+
+
+def test_a_step_condition_may_not_read_its_own_result():
+    text = 'name: x\nsteps:\n  - id: a\n    condition: "steps.a.result.ok"\n'
+    p = only(text)
+    assert "upstream" in p.message
+
+
+def test_a_template_may_not_read_a_parallel_branch():
+    text = yaml("""
+        name: x
+        steps:
+          - id: root
+            nextSteps: [left, right]
+          - id: left
+          - id: right
+            inputs:
+              n: 1
+              v: "{{ steps.left.result }}"
+    """)
+    p = only(text)
+    assert where(p) == at(text, '"{{ steps.left')
+    assert "upstream" in p.message
+
+
+def test_expressions_may_read_transitive_upstream_steps():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps: [b]
+          - id: b
+            nextSteps:
+              - {step: c, condition: "steps.b.result.ok and steps.a.result.ok"}
+          - id: c
+            condition: "steps.a.status == 'succeeded'"
+            inputs: {v: ["{{ steps.a.result }}", {w: "{{ steps.b.result.n }}"}]}
+    """)
+    loaded = load(text)
+    assert set(loaded.conditions) == {"c"}
+    assert len(loaded.edge_conditions) == 1
+    assert set(loaded.inputs) == {"c"}
+
+
+def test_in_a_linear_definition_earlier_steps_are_upstream_and_later_ones_are_not():
+    ok = yaml("""
+        name: x
+        steps:
+          - id: a
+          - id: b
+          - id: c
+            condition: "steps.a.result.ok"
+    """)
+    load(ok)
+    bad = ok.replace("id: c\n", "id: c\n  - id: d\n").replace("steps.a.", "steps.d.")
+    p = only(bad)
+    assert "steps.d" in p.message and "upstream" in p.message
+
+
+# -- schedule ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "not a cron", "* * *", "0 2 * * * * * *"])
+def test_an_invalid_cron_is_located_at_the_cron_value(cron):
+    text = f'name: x\ncron: "{cron}"\nsteps: [{{id: a}}]\n'
+    p = only(text)
+    assert where(p) == (2, 7)
+    assert "cron" in p.message
+
+
+@pytest.mark.parametrize("cron", ["0 2 * * *", "*/5 * * * *", "0 0 1 1 *", "@daily"])
+def test_valid_crons_pass(cron):
+    assert load(f'name: x\ncron: "{cron}"\nsteps: [{{id: a}}]\n').definition.cron == cron
+
+
+@pytest.mark.parametrize("tz", ["Mars/Olympus", "UTC+25", "", "../../etc/passwd"])
+def test_an_invalid_timezone_is_located_at_the_timezone_value(tz):
+    text = f"name: x\ntimezone: '{tz}'\nsteps: [{{id: a}}]\n"
+    p = only(text)
+    assert where(p) == (2, 11)
+    assert "time zone" in p.message or "timezone" in p.message
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Seoul", "Europe/Paris", "America/New_York"])
+def test_valid_timezones_pass(tz):
+    assert load(f"name: x\ntimezone: {tz}\nsteps: [{{id: a}}]\n").definition.timezone == tz
+
+
+# -- params -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("{type: integer, default: abc}", "abc"),
+        ("{type: integer, default: 1.5}", "1.5"),
+        ("{type: number, default: lots}", "lots"),
+        ("{type: boolean, default: [1]}", "[1]"),
+        ("{type: array, default: {a: 1}}", "{a: 1}"),
+        ("{type: object, default: [1, 2]}", "[1, 2]"),
+        ("{type: string, default: c, enum: [a, b]}", "c,"),
+    ],
+)
+def test_a_param_default_that_does_not_fit_its_type_is_located_at_the_default(spec, needle):
+    text = f"name: x\nparams:\n  p: {spec}\nsteps: [{{id: a}}]\n"
+    p = only(text)
+    assert where(p) == at(text, needle)
+    assert "default" in p.message
+
+
+def test_a_param_default_may_not_read_steps():
+    text = 'name: x\nparams:\n  p: {default: "{{ steps.a.result }}"}\nsteps: [{id: a}]\n'
+    p = only(text)
+    assert where(p) == at(text, '"{{')
+    assert "run" in p.message
+
+
+def test_a_param_default_template_that_does_not_parse_is_a_located_error():
+    text = 'name: x\nparams:\n  p: {default: "{{ run.logical_date[:10 }}"}\nsteps: [{id: a}]\n'
+    found = problems(text)
+    assert [where(p) for p in found] == [at(text, '"{{')]
+
+
+def test_fitting_param_defaults_pass():
+    text = yaml("""
+        name: x
+        params:
+          i: {type: integer, default: 3}
+          n: {type: number, default: 2}
+          b: {type: boolean, default: false}
+          a: {type: array, default: []}
+          o: {type: object, default: {k: [1]}}
+          s: {default: "{{ run.logical_date[:10] }}"}
+          e: {enum: [x, y], default: y}
+        steps: [{id: a}]
+    """)
+    assert set(load(text).definition.params) == {"i", "n", "b", "a", "o", "s", "e"}
+
+
+# -- all at once ------------------------------------------------------------------------------
+
+def test_every_problem_of_a_file_is_reported_at_once_and_in_file_order():
+    text = yaml("""
+        name: x
+        cron: "99 * * * *"
+        timezone: Nowhere/Land
+        steps:
+          - id: a
+            nextStep: [b]
+            nextSteps: [b, bb]
+          - id: b
+            condition: "steps.a.result >"
+          - id: a
+          - id: c
+            condition: "steps.zz.result"
+    """)
+    found = problems(text)
+    assert [where(p) for p in found] == sorted(where(p) for p in found)
+    expected = {
+        at(text, '"99'),           # cron
+        at(text, "Nowhere"),       # timezone
+        at(text, "nextStep:"),     # unknown key, at the key
+        at(text, "bb"),            # unknown step in nextSteps
+        at(text, '"steps.a'),      # condition syntax
+        (at(text, "- id: a", nth=1)[0], 9),  # duplicate id, at the second one
+        at(text, '"steps.zz'),     # unknown step in a condition
+    }
+    assert {where(p) for p in found} == expected, found
+
+
+def test_a_type_error_does_not_hide_the_graph_problems_of_the_same_file():
+    text = yaml("""
+        name: x
+        concurrency: many
+        steps:
+          - id: a
+            nextSteps: [missing]
+            retry: {maxAttempts: 0}
+          - id: b
+            nextSteps: [b]
+    """)
+    found = problems(text)
+    assert {where(p) for p in found} >= {
+        at(text, "many"), at(text, "missing"), at(text, "0}"), at(text, "b]"),
+    }
+
+
+# -- the graph --------------------------------------------------------------------------------
+
+def edges(graph: StepGraph) -> list[tuple[str, str, str, str | None]]:
+    return [(e.source, e.target, e.on.value, e.condition) for e in graph.edges]
+
+
+def test_a_linear_definition_chains_its_steps_in_list_order():
+    loaded = load("name: x\nsteps: [{id: c}, {id: a}, {id: b}]\n")
+    assert not loaded.definition.is_dag
+    assert edges(loaded.graph) == [("c", "a", "success", None), ("a", "b", "success", None)]
+    assert loaded.graph.topological_order() == ["c", "a", "b"]
+    assert [e.source for e in loaded.graph.incoming["b"]] == ["a"]
+    assert loaded.graph.incoming["c"] == []
+
+
+def test_a_single_step_has_no_edges():
+    graph = load("name: x\nsteps: [{id: only}]\n").graph
+    assert graph.edges == [] and graph.order == ["only"]
+
+
+def test_once_any_step_declares_next_steps_the_graph_is_exactly_the_declared_edges():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps:
+              - c
+              - {step: d, on: failure}
+              - {step: e, on: always, condition: "steps.a.result.n > 1"}
+          - id: b
+          - id: c
+          - id: d
+          - id: e
+    """)
+    graph = load(text).graph
+    assert edges(graph) == [
+        ("a", "c", "success", None),
+        ("a", "d", "failure", None),
+        ("a", "e", "always", "steps.a.result.n > 1"),
+    ]
+    assert graph.incoming["b"] == [] and graph.outgoing["b"] == []  # b is an independent root
+    assert graph.topological_order().index("a") < graph.topological_order().index("c")
+
+
+def test_an_empty_next_steps_list_makes_a_dag_without_edges():
+    graph = load("name: x\nsteps:\n  - {id: a, nextSteps: []}\n  - {id: b}\n").graph
+    assert graph.edges == []
+
+
+def test_topological_order_respects_edges_and_breaks_ties_by_list_order():
+    text = yaml("""
+        name: x
+        steps:
+          - {id: z, nextSteps: [y]}
+          - {id: y}
+          - {id: b, nextSteps: [z]}
+          - {id: a}
+    """)
+    assert load(text).graph.topological_order() == ["b", "z", "y", "a"]
+
+
+def test_the_graph_renders_as_mermaid_and_dot():
+    text = yaml("""
+        name: g
+        steps:
+          - id: a
+            nextSteps: [b, {step: c, on: failure}]
+          - id: b
+          - id: c
+    """)
+    graph = load(text).graph
+    mermaid = graph.to_mermaid()
+    assert mermaid.startswith("flowchart")
+    assert "a --> b" in mermaid and "a -->|failure| c" in mermaid
+    dot = graph.to_dot()
+    assert dot.startswith('digraph "g"') and dot.rstrip().endswith("}")
+    assert '"a" -> "b"' in dot and '"a" -> "c" [label="failure"]' in dot
+
+
+# -- YAML 1.2 ---------------------------------------------------------------------------------
+
+def test_the_on_key_stays_on_and_yes_no_stay_strings():
+    text = yaml("""
+        name: x
+        steps:
+          - id: a
+            nextSteps:
+              - {step: b, on: failure}
+              - step: c
+                on: always
+            inputs: {country: NO, answer: yes, switch: off, flag: true, other: False}
+          - id: b
+          - id: c
+    """)
+    loaded = load(text)
+    assert [e.on for e in loaded.definition.steps[0].edges] == [On.failure, On.always]
+    assert loaded.definition.steps[0].inputs == {
+        "country": "NO", "answer": "yes", "switch": "off", "flag": True, "other": False}
+
+
+def test_dates_and_timestamps_stay_strings():
+    text = yaml("""
+        name: x
+        description: 2026-11-26
+        params:
+          day: {default: 2026-11-26}
+        steps:
+          - id: a
+            inputs: {day: 2026-11-26, at: 2026-11-26T02:00:00Z, list: [2026-01-01]}
+    """)
+    loaded = load(text)
+    assert loaded.definition.description == "2026-11-26"
+    assert loaded.definition.params["day"].default == "2026-11-26"
+    assert loaded.definition.steps[0].inputs == {
+        "day": "2026-11-26", "at": "2026-11-26T02:00:00Z", "list": ["2026-01-01"]}
+    assert loaded.params.resolve({}, {"logical_date": "x"}) == {"day": "2026-11-26"}
+
+
+@pytest.mark.parametrize(
+    ("scalar", "value"),
+    [
+        ("12:30", "12:30"),  # YAML 1.1 reads a base-60 integer, 750
+        ("=", "="),          # YAML 1.1's "value" tag, which a safe loader cannot construct
+        ("0755", 755),       # YAML 1.1 reads an octal integer, 493
+    ],
+)
+def test_yaml_1_1_scalar_surprises_do_not_apply(scalar, value):
+    loaded = load(f"name: x\nsteps:\n  - id: a\n    inputs: {{v: {scalar}}}\n")
+    assert loaded.definition.steps[0].inputs == {"v": value}
+
+
+def test_plain_scalars_keep_their_json_types():
+    loaded = load("name: x\nsteps:\n  - id: a\n    inputs: {i: 3, f: 2.5, n: null, t: ~, s: x}\n")
+    assert loaded.definition.steps[0].inputs == {"i": 3, "f": 2.5, "n": None, "t": None, "s": "x"}
