@@ -1,4 +1,5 @@
-"""What every JSON value the engine stores must be: portable to SQLite and PostgreSQL alike."""
+"""What every value the engine stores or hands between steps must be: plain JSON data, portable
+to SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -6,21 +7,31 @@ import json
 from typing import Any
 
 
-def json_problem(value: Any) -> str | None:
-    """Why `value` cannot be stored as JSON, or None when it can.
+class NotJsonData(ValueError):
+    """A value that cannot travel as JSON; the message says why."""
 
-    Beyond `json.dumps`: NaN and infinities are not JSON, and PostgreSQL's JSONB refuses the NUL
-    character, so a value that only SQLite would take is refused everywhere.
+
+def json_copy(value: Any) -> Any:
+    """`value` as JSON would carry it (tuples as lists, keys as strings), as a fresh copy.
+
+    Raises NotJsonData beyond what `json.dumps` refuses: NaN and infinities are not JSON, and
+    PostgreSQL refuses the NUL character and lone surrogates, so a value that only SQLite would
+    take is refused everywhere.
     """
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        return f"not JSON-serialisable: {exc}"
+        raise NotJsonData(f"not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:
-        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
-    return None
+        raise NotJsonData("contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotJsonData("contains text that is not valid Unicode (a lone surrogate)") from None
+    return json.loads(text)
 
 
 def storable_text(text: str) -> str:
-    """Text for a TEXT column: NUL characters shown as `\\x00` instead of refused by PostgreSQL."""
-    return text.replace("\x00", "\\x00")
+    """Text any TEXT column takes: NUL and lone surrogates written as escapes, not refused."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

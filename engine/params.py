@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from engine.definition.models import Param, ParamType
 from engine.errors import ParamsError
 from engine.expressions import Compiled, ExpressionError, compile_template, is_template
-from engine.jsondata import json_problem
+from engine.jsondata import NotJsonData, json_copy
 
 
 def _json_text(value: Any) -> Any:
@@ -88,10 +88,11 @@ class ParamsSpec:
             validated = self.model.model_validate(values)
         except ValidationError as exc:
             raise ParamsError(format_errors(exc, "params")) from None
-        problem = json_problem(validated.model_dump())  # before JSON mode turns NaN into null
-        if problem is not None:
-            raise ParamsError([f"params: {problem}"])
-        return validated.model_dump(mode="json")
+        try:
+            resolved: dict[str, Any] = json_copy(validated.model_dump())  # JSON mode: NaN -> null
+        except NotJsonData as exc:
+            raise ParamsError([f"params: {exc}"]) from None
+        return resolved
 
     def check_default(self, name: str) -> str | None:
         """Why a plain (non-template) default does not fit its param's type, or None."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.jsondata import json_problem, storable_text
+from engine.jsondata import NotJsonData, json_copy, storable_text
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,16 @@ class StepOutcome:
 
     @classmethod
     def success(cls, task: StepTask, value: Any) -> StepOutcome:
-        """Wrap a runner's return value, which must be JSON-serialisable (models are dumped)."""
+        """Wrap a runner's return value as it will be stored: plain JSON data (models dumped).
+
+        Later steps then see exactly what the database holds, whatever the dispatcher.
+        """
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
-        problem = json_problem(value)
-        if problem is not None:
-            return cls(task, ok=False, error=f"the result is {problem}")
-        return cls(task, ok=True, result=value)
+        try:
+            return cls(task, ok=True, result=json_copy(value))
+        except NotJsonData as exc:
+            return cls(task, ok=False, error=f"the result is {exc}")
 
     @classmethod
     def failure(cls, task: StepTask, exc: BaseException) -> StepOutcome:

@@ -16,6 +16,8 @@ from typing import Any
 
 from engine.context import StepContext
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
+from engine.errors import RunnerNotFound
+from engine.jsondata import NotJsonData, json_copy
 from engine.registry import JobRegistry
 
 
@@ -63,24 +65,32 @@ class DirectDispatcher(Dispatcher):
         self._running: dict[tuple[int, str, int], tuple[StepContext, Any]] = {}
 
     def submit(self, task: StepTask, done: Done) -> None:
+        """Run `task` on a thread (or the event loop, for async runners).
+
+        The runner gets its own copy of everything, as JSON would carry it to a remote worker:
+        what one runner changes in its inputs or context, no other step sees.
+        """
         try:
             runner = self.registry.get(task.runner)
-        except Exception as exc:
-            done(StepOutcome.failure(task, exc))
+            inputs, params, results, run = json_copy(
+                [task.inputs, task.params, task.results, task.run]
+            )
+        except (RunnerNotFound, NotJsonData) as exc:
+            done(StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}"))
             return
-        ctx = StepContext(
-            task.instance_id, task.step_id, task.attempt, task.params, task.results, task.run
-        )
+        ctx = StepContext(task.instance_id, task.step_id, task.attempt, params, results, run)
         key = (task.instance_id, task.step_id, task.attempt)
         if runner.is_async:
             future = asyncio.run_coroutine_threadsafe(
-                self._run_async(runner.resolve(), task, ctx), self._event_loop()
+                self._run_async(runner.resolve(), task, inputs, ctx), self._event_loop()
             )
             self._running[key] = (ctx, future)
             future.add_done_callback(lambda f: self._finish(key, done, _settled(task, f)))
         else:
             self._running[key] = (ctx, None)
-            self._pool.submit(lambda: self._finish(key, done, _call(runner.resolve, task, ctx)))
+            self._pool.submit(
+                lambda: self._finish(key, done, _call(runner.resolve, task, inputs, ctx))
+            )
 
     def _finish(self, key: tuple[int, str, int], done: Done, outcome: StepOutcome) -> None:
         self._running.pop(key, None)
@@ -96,10 +106,12 @@ class DirectDispatcher(Dispatcher):
             future.cancel()
 
     @staticmethod
-    async def _run_async(fn: Callable[..., Any], task: StepTask, ctx: StepContext) -> StepOutcome:
+    async def _run_async(
+        fn: Callable[..., Any], task: StepTask, inputs: Any, ctx: StepContext
+    ) -> StepOutcome:
         try:
-            return StepOutcome.success(task, await fn(task.inputs, ctx))
-        except BaseException as exc:  # a cancelled coroutine reports too
+            return StepOutcome.success(task, await fn(inputs, ctx))
+        except (Exception, asyncio.CancelledError) as exc:  # a cancelled coroutine reports too
             return StepOutcome.failure(task, exc)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -126,9 +138,9 @@ def _settled(task: StepTask, future: concurrent.futures.Future[StepOutcome]) -> 
 
 
 def _call(
-    resolve: Callable[[], Callable[..., Any]], task: StepTask, ctx: StepContext
+    resolve: Callable[[], Callable[..., Any]], task: StepTask, inputs: Any, ctx: StepContext
 ) -> StepOutcome:
     try:
-        return StepOutcome.success(task, resolve()(task.inputs, ctx))
+        return StepOutcome.success(task, resolve()(inputs, ctx))
     except BaseException as exc:  # SystemExit from a runner must not kill the worker silently
         return StepOutcome.failure(task, exc)

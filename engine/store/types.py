@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+JsonType = JSON()
+"""JSON, not JSONB, on PostgreSQL: JSONB would read `1e20` back as an integer."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
