@@ -150,7 +150,7 @@ class Executor:
             except KeyboardInterrupt:
                 self._cancel_in_flight()
                 self.store.record(conn, self.instance_id, self._ends, self._starts)
-                return Outcome(InstanceStatus.cancelled, "interrupted")
+                return Outcome(InstanceStatus.cancelled, "interrupted (Ctrl-C or SIGTERM)")
         return self._outcome()
 
     def _wait(self) -> None:

@@ -262,20 +262,31 @@ def test_several_documents_are_refused_at_the_second():
 
 
 @pytest.mark.parametrize(
-    ("text", "line", "column"),
+    ("text", "positions"),
     [
-        ("name: x\nsteps: [{id: a}\n", 3, 1),          # unclosed flow sequence: found at the end
-        ("name: x\nsteps:\n\t- id: a\n", 3, 1),         # a tab as indentation
-        ("name: x\n  bad: indent\nsteps: []\n", 2, 6),  # mapping value where none may stand
-        ('name: "x\nsteps: []\n', 3, 1),                # unclosed quote
-        ("name: x\nsteps: [{id: *nope}]\n", 2, 14),     # undefined alias
-        ("? [a, b]\n: 1\n", 1, 3),                       # unhashable key
+        # unclosed at the end of the file: the end of the last line, or the empty line after it
+        ("name: x\nsteps: [{id: a}\n", {(3, 1), (2, 16)}),
+        ('name: "x\nsteps: []\n', {(3, 1), (2, 10)}),
+        ("name: x\nsteps:\n\t- id: a\n", {(3, 1)}),         # a tab as indentation
+        ("name: x\n  bad: indent\nsteps: []\n", {(2, 6)}),  # mapping value where none may stand
+        ("name: x\nsteps: [{id: *nope}]\n", {(2, 14)}),     # undefined alias
+        ("? [a, b]\n: 1\n", {(1, 3)}),                       # unhashable key
     ],
 )
-def test_yaml_syntax_errors_are_located(text, line, column):
+def test_yaml_syntax_errors_are_located(text, positions):
     [p] = refused(text)
-    assert (p.line, p.column) == (line, column)
+    assert (p.line, p.column) in positions
     assert p.message.startswith("YAML")
+
+
+def test_an_error_at_the_end_of_a_file_without_a_final_newline_stays_inside_the_file():
+    for text in ("name: x\nsteps: [{id: a}", "a: [", "---", "name: x\n---"):
+        with pytest.raises(DefinitionError) as info:
+            load_text(text, FILE)
+        lines = text.split("\n")
+        for p in info.value.problems:
+            assert p.line <= len(lines), (text, p)
+            assert p.column <= len(lines[p.line - 1]) + 1, (text, p)
 
 
 def test_a_control_character_is_refused():

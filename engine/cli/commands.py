@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
             render.plan(prepared.plan())
         return
     render.show_runner_logs()
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: running attempts end cancelled
     dispatcher = resolve_dispatcher(None, registry)
     try:
         service = BatchService(config.store(), dispatcher)
@@ -103,6 +105,10 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))
     sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @cli.command()
