@@ -1,7 +1,7 @@
 """Per-step cost of the engine beside the floor of the same durable writes, and validation time.
 
     .venv/bin/python bench/run.py [--steps 1000,10000] [--repeat 3] [--concurrency 1,8]
-                                  [--validation-steps 10000] [--ref-steps 1000,2000] [--json FILE]
+                                  [--validation-steps 1000,10000] [--json FILE]
 
 Everything runs in this one process; docs/performance.md says what is measured and why.
 """
@@ -17,19 +17,20 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sqlalchemy  # noqa: E402
-import yaml  # noqa: E402
-import workloads  # noqa: E402
-from workloads import Sample, engine_run, floor_run, validation  # noqa: E402
+import workloads  # a sibling module: bench/ is not a package
 
-from engine.definition import load_text  # noqa: E402
-from engine.dispatch.direct import DirectDispatcher  # noqa: E402
+from engine.definition import load_text
+from engine.dispatch.direct import DirectDispatcher
 
 
 @dataclass
@@ -39,15 +40,18 @@ class Case:
     shape: str
     concurrency: int
     steps: int
-    engine: list[Sample] = field(default_factory=list)
-    floor: list[Sample] = field(default_factory=list)
+    engine: list[workloads.Sample] = field(default_factory=list)
+    floor: list[workloads.Sample] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.shape if self.shape == "linear" else f"fan-out c={self.concurrency}"
 
+    def samples(self, side: str) -> list[workloads.Sample]:
+        return self.engine if side == "engine" else self.floor
+
     def seconds(self, side: str, cpu: bool = False) -> float:
-        return statistics.median(s.cpu_seconds if cpu else s.seconds for s in getattr(self, side))
+        return statistics.median(s.cpu_seconds if cpu else s.seconds for s in self.samples(side))
 
     def ms_per_step(self, side: str, cpu: bool = False) -> float:
         return self.seconds(side, cpu) / self.steps * 1000
@@ -56,201 +60,266 @@ class Case:
         return self.ms_per_step("engine", cpu) / self.ms_per_step("floor", cpu)
 
     def rss(self, side: str) -> float:
-        return max(s.peak_rss_mb for s in getattr(self, side))
+        return max(s.peak_rss_mb for s in self.samples(side))
+
+    def start_rss(self, side: str) -> float:
+        return min(s.start_rss_mb for s in self.samples(side))
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"shape": self.shape, "concurrency": self.concurrency}
+        out["steps"] = self.steps
+        for side in ("engine", "floor"):
+            samples = self.samples(side)
+            out[f"{side}_seconds"] = [s.seconds for s in samples]
+            out[f"{side}_cpu_seconds"] = [s.cpu_seconds for s in samples]
+            out[f"{side}_ms_per_step"] = self.ms_per_step(side)
+            out[f"{side}_cpu_ms_per_step"] = self.ms_per_step(side, cpu=True)
+            out[f"{side}_start_rss_mb"] = self.start_rss(side)
+            out[f"{side}_peak_rss_mb"] = self.rss(side)
+        out["ratio"], out["cpu_ratio"] = self.ratio(), self.ratio(cpu=True)
+        return out
 
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=_ints, default=[1000, 10000],
-                        help="sizes: linear steps, and the width of the fan-out (default 1000,10000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case; medians (default 3)")
-    parser.add_argument("--concurrency", type=_ints, default=[1, 8],
-                        help="concurrency values of the fan-out definition (default 1,8)")
-    parser.add_argument("--validation-steps", type=int, default=10000,
-                        help="steps of the definition whose validation is timed (0: skip)")
-    parser.add_argument("--ref-steps", type=_ints, default=[1000, 2000],
-                        help="sizes of the definition whose inputs also read the previous step's "
-                             "result (default 1000,2000; empty: skip)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    add = parser.add_argument
+    add("--steps", type=_ints, default=[1000, 10000], help="linear steps and fan-out widths")
+    add("--repeat", type=int, default=3, help="runs of each measurement; medians are shown")
+    add("--concurrency", type=_ints, default=[1, 8], help="concurrency of the fan-out definition")
+    add("--validation-steps", type=_ints, default=[1000, 10000], help="sizes to validate (0: none)")
+    add("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser.parse_args(argv)
-
-
-def run_cases(args: argparse.Namespace) -> list[Case]:
-    reg = workloads.registry()
-    dispatcher = DirectDispatcher(reg)  # one, as in a long-lived process; its threads are reused
-    shapes = [("linear", 1)] + [("fanout", c) for c in args.concurrency]
-    cases = []
-    for shape, concurrency in shapes:
-        for size in sorted(args.steps):
-            if shape == "linear":
-                text, steps = workloads.linear_yaml(size), size
-            else:
-                text, steps = workloads.fanout_yaml(size, concurrency), size + 2
-            loaded = load_text(text, f"{shape}.yaml", reg)
-            case = Case(shape, concurrency, steps)
-            for _ in range(args.repeat):
-                case.engine.append(engine_run(loaded, dispatcher, steps))
-                case.floor.append(floor_run(steps))
-            _progress(f"{case.label} {steps} steps: engine {case.ms_per_step('engine'):.3f} "
-                      f"ms/step, floor {case.ms_per_step('floor'):.3f} ms/step")
-            cases.append(case)
-    dispatcher.close()
-    return cases
 
 
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
-def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares slope (s/step) and intercept (s) of run time against steps."""
-    if len(points) < 2:
-        steps, seconds = points[0]
-        return seconds / steps, 0.0
-    slope, intercept = statistics.linear_regression([p[0] for p in points],
-                                                    [p[1] for p in points])
-    return slope, intercept
+def run_cases(args: argparse.Namespace) -> list[Case]:
+    reg = workloads.registry()
+    dispatcher = DirectDispatcher(reg)  # one, as in a long-lived process: its threads are reused
+    shapes = [("linear", 1)] + [("fanout", c) for c in args.concurrency]
+    cases = []
+    try:
+        for shape, concurrency in shapes:
+            for size in sorted(args.steps):
+                if shape == "linear":
+                    text, steps = workloads.linear_yaml(size), size
+                else:
+                    text, steps = workloads.fanout_yaml(size, concurrency), size + 2
+                loaded = load_text(text, f"{shape}.yaml", reg)
+                case = Case(shape, concurrency, steps)
+                for _ in range(args.repeat):
+                    case.engine.append(workloads.engine_run(loaded, dispatcher, steps))
+                    case.floor.append(workloads.floor_run(steps))
+                engine, floor = case.ms_per_step("engine"), case.ms_per_step("floor")
+                _progress(f"{case.label}, {steps} steps: {engine:.3f} / {floor:.3f} ms/step")
+                cases.append(case)
+    finally:
+        dispatcher.close()
+    return cases
 
 
 def steady(cases: list[Case]) -> list[dict[str, Any]]:
-    """Per shape: the steady per-step cost (slope across sizes), the fixed cost per run, and how
-    the plain per-step cost grows from the smallest to the largest size."""
-    rows = []
-    groups: dict[tuple[str, int], list[Case]] = {}
+    """Per shape: the steady per-step cost (least-squares slope of run time over the sizes), the
+    fixed cost per run (the intercept), and how ms/step grows from the smallest size to the
+    largest."""
+    groups: dict[str, list[Case]] = {}
     for case in cases:
-        groups.setdefault((case.shape, case.concurrency), []).append(case)
-    for (shape, concurrency), group in groups.items():
+        groups.setdefault(case.label, []).append(case)
+    rows = []
+    for label, group in groups.items():
         group.sort(key=lambda c: c.steps)
-        row: dict[str, Any] = {"shape": shape, "concurrency": concurrency, "label": group[0].label,
-                               "sizes": [c.steps for c in group]}
+        row: dict[str, Any] = {"label": label, "sizes": [c.steps for c in group]}
         for side in ("engine", "floor"):
             for cpu, kind in ((False, ""), (True, "_cpu")):
-                slope, intercept = _fit([(c.steps, c.seconds(side, cpu)) for c in group])
+                points = [(c.steps, c.seconds(side, cpu)) for c in group]
+                slope, intercept = _fit(points)
                 row[f"{side}_steady{kind}_ms_per_step"] = slope * 1000
                 row[f"{side}_fixed{kind}_ms"] = intercept * 1000
             row[f"{side}_growth"] = group[-1].ms_per_step(side) / group[0].ms_per_step(side)
         for kind in ("", "_cpu"):
-            row[f"ratio{kind}"] = (row[f"engine_steady{kind}_ms_per_step"]
-                                   / row[f"floor_steady{kind}_ms_per_step"])
+            engine = row[f"engine_steady{kind}_ms_per_step"]
+            row[f"ratio{kind}"] = engine / row[f"floor_steady{kind}_ms_per_step"]
         rows.append(row)
     return rows
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    if len(points) < 2:
+        steps, seconds = points[0]
+        return seconds / steps, 0.0
+    return statistics.linear_regression([p[0] for p in points], [p[1] for p in points])
 
 
-def report(cases: list[Case], steady_rows: list[dict[str, Any]],
-           checks: list[workloads.Validation], env: dict[str, Any], repeat: int) -> str:
+def validations(args: argparse.Namespace) -> list[workloads.Validation]:
+    reg = workloads.registry()
+    out = []
+    for size in sorted(s for s in args.validation_steps if s > 0):
+        runs = [workloads.validation(size, reg, pure=i == 0) for i in range(args.repeat)]
+        median = {
+            name: statistics.median(getattr(r, name) for r in runs)
+            for name in ("load_text", "parse_yaml", "model_validate", "pyyaml")
+        }
+        out.append(workloads.Validation(**{**asdict(runs[0]), **median}))
+        _progress(f"validation of {size} steps: {median['load_text']:.2f} s")
+    return out
+
+
+Column = tuple[str, Callable[[Any], str]]
+
+
+def _table(columns: list[Column], rows: Sequence[Any]) -> str:
+    cells = [[head for head, _ in columns]] + [[cell(r) for _, cell in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    cells.insert(1, ["-" * w for w in widths])
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    )
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def report(
+    env: dict[str, Any],
+    cases: list[Case],
+    steady_rows: list[dict[str, Any]],
+    checks: list[workloads.Validation],
+) -> str:
     out = [
-        f"engine benchmark, {env['date']}, {env['cpus']} CPUs, Python {env['python']}, "
-        f"SQLAlchemy {env['sqlalchemy']}, SQLite {env['sqlite']}",
-        f"no-op steps on a fresh SQLite file per run (WAL, synchronous=NORMAL); median of {repeat}",
-        "floor: SQLAlchemy Core loop on the same tables and pragmas: insert+commit, call, "
-        "update+commit per step",
-        "",
+        f"engine benchmark, {env['date']}; {env['cpus']} CPUs, Python {env['python']}, "
+        f"SQLAlchemy {env['sqlalchemy']}, SQLite {env['sqlite']}; median of {env['repeat']}; "
+        f"load average at start {env['load_average'][0]:.1f}",
+        "no-op steps, a fresh SQLite file per run (WAL, synchronous=NORMAL).",
+        "floor: SQLAlchemy Core on the same tables and pragmas, per step: insert+commit, call,",
+        "update+commit.",
+        "ms/step: wall time / steps. CPU: the process's CPU time (all threads) / steps.",
+        "RSS: the whole process's, at the start of a run -> its peak during the run; memory",
+        "freed by earlier runs is reused before RSS grows "
+        f"(process baseline {env['baseline_rss_mb']:.0f} MB).",
     ]
     if cases:
-        out.append("wall time (ms/step = run time / steps), and the process's CPU time beside it")
-        out.append(_table(
-            ["shape", "steps", "engine s", "engine ms/step", "floor ms/step", "ratio",
-             "engine CPU ms/step", "floor CPU ms/step", "CPU ratio", "engine RSS MB",
-             "floor RSS MB"],
-            [[c.label, str(c.steps), f"{c.seconds('engine'):.3f}",
-              f"{c.ms_per_step('engine'):.3f}", f"{c.ms_per_step('floor'):.3f}",
-              f"{c.ratio():.2f}x", f"{c.ms_per_step('engine', True):.3f}",
-              f"{c.ms_per_step('floor', True):.3f}", f"{c.ratio(True):.2f}x",
-              f"{c.rss('engine'):.0f}", f"{c.rss('floor'):.0f}"] for c in cases],
-        ))
-        out += ["", "steady: slope of run time over sizes; fixed: the intercept (cost per run); "
-                    "growth: ms/step at the largest size / at the smallest", ""]
-        out.append(_table(
-            ["shape", "engine steady ms/step", "floor steady ms/step", "ratio",
-             "engine CPU steady", "floor CPU steady", "CPU ratio", "engine fixed ms",
-             "engine growth", "floor growth"],
-            [[r["label"], f"{r['engine_steady_ms_per_step']:.3f}",
-              f"{r['floor_steady_ms_per_step']:.3f}", f"{r['ratio']:.2f}x",
-              f"{r['engine_steady_cpu_ms_per_step']:.3f}",
-              f"{r['floor_steady_cpu_ms_per_step']:.3f}", f"{r['ratio_cpu']:.2f}x",
-              f"{r['engine_fixed_ms']:.0f}", f"{r['engine_growth']:.2f}x",
-              f"{r['floor_growth']:.2f}x"] for r in steady_rows],
-        ))
+        out += ["", "Per run"]
+        out.append(
+            _table(
+                [
+                    ("shape", lambda c: c.label),
+                    ("steps", lambda c: str(c.steps)),
+                    ("engine s", lambda c: _ms(c.seconds("engine"))),
+                    ("engine ms/step", lambda c: _ms(c.ms_per_step("engine"))),
+                    ("floor ms/step", lambda c: _ms(c.ms_per_step("floor"))),
+                    ("ratio", lambda c: f"{c.ratio():.2f}x"),
+                    ("engine CPU", lambda c: _ms(c.ms_per_step("engine", cpu=True))),
+                    ("floor CPU", lambda c: _ms(c.ms_per_step("floor", cpu=True))),
+                    ("CPU ratio", lambda c: f"{c.ratio(cpu=True):.2f}x"),
+                    (
+                        "engine RSS MB",
+                        lambda c: f"{c.start_rss('engine'):.0f}->{c.rss('engine'):.0f}",
+                    ),
+                    ("floor RSS MB", lambda c: f"{c.start_rss('floor'):.0f}->{c.rss('floor'):.0f}"),
+                ],
+                cases,
+            )
+        )
+        out += [
+            "",
+            "Steady: slope of run time over the sizes (ms/step); fixed: intercept (ms per run); "
+            "growth: ms/step at the largest size / at the smallest",
+        ]
+        out.append(
+            _table(
+                [
+                    ("shape", lambda r: r["label"]),
+                    ("engine steady", lambda r: _ms(r["engine_steady_ms_per_step"])),
+                    ("floor steady", lambda r: _ms(r["floor_steady_ms_per_step"])),
+                    ("ratio", lambda r: f"{r['ratio']:.2f}x"),
+                    ("engine CPU steady", lambda r: _ms(r["engine_steady_cpu_ms_per_step"])),
+                    ("floor CPU steady", lambda r: _ms(r["floor_steady_cpu_ms_per_step"])),
+                    ("CPU ratio", lambda r: f"{r['ratio_cpu']:.2f}x"),
+                    ("engine fixed ms", lambda r: f"{r['engine_fixed_ms']:.0f}"),
+                    ("engine growth", lambda r: f"{r['engine_growth']:.2f}x"),
+                    ("floor growth", lambda r: f"{r['floor_growth']:.2f}x"),
+                ],
+                steady_rows,
+            )
+        )
     if checks:
-        out += ["", f"validation: a linear definition with inputs; libyaml (C loader) available: "
-                    f"{env['libyaml']}; the engine's loader derives from {env['loader']}", ""]
-        out.append(_table(
-            ["definition", "KB", "load_text s", "parse_yaml s", "model_validate s",
-             f"{env['loader']} s", "ratio", "yaml.safe_load s"],
-            [[f"{v.steps} steps" + (", step refs" if v.step_refs else ""),
-              f"{v.yaml_bytes / 1024:.0f}", f"{v.load_text:.3f}", f"{v.parse_yaml:.3f}",
-              f"{v.model_validate:.3f}", f"{v.pyyaml_same_loader:.3f}",
-              f"{v.load_text / v.pyyaml_same_loader:.1f}x", f"{v.pyyaml_safe_load:.3f}"]
-             for v in checks],
-        ))
+        loader = env["loader"]
+        out += [
+            "",
+            f"Validation of a linear definition with inputs (wall seconds); libyaml available: "
+            f"{env['libyaml']}; the engine's loader derives from {loader}",
+        ]
+        out.append(
+            _table(
+                [
+                    ("steps", lambda v: str(v.steps)),
+                    ("KB", lambda v: f"{v.yaml_bytes / 1024:.0f}"),
+                    ("load_text", lambda v: _ms(v.load_text)),
+                    ("of it parse_yaml", lambda v: _ms(v.parse_yaml)),
+                    ("model_validate", lambda v: _ms(v.model_validate)),
+                    (f"yaml.load {loader}", lambda v: _ms(v.pyyaml)),
+                    ("ratio", lambda v: f"{v.load_text / v.pyyaml:.1f}x"),
+                    ("yaml.safe_load (pure)", lambda v: _ms(v.pyyaml_pure or 0.0)),
+                ],
+                checks,
+            )
+        )
+        if len(checks) > 1:
+            first, last = checks[0], checks[-1]
+            growth = (last.load_text / last.steps) / (first.load_text / first.steps)
+            pyyaml = (last.pyyaml / last.steps) / (first.pyyaml / first.steps)
+            out.append(
+                f"growth of seconds/step from {first.steps} to {last.steps} steps: load_text "
+                f"{growth:.2f}x, yaml.load {pyyaml:.2f}x"
+            )
     return "\n".join(out)
 
 
-def environment() -> dict[str, Any]:
+def environment(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlalchemy": sqlalchemy.__version__,
         "sqlite": sqlite3.sqlite_version,
         "pyyaml": yaml.__version__,
         "libyaml": bool(yaml.__with_libyaml__),
-        "loader": f"yaml.{workloads.BASE_LOADER.__name__}",
+        "loader": f"{workloads.BASE_LOADER.__name__}",
+        "repeat": args.repeat,
+        "baseline_rss_mb": workloads.max_rss_mb(),
+        "peak_rss_per_run": workloads.PEAK_RSS_RESETS,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     started = time.perf_counter()
-    env = environment()
+    env = environment(args)
     cases = run_cases(args)
     steady_rows = steady(cases)
-    reg = workloads.registry()
-    checks = []
-    if args.validation_steps:
-        checks.append(validation(args.validation_steps, step_refs=False, reg=reg))
-        _progress(f"validation of {args.validation_steps} steps: {checks[-1].load_text:.2f} s")
-    for size in args.ref_steps:
-        checks.append(validation(size, step_refs=True, reg=reg))
-        _progress(f"validation of {size} steps with step refs: {checks[-1].load_text:.2f} s")
-    print(report(cases, steady_rows, checks, env, args.repeat))
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    checks = validations(args)
+    env["seconds"] = time.perf_counter() - started
+    print(report(env, cases, steady_rows, checks))
+    print(f"\n(benchmark took {env['seconds']:.0f} s; load average now {os.getloadavg()[0]:.1f})")
     if args.json:
         results = {
             "environment": env,
-            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "cases": [
-                {"shape": c.shape, "concurrency": c.concurrency, "steps": c.steps,
-                 "engine_seconds": [s.seconds for s in c.engine],
-                 "floor_seconds": [s.seconds for s in c.floor],
-                 "engine_cpu_seconds": [s.cpu_seconds for s in c.engine],
-                 "floor_cpu_seconds": [s.cpu_seconds for s in c.floor],
-                 "engine_ms_per_step": c.ms_per_step("engine"),
-                 "floor_ms_per_step": c.ms_per_step("floor"),
-                 "ratio": c.ratio(),
-                 "engine_cpu_ms_per_step": c.ms_per_step("engine", True),
-                 "floor_cpu_ms_per_step": c.ms_per_step("floor", True),
-                 "cpu_ratio": c.ratio(True),
-                 "engine_peak_rss_mb": c.rss("engine"), "floor_peak_rss_mb": c.rss("floor")}
-                for c in cases
-            ],
+            "cases": [c.as_json() for c in cases],
             "steady": steady_rows,
-            "validation": [
-                {**asdict(v), "ratio": v.load_text / v.pyyaml_same_loader} for v in checks
-            ],
+            "validation": [asdict(v) | {"ratio": v.load_text / v.pyyaml} for v in checks],
         }
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -1,6 +1,6 @@
 """What the benchmark runs: the engine on generated definitions, the floor loop, and validation.
 
-Each function does one measured thing in this process and returns plain numbers; `run.py` repeats
+Each function measures one thing in this process and returns plain numbers; `run.py` repeats
 them, takes medians and prints the tables.
 """
 
@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import CursorResult, bindparam, insert, update
 from sqlmodel import SQLModel
 
-from engine.definition import LoadedDefinition, load_text
+from engine.definition import LoadedDefinition, load_text, source
 from engine.definition.models import Definition
-from engine.definition import source
-from engine.definition.source import parse_yaml
 from engine.dispatch.direct import DirectDispatcher
 from engine.registry import JobRegistry
 from engine.service import BatchService
@@ -72,9 +70,9 @@ def fanout_yaml(width: int, concurrency: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def validation_yaml(steps: int, *, step_refs: bool) -> str:
-    """A chain whose steps have inputs: a constant, a params template and, with `step_refs`,
-    the previous step's result (which makes the loader check that it is upstream)."""
+def validation_yaml(steps: int) -> str:
+    """A chain whose steps have inputs: a constant, a params template, and the previous step's
+    result (which the loader checks is upstream)."""
     lines = [
         "name: bench-validation",
         "params:",
@@ -85,13 +83,13 @@ def validation_yaml(steps: int, *, step_refs: bool) -> str:
     ]
     for i in range(steps):
         inputs = f"index: {i}, day: '{{{{ params.day }}}}'"
-        if step_refs and i:
+        if i:
             inputs += f", previous: '{{{{ steps.s{i - 1}.result.ok }}}}'"
         lines.append(f"  - {{id: s{i}, runner: {RUNNER}, inputs: {{{inputs}}}}}")
     return "\n".join(lines) + "\n"
 
 
-# -- memory -----------------------------------------------------------------------------------
+# -- measuring --------------------------------------------------------------------------------
 
 
 def _reset_peak_rss() -> bool:
@@ -103,7 +101,12 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def _max_rss_mb() -> float:
+PEAK_RSS_RESETS = _reset_peak_rss()
+"""False: each peak below is the process's peak so far, not the peak of its own run, and each
+start RSS is that peak too."""
+
+
+def max_rss_mb() -> float:
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
@@ -112,20 +115,22 @@ def _max_rss_mb() -> float:
 class Sample:
     seconds: float
     cpu_seconds: float
-    """CPU time of the whole process (every thread): less disturbed than wall time by other
-    work on the machine."""
+    """CPU time of the whole process, every thread: less disturbed than wall time by other work
+    on the machine."""
+    start_rss_mb: float
+    """RSS of the whole process when the measured span began."""
     peak_rss_mb: float
-    """Peak RSS of the whole process during the measured span (the process's all-time peak
-    where the peak cannot be reset)."""
+    """Peak RSS of the whole process during the measured span."""
 
 
 @contextmanager
 def _measured(out: list[Sample]) -> Iterator[None]:
     gc.collect()
     _reset_peak_rss()
+    rss = max_rss_mb()
     start, cpu = time.perf_counter(), time.process_time()
     yield
-    out.append(Sample(time.perf_counter() - start, time.process_time() - cpu, _max_rss_mb()))
+    out.append(Sample(time.perf_counter() - start, time.process_time() - cpu, rss, max_rss_mb()))
 
 
 @contextmanager
@@ -155,16 +160,17 @@ def engine_run(loaded: LoadedDefinition, dispatcher: DirectDispatcher, steps: in
                 view = service.run(loaded, {})
         finally:
             store.close()
-    if view.status != "succeeded" or len(view.steps or ()) != steps:
-        raise RuntimeError(f"engine run ended {view.status} with {len(view.steps or ())} attempts")
+    attempts = len(view.steps or ())
+    if view.status != "succeeded" or attempts != steps:
+        raise RuntimeError(f"engine run ended {view.status} with {attempts} of {steps} attempts")
     return out[0]
 
 
-def floor_run(steps: int, fn: Callable[[Any, Any], Any] = noop) -> Sample:
+def floor_run(steps: int) -> Sample:
     """The least a durable engine must do per step, on the engine's tables and pragmas.
 
-    Per step, exactly: insert the attempt row and commit, call `fn`, update the row with its
-    result and commit. Timed: the loop only.
+    Per step, exactly: insert the attempt row and commit, call the no-op, update the row with
+    its result and commit. Timed: the loop only.
     """
     out: list[Sample] = []
     with _fresh_db() as url:
@@ -172,56 +178,89 @@ def floor_run(steps: int, fn: Callable[[Any, Any], Any] = noop) -> Sample:
         try:
             SQLModel.metadata.create_all(engine)
             with engine.begin() as conn:
-                definition_id = conn.execute(insert(definitions).values(
-                    name="floor", version="1", steps=[], source="", created_at=utcnow(),
-                )).inserted_primary_key[0]
-                instance_id = conn.execute(insert(instances).values(
-                    definition_id=definition_id, definition_name="floor", status="running",
-                    trigger="cli", params={}, created_at=utcnow(),
-                )).inserted_primary_key[0]
+                definition = insert(definitions).values(
+                    name="floor", version="1", steps=[], source="", created_at=utcnow()
+                )
+                definition_id = _new_id(conn.execute(definition))
+                instance = insert(instances).values(
+                    definition_id=definition_id,
+                    definition_name="floor",
+                    status="running",
+                    trigger="cli",
+                    params={},
+                    created_at=utcnow(),
+                )
+                instance_id = _new_id(conn.execute(instance))
             start_row = insert(step_results).values(
-                batch_instance_id=instance_id, step_key=bindparam("step"), attempt=1,
-                status="running", started_at=bindparam("at"), created_at=bindparam("at"),
+                batch_instance_id=instance_id,
+                step_key=bindparam("step"),
+                attempt=1,
+                status="running",
+                started_at=bindparam("at"),
+                created_at=bindparam("at"),
             )
             end_row = (
                 update(step_results)
                 .where(step_results.c.id == bindparam("row_id"))
-                .values(status=bindparam("status"), result_payload=bindparam("result"),
-                        finished_at=bindparam("at"))
+                .values(
+                    status="succeeded",
+                    result_payload=bindparam("result"),
+                    finished_at=bindparam("at"),
+                )
             )
             with engine.connect() as conn, _measured(out):
                 for i in range(steps):
-                    row_id = conn.execute(
-                        start_row, {"step": f"s{i}", "at": utcnow()}
-                    ).inserted_primary_key[0]
+                    started = conn.execute(start_row, {"step": f"s{i}", "at": utcnow()})
                     conn.commit()
-                    result = fn({}, None)
-                    conn.execute(end_row, {"row_id": row_id, "status": "succeeded",
-                                           "result": result, "at": utcnow()})
+                    result = noop({}, None)
+                    row = {
+                        "row_id": _new_id(started),
+                        "result": result,
+                        "at": utcnow(),
+                    }
+                    conn.execute(end_row, row)
                     conn.commit()
         finally:
             engine.dispose()
     return out[0]
 
 
+def _new_id(result: CursorResult[Any]) -> Any:
+    key = result.inserted_primary_key
+    assert key is not None
+    return key[0]
+
+
 # -- validation -------------------------------------------------------------------------------
+
+
+def _engine_base_loader() -> type[yaml.SafeLoader]:
+    """The PyYAML loader class the engine's own loader derives from (C when libyaml is there)."""
+    for cls in getattr(source, "_Loader", yaml.SafeLoader).__mro__:
+        if cls.__module__.startswith("yaml"):
+            return cls
+    return yaml.SafeLoader
+
+
+BASE_LOADER = _engine_base_loader()
 
 
 @dataclass
 class Validation:
+    """Seconds to read one generated definition, by the engine and by PyYAML alone."""
+
     steps: int
-    step_refs: bool
     yaml_bytes: int
     load_text: float
-    """engine.definition.load_text, registry given (as the CLI loads)."""
+    """engine.definition.load_text with a registry, as the CLI loads."""
     parse_yaml: float
-    """engine.definition.source.parse_yaml alone: PyYAML with the engine's loader and checks."""
+    """engine.definition.source.parse_yaml alone: the engine's loader and its document checks."""
     model_validate: float
-    """Definition.model_validate on the parsed data alone."""
-    pyyaml_same_loader: float
-    """yaml.load with the loader class the engine derives from (C when libyaml is there)."""
-    pyyaml_safe_load: float
-    """yaml.safe_load: the pure-Python SafeLoader."""
+    """Definition.model_validate of the parsed data alone."""
+    pyyaml: float
+    """yaml.load with BASE_LOADER, the loader class the engine derives from."""
+    pyyaml_pure: float | None
+    """yaml.safe_load, the pure-Python SafeLoader (measured once, for reference)."""
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -231,27 +270,15 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def validation(steps: int, *, step_refs: bool, reg: JobRegistry) -> Validation:
-    text = validation_yaml(steps, step_refs=step_refs)
-    data = parse_yaml(text, "bench.yaml").data
+def validation(steps: int, reg: JobRegistry, *, pure: bool) -> Validation:
+    text = validation_yaml(steps)
+    data = source.parse_yaml(text, "bench.yaml").data
     return Validation(
         steps=steps,
-        step_refs=step_refs,
         yaml_bytes=len(text.encode()),
         load_text=_timed(lambda: load_text(text, "bench.yaml", reg)),
-        parse_yaml=_timed(lambda: parse_yaml(text, "bench.yaml")),
+        parse_yaml=_timed(lambda: source.parse_yaml(text, "bench.yaml")),
         model_validate=_timed(lambda: Definition.model_validate(data)),
-        pyyaml_same_loader=_timed(lambda: yaml.load(text, Loader=BASE_LOADER)),  # noqa: S506
-        pyyaml_safe_load=_timed(lambda: yaml.safe_load(text)),
+        pyyaml=_timed(lambda: yaml.load(text, Loader=BASE_LOADER)),
+        pyyaml_pure=_timed(lambda: yaml.safe_load(text)) if pure else None,
     )
-
-
-def _engine_base_loader() -> type[yaml.SafeLoader]:
-    """The PyYAML loader class the engine's own loader derives from."""
-    for cls in getattr(source, "_Loader", yaml.SafeLoader).__mro__:
-        if cls.__module__.startswith("yaml"):
-            return cls  # type: ignore[no-any-return]
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[no-any-return]
-
-
-BASE_LOADER = _engine_base_loader()

@@ -1,8 +1,8 @@
 """The `engine` command, run as users run it: the installed executable, in a subprocess.
 
 Each command starts a Python process, so the commands of this module are started together once,
-in a thread pool, from tables (`runs`, `commands`, then `queries` once the runs have ended); the
-tests read their results by name.
+in a thread pool, from tables (`runs`, `commands`, then `queries` once the runs have ended) and
+`race`; the tests read their results by name.
 """
 
 from __future__ import annotations
@@ -198,6 +198,8 @@ def ws(tmp_path_factory) -> Path:
     write(root / "bad" / "fine.yaml", FAIL.replace("name: fail", "name: fine"))
     write(root / "pdefault" / "a_pdefault.yaml", PARAM_DEFAULT)
     write(root / "pdefault" / "b_two.yaml", TWO)
+    write(root / "pdefault" / "c_empty_condition.yaml", "name: empty\nsteps:\n"
+          "  - {id: a, runner: echo}\n  - {id: b, runner: echo, condition: ''}\n")
     deep = "[" * 600 + "]" * 600
     write(root / "deep.yaml",
           f"name: deep\nsteps:\n  - {{id: a, runner: echo, inputs: {{v: {deep}}}}}\n")
@@ -208,6 +210,7 @@ def ws(tmp_path_factory) -> Path:
     write(plain / "plugins" / "extra_path.py", PLUGIN_PATH)
     write(plain / "lib" / "extra_module_pkg.py", PLUGIN_MODULE)
     write(plain / "broken" / "broken.py", "import no_such_dependency_zz\n")
+    (root / "fresh").mkdir()
     return root
 
 
@@ -235,6 +238,7 @@ def commands(ws: Path) -> dict[str, tuple]:
                         {"ENGINE_RUNNERS": "plugins,extra_module_pkg", "PYTHONPATH": lib}),
         "runners_broken": (plain, ["validate", "extra.yaml", "--runners", "broken"], {}),
         "bad_db": (ws, ["runs", "list", "--db", f"sqlite:///{ws}/no/such/dir/x.db"], {}),
+        "default_db": (ws / "fresh", ["runs", "list", "--json"], {}),
     }
 
 
@@ -262,22 +266,42 @@ def queries(ws: Path, flaky_id: int) -> dict[str, tuple]:
     }
 
 
+RACERS = 4
+
+
+def race(ws: Path) -> dict[str, Result]:
+    """Commands that open one fresh database at the same moment, as two schedulers might."""
+    args = ["runs", "list", "--json", "--db", f"sqlite:///{ws}/race.db"]
+    procs = [subprocess.Popen([ENGINE, *args], cwd=ws, env=clean_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(RACERS)]
+    results = {}
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=TIMEOUT)
+        results[f"race_{i}"] = Result(tuple(args), proc.returncode, out, err)
+    return results
+
+
 @pytest.fixture(scope="module")
 def cli(ws) -> dict[str, Result]:
     def start(table: dict[str, tuple]) -> dict[str, Future]:
         return {name: pool.submit(engine, cwd, *args, **env)
                 for name, (cwd, args, env) in table.items()}
 
+    # ENGINE_DATABASE_URL names the same database as the --db of the runs below
+    empty = {"list_empty": (ws, ["runs", "list", "--json"],
+                            {"ENGINE_DATABASE_URL": f"sqlite:///{ws}/history.db"})}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        first = start(runs(ws))
-        others = start(commands(ws))
-        results = {name: f.result() for name, f in first.items()}
+        pending = start(empty)
+        results = {name: f.result() for name, f in pending.items()}  # the schema exists now
+        racing = pool.submit(race, ws)
+        pending = start(runs(ws)) | start(commands(ws))
+        results |= {name: pending.pop(name).result() for name in runs(ws)}
         try:
             flaky_id = results["run_flaky"].json()["id"]
         except ValueError:
             flaky_id = 0
-        later = start(queries(ws, flaky_id))
-        results |= {name: f.result() for name, f in (others | later).items()}
+        pending |= start(queries(ws, flaky_id))
+        results |= {name: f.result() for name, f in pending.items()} | racing.result()
     return results
 
 
@@ -314,12 +338,13 @@ def test_validate_exits_1_and_prints_every_error_of_every_file_as_file_line_col(
     assert r.out == ""
 
 
-def test_validate_reports_a_param_default_that_does_not_parse_as_file_line_col(cli):
+def test_validate_reports_expression_faults_as_file_line_col_and_goes_on(cli):
     r = cli["validate_pdefault"]
     no_traceback(r)
     assert r.code == 1, r
     assert re.search(r"^pdefault/a_pdefault\.yaml:3:\d+: ", r.err, re.M), r.err
     assert re.search(r"^pdefault/b_two\.yaml:2:7: ", r.err, re.M), "the next file was not checked"
+    assert re.search(r"^pdefault/c_empty_condition\.yaml:4:\d+: ", r.err, re.M), r.err
 
 
 def test_validate_never_prints_a_traceback_for_a_deeply_nested_file(cli):
@@ -433,6 +458,20 @@ def test_runs_list_json_is_an_array_newest_first(cli):
         assert set(d) >= INSTANCE_KEYS - {"steps"}
 
 
+def test_runs_list_of_an_empty_history_is_an_empty_array_and_reads_engine_database_url(cli, ws):
+    r = cli["list_empty"]
+    assert r.code == 0, r
+    assert r.json() == []
+    assert not (ws / "engine.db").exists(), "ENGINE_DATABASE_URL was ignored"
+
+
+def test_commands_opening_one_fresh_database_at_once_all_succeed(cli):
+    for i in range(RACERS):
+        r = cli[f"race_{i}"]
+        assert r.code == 0, r
+        assert r.json() == []
+
+
 def test_runs_list_filters_by_definition_status_and_limit(cli):
     run = ids(cli)
     assert [d["id"] for d in cli["list_fail"].json()] == [run["fail"]]
@@ -457,6 +496,13 @@ def test_runs_show_of_an_unknown_id_exits_1_with_a_clear_message(cli):
     no_traceback(r)
     assert "999" in r.err
     assert r.out == ""
+
+
+def test_the_default_database_is_engine_db_in_the_working_directory(cli, ws):
+    r = cli["default_db"]
+    assert r.code == 0, r
+    assert r.json() == []
+    assert (ws / "fresh" / "engine.db").is_file()
 
 
 def test_an_unusable_database_is_a_clear_error(cli):

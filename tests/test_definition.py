@@ -6,6 +6,7 @@ node a user is pointed to: the offending key for an unknown key, the offending v
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -392,6 +393,12 @@ def test_unknown_runner_keys_are_errors_only_when_a_registry_is_given(registry):
         assert "collect" in p.message and "load" in p.message
 
 
+def test_an_empty_runner_key_is_refused_rather_than_replaced_by_the_id():
+    text = "name: x\nsteps:\n  - id: a\n    runner: ''\n"
+    p = only(text)
+    assert where(p) == at(text, "''")
+
+
 def test_known_runner_keys_pass(registry):
     registry.add("greet", lambda inputs, ctx: None)
     registry.add("a", lambda inputs, ctx: None)
@@ -447,6 +454,19 @@ def test_a_template_that_does_not_parse_is_located_at_its_string_even_when_neste
     p = only(text)
     assert where(p) == at(text, '"{{ params.x + }}"')
     assert "template" in p.message
+
+
+@pytest.mark.parametrize("condition", ["''", "'   '"])
+def test_an_empty_step_condition_is_a_located_validation_error(condition):
+    text = f"name: x\nsteps:\n  - id: a\n  - id: b\n    condition: {condition}\n"
+    found = problems(text)
+    assert [where(p) for p in found] == [at(text, condition)]
+
+
+def test_an_empty_edge_condition_is_a_located_validation_error():
+    text = "name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, condition: ''}]\n  - id: b\n"
+    found = problems(text)
+    assert [p.line for p in found] == [4]
 
 
 def test_an_unclosed_template_is_a_validation_error():
@@ -756,6 +776,44 @@ def test_the_graph_renders_as_mermaid_and_dot():
     dot = graph.to_dot()
     assert dot.startswith('digraph "g"') and dot.rstrip().endswith("}")
     assert '"a" -> "b"' in dot and '"a" -> "c" [label="failure"]' in dot
+
+
+MERMAID_EDGE = re.compile(r'^    (\w+) -->(?:\|(?:"[^"\n]*"|[^|"\n]*)\|)? ?(\w+)$')
+
+
+def test_mermaid_stays_valid_with_any_condition_text():
+    text = yaml("""
+        name: g
+        steps:
+          - id: a
+            nextSteps:
+              - {step: b, condition: "steps.a.result.items | length > 0"}
+              - {step: c, on: failure, condition: 'steps.a.result.name == "x"'}
+              - step: d
+                condition: |
+                  steps.a.result.n > 1
+                  and steps.a.status == 'succeeded'
+          - id: b
+          - id: c
+          - id: d
+    """)
+    graph = load(text).graph
+    lines = graph.to_mermaid().splitlines()
+    assert len(lines) == 1 + 4 + 3, lines  # header, nodes, edges: no label breaks a line
+    edges = lines[5:]
+    for line in edges:
+        match = MERMAID_EDGE.match(line)
+        assert match, f"not a Mermaid edge: {line!r}"
+    assert [MERMAID_EDGE.match(line).groups() for line in edges] == [
+        ("a", "b"), ("a", "c"), ("a", "d")]
+
+
+def test_mermaid_does_not_emit_the_reserved_word_end_as_a_bare_node():
+    """Mermaid's docs: a lowercase `end` node breaks a flowchart."""
+    graph = load("name: g\nsteps: [{id: start}, {id: end}]\n").graph
+    mermaid = graph.to_mermaid()
+    assert re.search(r"(^|\s)end(\s|$)", mermaid) is None, mermaid
+    assert "start" in mermaid
 
 
 # -- YAML 1.2 ---------------------------------------------------------------------------------

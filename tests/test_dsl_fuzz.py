@@ -14,7 +14,7 @@ import textwrap
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from engine.definition import LoadedDefinition, load_text
@@ -25,7 +25,8 @@ FILE = "fuzz.yaml"
 LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 """What YAML counts as a line break, and so what problem positions count lines by."""
 
-FUZZ = settings(max_examples=80, deadline=None,
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no slow "explain" phase
+FUZZ = settings(max_examples=80, deadline=None, phases=PHASES,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 BASE_TEXT = textwrap.dedent("""\
@@ -215,9 +216,19 @@ def test_random_yaml_shaped_text_never_raises_anything_but_a_definition_error(te
 
 # -- round trip ---------------------------------------------------------------------------------
 
+NUMBER_LIKE = re.compile(r"[-+]?[0-9.][0-9a-fA-FxXoO_.eE+:-]*|[-+]?\.(inf|Inf|INF|nan|NaN|NAN)")
+"""Strings PyYAML's YAML 1.1 writer may leave unquoted though YAML 1.2 reads them as numbers
+(`1e3`, `08`, `0o17`): test_strings_that_safe_dump_leaves_unquoted_read_back_as_strings covers
+them; the round trip below leaves them out so that it keeps finding other faults."""
+
+
+def unambiguous(text: str) -> bool:
+    return NUMBER_LIKE.fullmatch(text) is None
+
+
 ids = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
-names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}", fullmatch=True)
-plain_text = st.text(max_size=16)
+names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}", fullmatch=True).filter(unambiguous)
+plain_text = st.text(max_size=16).filter(unambiguous)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**9, 10**9)
     | st.floats(allow_nan=False, allow_infinity=False) | plain_text,
@@ -310,7 +321,8 @@ def definitions(draw) -> dict[str, Any]:
     return definition
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, phases=PHASES,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(definitions(), st.booleans())
 def test_valid_definitions_round_trip_through_yaml_safe_dump(definition, flow):
     # without allow_unicode: PyYAML itself does not read back a raw NEL it wrote
@@ -329,7 +341,7 @@ def test_strings_that_safe_dump_leaves_unquoted_read_back_as_strings():
     """PyYAML writes YAML 1.1: it quotes `yes` and `2026-11-26` but not `1e3` or `0o17`. A file
     written by it must mean what its author's data meant."""
     samples = ["1e3", "1E3", "-.5e2", "0o17", "yes", "on", "2026-11-26", "12:30", "~", "null",
-               "1_000", "0755", "=", "+1", ".inf", "NaN", *string.digits]
+               "1_000", "0755", "08", "0999", "=", "+1", ".inf", "NaN", *string.digits]
     inputs = {f"k{i}": s for i, s in enumerate(samples)}
     definition = {"name": "x", "steps": [{"id": "a", "inputs": inputs}]}
     loaded = load_text(yaml.safe_dump(definition), FILE)

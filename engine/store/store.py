@@ -7,7 +7,7 @@ attempts and opens the attempts about to start, so a result is durable before an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -189,8 +189,16 @@ class Store:
         ended: Sequence[AttemptEnd],
         started: Sequence[AttemptStart],
     ) -> None:
-        """Complete `ended` and open `started` attempts in one committed transaction."""
+        """Open `started` and complete `ended` attempts in one committed transaction.
+
+        Opening first lets one round both start and end an attempt (a run interrupted between
+        writing and handing over its attempts).
+        """
         with conn.begin():
+            if started:
+                conn.execute(
+                    _insert_attempts, [{"instance_id": instance_id, **s.__dict__} for s in started]
+                )
             if ended:
                 conn.execute(
                     _end_attempts,
@@ -206,10 +214,6 @@ class Store:
                         }
                         for e in ended
                     ],
-                )
-            if started:
-                conn.execute(
-                    _insert_attempts, [{"instance_id": instance_id, **s.__dict__} for s in started]
                 )
 
     # -- reads ------------------------------------------------------------------------------
@@ -248,12 +252,6 @@ class Store:
             query = query.where(instances.c.status == status)
         with self.engine.connect() as conn:
             return [_view(row, None) for row in conn.execute(query)]
-
-    def attempts(self, instance_id: int) -> Iterable[Any]:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(step_results).where(step_results.c.batch_instance_id == instance_id)
-            ).all()
 
 
 def _new_id(result: CursorResult[Any]) -> int:
