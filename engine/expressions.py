@@ -58,11 +58,20 @@ class Compiled:
 @functools.lru_cache(maxsize=4096)
 def compile_condition(source: str) -> Compiled:
     """A boolean expression such as `steps.process.result.count > 0` (no braces)."""
+    if not source.strip():
+        raise ExpressionError("an empty expression")
     ast = _parse("{{ (" + source + ") }}", source)
-    expression = _env.compile_expression(source, undefined_to_none=False)
+    expression = _compile_expression(source)
     return Compiled(
         source, lambda scope: bool(expression(**scope)), _referenced_steps(ast), _names(ast)
     )
+
+
+def _compile_expression(source: str) -> Callable[..., Any]:
+    try:
+        return _env.compile_expression(source, undefined_to_none=False)
+    except TemplateError as exc:
+        raise ExpressionError(f"{source!r}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,7 +88,7 @@ def compile_template(source: str) -> Compiled:
             )
             return Compiled(source, _lookup(root, keys), steps, frozenset([root]))
         ast = _parse(source, source)
-        expression = _env.compile_expression(lone["expr"], undefined_to_none=False)
+        expression = _compile_expression(lone["expr"])
         return Compiled(
             source, lambda scope: _defined(expression(**scope)), _referenced_steps(ast), _names(ast)
         )
@@ -129,11 +138,31 @@ def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+_REFUSED_STATEMENTS: dict[type[nodes.Node], str] = {
+    nodes.For: "for",
+    nodes.Macro: "macro",
+    nodes.CallBlock: "call",
+    nodes.Assign: "set",
+    nodes.AssignBlock: "set",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from",
+    nodes.Extends: "extends",
+}
+"""A template is a value, not a program: with no loops, assignments or macros, the work an
+expression can do stays bounded by its length (see `sandbox.py`). Compute in a runner."""
+
+
 def _parse(text: str, source: str) -> nodes.Template:
+    """Parse and refuse, before anything runs, what the sandbox would refuse later or not at all."""
     try:
         ast = _env.parse(text)
     except TemplateError as exc:
         raise ExpressionError(f"{source!r}: {exc}") from None
+    statement = next(ast.find_all(tuple(_REFUSED_STATEMENTS)), None)
+    if statement is not None:
+        kind = _REFUSED_STATEMENTS[type(statement)]
+        raise ExpressionError(f"{source!r}: {{% {kind} %}} is not allowed: only {{% if %}} is")
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = _key(node)
         if isinstance(attr, str) and attr.startswith("__"):

@@ -84,22 +84,52 @@ class StepGraph:
         return list(nx.lexicographical_topological_sort(self.nx, key=index.__getitem__))
 
     def to_mermaid(self) -> str:
+        """Mermaid flowchart text; labels quoted, and ids Mermaid reserves (`end`) renamed."""
+        node = {
+            step: f"step_{step}" if step.lower() in _MERMAID_RESERVED else step
+            for step in self.order
+        }
         lines = ["flowchart TD"]
-        lines += [f"    {step}" for step in self.order]
+        lines += [f'    {node[step]}["{_mermaid_text(step)}"]' for step in self.order]
         for edge in self.edges:
             label = _label(edge)
-            arrow = f" -->|{label}| " if label else " --> "
-            lines.append(f"    {edge.source}{arrow}{edge.target}")
+            arrow = f' -->|"{_mermaid_text(label)}"| ' if label else " --> "
+            lines.append(f"    {node[edge.source]}{arrow}{node[edge.target]}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
-        lines = [f'digraph "{self.definition.name}" {{', "    rankdir=TB;"]
-        lines += [f'    "{step}";' for step in self.order]
+        lines = [f"digraph {_dot_text(self.definition.name)} {{", "    rankdir=TB;"]
+        lines += [f"    {_dot_text(step)};" for step in self.order]
         for edge in self.edges:
-            label = _label(edge).replace('"', '\\"')
-            attrs = f' [label="{label}"]' if label else ""
-            lines.append(f'    "{edge.source}" -> "{edge.target}"{attrs};')
+            label = _label(edge)
+            attrs = f" [label={_dot_text(label)}]" if label else ""
+            lines.append(f"    {_dot_text(edge.source)} -> {_dot_text(edge.target)}{attrs};")
         return "\n".join(lines) + "\n}\n"
+
+
+_MERMAID_RESERVED = {
+    "end",
+    "graph",
+    "subgraph",
+    "flowchart",
+    "style",
+    "class",
+    "classdef",
+    "click",
+    "linkstyle",
+    "default",
+    "direction",
+}
+
+
+def _mermaid_text(text: str) -> str:
+    """Text inside a quoted Mermaid label: quotes as entities, one line."""
+    return " ".join(text.split()).replace('"', "#quot;")
+
+
+def _dot_text(text: str) -> str:
+    """A quoted Graphviz string."""
+    return '"' + " ".join(text.split()).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _label(edge: GraphEdge) -> str:

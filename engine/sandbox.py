@@ -2,8 +2,10 @@
 
 Jinja2's immutable sandbox already refuses attribute access that leads out of the data (dunder
 attributes, function globals, mutating methods). This adds bounds on what could exhaust the host:
-big powers, repetitions, paddings and format widths, joins and replacements that would build
-strings beyond `MAX_SIZE` are refused before they are computed.
+big products and powers, repetitions, concatenations, paddings and format widths, joins and
+replacements that would build values beyond `MAX_SIZE` are refused before they are computed. With
+loops, assignments and macros refused when a template is compiled (see `expressions.py`), the
+work an expression can do is bounded by its length times `MAX_SIZE`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,30 @@ def _check_ints(args: Iterable[Any]) -> None:
             _too_big(abs(arg), "a width or count argument")
 
 
+def _weight(value: Any) -> int:
+    """Elements and characters in `value`, counted through nested lists and mappings.
+
+    Stops counting past `MAX_SIZE`: only whether the bound is crossed matters.
+    """
+    total = 0
+    stack = [value]
+    while stack and total <= MAX_SIZE:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, list | tuple | set | frozenset | range):
+            total += len(item)
+            if not isinstance(item, range):
+                stack.extend(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            total += 1
+    return total
+
+
 def _joined_size(items: list[Any], separator: Any) -> int:
     return sum(len(str(item)) for item in items) + len(str(separator)) * max(len(items) - 1, 0)
 
@@ -68,17 +94,18 @@ def _replaced_size(text: Any, old: Any, new: Any) -> int:
 class Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox with size bounds, `StrictUndefined` and no globals but `range`."""
 
-    intercepted_binops = frozenset({"**", "*", "%"})
+    intercepted_binops = frozenset({"**", "*", "%", "+"})
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False)
         # Only plain data and filters: no lipsum, cycler, joiner or namespace to climb out through.
         self.globals.clear()
         self.globals["range"] = safe_range
-        for name in ("center", "indent", "truncate", "wordwrap"):
+        for name in ("center", "truncate", "wordwrap"):
             self.filters[name] = _guarded(
                 self.filters[name], lambda a, k: _check_ints([*a, *k.values()])
             )
+        self.filters["indent"] = _guarded(self.filters["indent"], _check_indent_filter)
         self.filters["format"] = _guarded(
             self.filters["format"], lambda a, k: _check_percent_format(str(a[0]))
         )
@@ -89,13 +116,20 @@ class Sandbox(ImmutableSandboxedEnvironment):
         )
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+        both_ints = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and both_ints:
             if right > 0 and left.bit_length() * right > MAX_POWER_BITS:
-                raise SecurityError(f"{left} ** {right} would be too large")
+                raise SecurityError(f"a power of {left.bit_length() * right} bits is too large")
+        elif operator == "*" and both_ints:
+            if left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+                raise SecurityError("the product would be too large")
         elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    _too_big(len(seq) * times, "the repeated sequence")
+                    _too_big(_weight(seq) * times, "the repeated sequence")
+        elif operator == "+" and not both_ints:
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _too_big(_weight(left) + _weight(right), "the concatenation")
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left)
         return super().call_binop(context, operator, left, right)
@@ -104,7 +138,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
         _check_ints([*args, *kwargs.values()])
         method = getattr(__obj, "__name__", None)
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and method == "join" and args:
+        if isinstance(owner, str) and method == "expandtabs":
+            tabsize = args[0] if args else kwargs.get("tabsize", 8)
+            _too_big(len(owner) + owner.count("\t") * int(tabsize), "the expanded string")
+        elif isinstance(owner, str) and method == "translate" and args:
+            table = args[0]
+            longest = max((len(str(v)) for v in getattr(table, "values", list)()), default=1)
+            _too_big(len(owner) * max(longest, 1), "the translated string")
+        elif isinstance(owner, str) and method == "join" and args:
             items = list(args[0])
             _too_big(_joined_size(items, owner), "the joined string")
             args = (items, *args[1:])
@@ -123,6 +164,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+
+def _check_indent_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    text = str(args[0]) if args else ""
+    width = args[1] if len(args) > 1 else kwargs.get("width", 4)
+    _check_ints([width])
+    if isinstance(width, int):
+        _too_big(len(text) + (text.count("\n") + 1) * width, "the indented string")
 
 
 def _check_join_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -772,7 +772,7 @@ def test_the_graph_renders_as_mermaid_and_dot():
     graph = load(text).graph
     mermaid = graph.to_mermaid()
     assert mermaid.startswith("flowchart")
-    assert "a --> b" in mermaid and "a -->|failure| c" in mermaid
+    assert "a --> b" in mermaid and 'a -->|"failure"| c' in mermaid
     dot = graph.to_dot()
     assert dot.startswith('digraph "g"') and dot.rstrip().endswith("}")
     assert '"a" -> "b"' in dot and '"a" -> "c" [label="failure"]' in dot
@@ -871,3 +871,22 @@ def test_yaml_1_1_scalar_surprises_do_not_apply(scalar, value):
 def test_plain_scalars_keep_their_json_types():
     loaded = load("name: x\nsteps:\n  - id: a\n    inputs: {i: 3, f: 2.5, n: null, t: ~, s: x}\n")
     assert loaded.definition.steps[0].inputs == {"i": 3, "f": 2.5, "n": None, "t": None, "s": "x"}
+
+
+def test_mermaid_quotes_labels_and_renames_reserved_ids():
+    loaded = load_text(
+        "name: g\nsteps:\n"
+        "  - id: end\n"
+        "    nextSteps: [{step: b, condition: \"steps.end.result | length > 0 and 'a\\\"b'\"}]\n"
+        "  - id: b\n",
+        "g.yaml",
+    )
+    text = loaded.graph.to_mermaid()
+    assert 'step_end["end"]' in text
+    assert "step_end -->|\"steps.end.result | length > 0 and 'a#quot;b'\"| b" in text
+
+
+def test_an_empty_runner_key_is_an_error():
+    with pytest.raises(DefinitionError) as info:
+        load_text("name: x\nsteps:\n  - id: a\n    runner: ''\n", "x.yaml")
+    assert info.value.problems[0].line == 4

@@ -100,7 +100,7 @@ def test_a_lone_expression_keeps_its_native_type(source, value):
         ("{{ params.n }} and {{ params.n }}", "3 and 3"),
         ("out/report-{{ params.day }}.json", "out/report-2026-11-26.json"),
         ("{% if params.n > 2 %}big{% else %}small{% endif %}", "big"),
-        ("{% for i in params.ids %}{{ i }},{% endfor %}", "1,2,"),
+        ("{{ params.ids | join(',') }},", "1,2,"),
         ("{{ params.s | upper }}!", "AB!"),
     ],
 )
@@ -382,3 +382,14 @@ def test_an_expression_that_would_exhaust_the_host_is_refused(exhausting_outcome
 
 def test_the_capped_child_evaluates_ordinary_expressions():
     assert capped("{{ range(99999) | sum }}") == {"value": "int"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["{% for i in range(3) %}{{ i }}{% endfor %}", "{% set a = 1 %}{{ a }}",
+     "{% macro m() %}x{% endmacro %}{{ m() }}", "{% call m() %}{% endcall %}"],
+)
+def test_loops_assignments_and_macros_are_refused_when_compiled(source):
+    with pytest.raises(ExpressionError, match="is not allowed"):
+        compile_template(source)
+

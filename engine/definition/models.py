@@ -119,7 +119,7 @@ class StepSettings(DslModel):
 class Step(StepSettings):
     id: str = Field(pattern=STEP_ID_PATTERN)
     """Unique within the definition."""
-    runner: str | None = None
+    runner: str | None = Field(None, min_length=1)
     """The `@job_handler` key; defaults to the id."""
     description: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)

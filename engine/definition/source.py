@@ -7,6 +7,7 @@ anything walks the document.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class YamlDocument:
     file: str
     data: Any
     root: yaml.Node | None
+    text: str | bytes = ""
 
     def problem(self, path: Sequence[str | int], message: str, *, key: bool = False) -> Problem:
         """A problem located at the node that `path` leads to (at its key when `key`)."""
@@ -111,7 +113,11 @@ class YamlDocument:
                 continue
             key_node, node = child
         target = key_node if key and key_node is not None else node
-        return target.start_mark.line + 1, target.start_mark.column + 1
+        return _within(self._lines, target.start_mark.line + 1, target.start_mark.column + 1)
+
+    @functools.cached_property
+    def _lines(self) -> list[str]:
+        return _lines_of(self.text)
 
 
 def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
@@ -141,13 +147,13 @@ def parse_yaml(text: str | bytes, file: str) -> YamlDocument:
     try:
         root = loader.get_single_node()
         if root is None:
-            return YamlDocument(file, None, None)
+            return YamlDocument(file, None, None, text)
         _check_size(root, file)
         _check_duplicate_keys(root, file)
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, column = _within(text, mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, column = _within(_lines_of(text), mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(filter(None, [exc.context, exc.problem])) or "invalid YAML"
         raise DefinitionError([Problem(file, line, column, f"YAML: {message}")]) from None
     except yaml.YAMLError as exc:
@@ -157,12 +163,15 @@ def parse_yaml(text: str | bytes, file: str) -> YamlDocument:
         raise DefinitionError([Problem(file, 1, 1, message)]) from None
     finally:
         loader.dispose()
-    return YamlDocument(file, data, root)
+    return YamlDocument(file, data, root, text)
 
 
-def _within(text: str | bytes, line: int, column: int) -> tuple[int, int]:
+def _lines_of(text: str | bytes) -> list[str]:
+    return (text.decode(errors="replace") if isinstance(text, bytes) else text).splitlines()
+
+
+def _within(lines: list[str], line: int, column: int) -> tuple[int, int]:
     """A position past the end of the text (an unclosed bracket) moved to its last line's end."""
-    lines = (text.decode(errors="replace") if isinstance(text, bytes) else text).splitlines()
     if line <= len(lines):
         return line, column
     return max(len(lines), 1), len(lines[-1]) + 1 if lines else 1

@@ -116,12 +116,17 @@ class Store:
         self._create_schema()
 
     def _create_schema(self) -> None:
+        """Create missing tables. Two processes opening one new database race to create them;
+        the loser's error is benign, so it checks again rather than failing."""
         from sqlmodel import SQLModel
 
-        try:
-            SQLModel.metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the database {self.safe_url}: {exc}") from None
+        for attempt in range(3):
+            try:
+                SQLModel.metadata.create_all(self.engine)
+                return
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    raise StoreError(f"cannot open the database {self.safe_url}: {exc}") from None
 
     @property
     def safe_url(self) -> str:
