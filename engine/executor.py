@@ -134,13 +134,13 @@ class Executor:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> Outcome:
-        with self.store.connect() as conn:
+        with self.store.attempt_writer(self.instance_id) as writer:
             try:
                 self._settle([p.id for p in self.plans.values() if p.waiting == 0])
                 while True:
                     tasks = self._start_runnable()
                     if self._ends or self._starts:
-                        self.store.record(conn, self.instance_id, self._ends, self._starts)
+                        writer.record(self._ends, self._starts)
                         self._ends, self._starts = [], []
                     for task in tasks:
                         self.dispatcher.submit(task, self._outcomes.put)
@@ -149,7 +149,7 @@ class Executor:
                     self._wait()
             except KeyboardInterrupt:
                 self._cancel_in_flight()
-                self.store.record(conn, self.instance_id, self._ends, self._starts)
+                writer.record(self._ends, self._starts)
                 return Outcome(InstanceStatus.cancelled, "interrupted (Ctrl-C or SIGTERM)")
         return self._outcome()
 

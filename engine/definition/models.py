@@ -62,6 +62,9 @@ class Retry(DslModel):
         return wait if self.max_delay_seconds is None else min(wait, self.max_delay_seconds)
 
 
+NO_RETRY = Retry()
+
+
 class Edge(DslModel):
     """An edge to a downstream step."""
 
@@ -167,6 +170,6 @@ class Definition(DslModel):
 
     def settings(self, step: Step) -> tuple[Retry, float | None, str | None]:
         """A step's retry policy, timeout and queue after inheriting `defaults`."""
-        retry = step.retry or self.defaults.retry or Retry()
+        retry = step.retry or self.defaults.retry or NO_RETRY
         timeout = step.timeout_seconds or self.defaults.timeout_seconds
         return retry, timeout, step.queue or self.defaults.queue

@@ -125,10 +125,21 @@ class DirectDispatcher(Dispatcher):
             return self._loop
 
     def close(self) -> None:
+        """End idle threads, and cancel async runners still running (their loop stops once they
+        have seen the cancellation, or after a second). Returns at once."""
         self._pool.shutdown()
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            asyncio.run_coroutine_threadsafe(_cancel_all_and_stop(), self._loop)
             self._loop = None
+
+
+async def _cancel_all_and_stop() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1.0)
+    asyncio.get_running_loop().stop()
 
 
 def _settled(task: StepTask, future: concurrent.futures.Future[StepOutcome]) -> StepOutcome:

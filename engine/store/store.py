@@ -1,23 +1,16 @@
-"""The store: every write of instance and step state, and the queries behind `engine runs`.
+"""The store: instance and definition state, and the queries behind `engine runs`.
 
-Writes on the executor's hot path are SQLAlchemy Core statements compiled once, on one connection
-the executor holds for the whole run; one transaction per executor round both completes ended
-attempts and opens the attempts about to start, so a result is durable before any dependent starts.
+Step attempts, the executor's hot path, are written by `attempts.AttemptWriter`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     CursorResult,
     Engine,
-    and_,
-    bindparam,
     create_engine,
     event,
     insert,
@@ -29,59 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine.config import DEFAULT_DATABASE_URL
 from engine.errors import InstanceNotFound, StoreError
 from engine.status import InstanceStatus
+from engine.store.attempts import AttemptWriter
 from engine.store.tables import definitions, instances, step_results
 from engine.store.types import utcnow
 from engine.store.views import InstanceView, StepAttemptView
-
-
-@dataclass(frozen=True)
-class AttemptStart:
-    step: str
-    attempt: int
-    status: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    result: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class AttemptEnd:
-    step: str
-    attempt: int
-    status: str
-    finished_at: datetime
-    result: Any = None
-    error: str | None = None
-
-
-_insert_attempts = insert(step_results).values(
-    batch_instance_id=bindparam("instance_id"),
-    step_key=bindparam("step"),
-    attempt=bindparam("attempt"),
-    status=bindparam("status"),
-    result_payload=bindparam("result"),
-    error=bindparam("error"),
-    started_at=bindparam("started_at"),
-    finished_at=bindparam("finished_at"),
-    created_at=bindparam("started_at"),
-)
-_end_attempts = (
-    update(step_results)
-    .where(
-        and_(
-            step_results.c.batch_instance_id == bindparam("instance_id"),
-            step_results.c.step_key == bindparam("row_step"),
-            step_results.c.attempt == bindparam("row_attempt"),
-        )
-    )
-    .values(
-        status=bindparam("status"),
-        result_payload=bindparam("result"),
-        error=bindparam("error"),
-        finished_at=bindparam("finished_at"),
-    )
-)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -183,43 +127,9 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
 
-    def connect(self) -> Connection:
-        """A connection for one executor's rounds of `record`."""
-        return self.engine.connect()
-
-    @staticmethod
-    def record(
-        conn: Connection,
-        instance_id: int,
-        ended: Sequence[AttemptEnd],
-        started: Sequence[AttemptStart],
-    ) -> None:
-        """Open `started` and complete `ended` attempts in one committed transaction.
-
-        Opening first lets one round both start and end an attempt (a run interrupted between
-        writing and handing over its attempts).
-        """
-        with conn.begin():
-            if started:
-                conn.execute(
-                    _insert_attempts, [{"instance_id": instance_id, **s.__dict__} for s in started]
-                )
-            if ended:
-                conn.execute(
-                    _end_attempts,
-                    [
-                        {
-                            "instance_id": instance_id,
-                            "row_step": e.step,
-                            "row_attempt": e.attempt,
-                            "status": e.status,
-                            "result": e.result,
-                            "error": e.error,
-                            "finished_at": e.finished_at,
-                        }
-                        for e in ended
-                    ],
-                )
+    def attempt_writer(self, instance_id: int) -> AttemptWriter:
+        """The writer of one instance's attempts, for the executor's rounds."""
+        return AttemptWriter(self.engine, instance_id)
 
     # -- reads ------------------------------------------------------------------------------
 
