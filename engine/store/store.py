@@ -23,6 +23,7 @@ from engine.config import DEFAULT_DATABASE_URL
 from engine.errors import InstanceNotFound, StoreError
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
+from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
 from engine.store.types import utcnow
 from engine.store.views import InstanceView, StepAttemptView
@@ -57,20 +58,7 @@ class Store:
     def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._create_schema()
-
-    def _create_schema(self) -> None:
-        """Create missing tables. Two processes opening one new database race to create them;
-        the loser's error is benign, so it checks again rather than failing."""
-        from sqlmodel import SQLModel
-
-        for attempt in range(3):
-            try:
-                SQLModel.metadata.create_all(self.engine)
-                return
-            except SQLAlchemyError as exc:
-                if attempt == 2:
-                    raise StoreError(f"cannot open the database {self.safe_url}: {exc}") from None
+        ensure_current(self.engine, self.safe_url)
 
     @property
     def safe_url(self) -> str:

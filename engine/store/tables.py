@@ -57,8 +57,6 @@ class BatchInstance(SQLModel, table=True):
     started_at: datetime | None = _time()
     finished_at: datetime | None = _time()
     error: str | None = Field(default=None, sa_column=Column(Text))
-    lease_owner: str | None = Field(default=None, sa_column=Column(String(200)))
-    lease_expires_at: datetime | None = _time()
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

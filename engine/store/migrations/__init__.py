@@ -1,0 +1,1 @@
+"""Alembic migrations of the store's tables; `engine db upgrade` applies them."""
