@@ -27,6 +27,7 @@ from engine.expressions import Compiled, TemplateTree
 from engine.jsondata import storable_text
 from engine.status import InstanceStatus, StepStatus
 from engine.store import AttemptEnd, AttemptStart, Store
+from engine.store.attempts import AttemptWriter
 from engine.store.types import utcnow
 
 
@@ -44,6 +45,24 @@ class StepEvent:
 
 
 Listener = Callable[[StepEvent], None]
+
+
+class Cancellation:
+    """A request to stop an instance. `cancel` may be called from another thread or a signal
+    handler: it only sets the reason and wakes the executor (`SimpleQueue.put` is reentrant)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._wakers: list[Callable[[], None]] = []
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        self._wakers.append(wake)
+
+    def cancel(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        for wake in self._wakers:
+            wake()
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,7 @@ class Executor:
         params: dict[str, Any],
         run: dict[str, Any],
         listener: Listener | None = None,
+        cancellation: Cancellation | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.definition = loaded.definition
@@ -123,13 +143,17 @@ class Executor:
         self.concurrency = self.definition.concurrency
         self.plans = _plans(loaded)
         self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
-        self._outcomes: queue.SimpleQueue[StepOutcome] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[StepOutcome | None] = queue.SimpleQueue()
+        """Outcomes from the dispatcher; None only wakes the loop (a cancellation)."""
         self._runnable: list[tuple[int, str]] = []
         self._retries: list[_Timer] = []
         self._deadlines: list[_Timer] = []
         self._in_flight: dict[str, StepTask] = {}
         self._ends: list[AttemptEnd] = []
         self._starts: list[AttemptStart] = []
+        self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
+        self.cancellation = cancellation or Cancellation()
+        self.cancellation.subscribe(lambda: self._outcomes.put(None))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -137,21 +161,48 @@ class Executor:
         with self.store.attempt_writer(self.instance_id) as writer:
             try:
                 self._settle([p.id for p in self.plans.values() if p.waiting == 0])
-                while True:
+                while self.cancellation.reason is None:
                     tasks = self._start_runnable()
-                    if self._ends or self._starts:
-                        writer.record(self._ends, self._starts)
-                        self._ends, self._starts = [], []
+                    self._flush(writer)
                     for task in tasks:
                         self.dispatcher.submit(task, self._outcomes.put)
                     if not (self._in_flight or self._retries or self._runnable):
                         break
                     self._wait()
-            except KeyboardInterrupt:
-                self._cancel_in_flight()
-                writer.record(self._ends, self._starts)
-                return Outcome(InstanceStatus.cancelled, "interrupted (Ctrl-C or SIGTERM)")
+                if self.cancellation.reason is not None:
+                    self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
+                    self._flush(writer)
+                    return Outcome(InstanceStatus.cancelled, self.cancellation.reason)
+            except KeyboardInterrupt:  # no signal handler installed: stop as if cancelled
+                self._abandon(writer, StepStatus.cancelled, "interrupted")
+                return Outcome(InstanceStatus.cancelled, "interrupted")
+            except BaseException as exc:
+                self._abandon(writer, StepStatus.failed, f"engine error: {exc!r}")
+                raise
         return self._outcome()
+
+    def _flush(self, writer: AttemptWriter) -> None:
+        """Write this round's rows; until they are committed, they are kept in `_unwritten`."""
+        self._unwritten = (self._ends, self._starts)
+        self._ends, self._starts = [], []
+        writer.record(*self._unwritten)
+        self._unwritten = ([], [])
+
+    def _abandon(self, writer: AttemptWriter, status: StepStatus, error: str) -> None:
+        """Best effort after the loop broke: end every open attempt so that none stays running.
+
+        Updates can be repeated, inserts cannot: if writing everything fails (the round that broke
+        may have been committed after all, or may hold the fault), the ends alone are written.
+        """
+        self._end_in_flight(status, error)
+        ends = self._unwritten[0] + self._ends
+        starts = self._unwritten[1] + self._starts
+        for rows in ((ends, starts), (ends, [])):
+            try:
+                writer.record(*rows)
+                return
+            except Exception:
+                continue
 
     def _wait(self) -> None:
         """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
@@ -246,7 +297,9 @@ class Executor:
 
     # -- ending -----------------------------------------------------------------------------
 
-    def _handle(self, outcome: StepOutcome) -> None:
+    def _handle(self, outcome: StepOutcome | None) -> None:
+        if outcome is None:
+            return  # a wake-up: the loop looks at the cancellation
         task = outcome.task
         current = self._in_flight.get(task.step_id)
         if current is None or current.attempt != task.attempt:
@@ -323,13 +376,13 @@ class Executor:
                 return False
         return plan.condition is None or bool(plan.condition(self.scope))
 
-    def _cancel_in_flight(self) -> None:
+    def _end_in_flight(self, status: StepStatus, error: str) -> None:
+        """Stop every running attempt (its runner is asked to stop) and record its end."""
         now = utcnow()
         for task in self._in_flight.values():
             self.dispatcher.cancel(task)
-            self._ends.append(
-                AttemptEnd(task.step_id, task.attempt, StepStatus.cancelled, now, None, "cancelled")
-            )
+            self._ends.append(AttemptEnd(task.step_id, task.attempt, status, now, None, error))
+            self._emit(StepEvent(task.step_id, task.attempt, status, now, error))
         self._in_flight.clear()
 
     def _emit(self, event: StepEvent) -> None:

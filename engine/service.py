@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.definition import LoadedDefinition
 from engine.dispatch import Dispatcher
-from engine.executor import Executor, Listener
+from engine.executor import Cancellation, Executor, Listener
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView, Store
 from engine.store.types import utcnow
@@ -97,9 +97,17 @@ class BatchService:
         )
 
     def execute(
-        self, prepared: PreparedRun, instance_id: int, listener: Listener | None = None
+        self,
+        prepared: PreparedRun,
+        instance_id: int,
+        listener: Listener | None = None,
+        cancellation: Cancellation | None = None,
     ) -> InstanceView:
-        """Run a created instance to its end and return it with every attempt."""
+        """Run a created instance to its end and return it with every attempt.
+
+        `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
+        `cancelled`, and so does the instance.
+        """
         self.store.set_instance(
             instance_id, status=InstanceStatus.running.value, started_at=utcnow()
         )
@@ -112,6 +120,7 @@ class BatchService:
             prepared.params,
             run,
             listener,
+            cancellation,
         )
         try:
             outcome = executor.run()

@@ -890,3 +890,9 @@ def test_an_empty_runner_key_is_an_error():
     with pytest.raises(DefinitionError) as info:
         load_text("name: x\nsteps:\n  - id: a\n    runner: ''\n", "x.yaml")
     assert info.value.problems[0].line == 4
+
+
+def test_a_step_id_longer_than_the_database_column_is_refused():
+    with pytest.raises(DefinitionError) as info:
+        load_text(f"name: x\nsteps:\n  - id: {'s' * 201}\n", "x.yaml")
+    assert "at most 200 characters" in info.value.problems[0].message

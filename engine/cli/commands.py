@@ -80,6 +80,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     from engine.cli import render
     from engine.definition import load_file
     from engine.dispatch import resolve_dispatcher
+    from engine.executor import Cancellation
     from engine.service import BatchService
 
     registry = config.registry()
@@ -92,23 +93,24 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
             render.plan(prepared.plan())
         return
     render.show_runner_logs()
-    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: running attempts end cancelled
     dispatcher = resolve_dispatcher(None, registry)
+    cancellation = Cancellation()
+    # Ctrl-C and SIGTERM stop the instance at the executor's next step, never halfway through a
+    # write: no new step starts, running attempts and the instance end cancelled.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        name = signal.Signals(signum).name
+        signal.signal(signum, lambda *_, name=name: cancellation.cancel(f"stopped by {name}"))
     try:
         service = BatchService(config.store(), dispatcher)
         instance_id = service.start(prepared)
         render.console.print(f"instance {instance_id} of {loaded.name} started")
-        view = service.execute(prepared, instance_id, render.Progress())
+        view = service.execute(prepared, instance_id, render.Progress(), cancellation)
     finally:
         dispatcher.close()
     render.instance_summary(view)
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))
     sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @cli.command()

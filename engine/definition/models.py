@@ -120,7 +120,7 @@ class StepSettings(DslModel):
 
 
 class Step(StepSettings):
-    id: str = Field(pattern=STEP_ID_PATTERN)
+    id: str = Field(pattern=STEP_ID_PATTERN, max_length=200)
     """Unique within the definition."""
     runner: str | None = Field(None, min_length=1)
     """The `@job_handler` key; defaults to the id."""

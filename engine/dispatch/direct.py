@@ -111,7 +111,9 @@ class DirectDispatcher(Dispatcher):
     ) -> StepOutcome:
         try:
             return StepOutcome.success(task, await fn(inputs, ctx))
-        except (Exception, asyncio.CancelledError) as exc:  # a cancelled coroutine reports too
+        except (Exception, asyncio.CancelledError, SystemExit, KeyboardInterrupt) as exc:
+            # A cancelled coroutine reports too, and sys.exit() must not kill the event loop;
+            # GeneratorExit (a coroutine being closed) is left alone.
             return StepOutcome.failure(task, exc)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String
+from sqlalchemy import JSON, DateTime, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-JsonType = JSON()
-"""JSON, not JSONB, on PostgreSQL: JSONB would read `1e20` back as an integer."""
+
+class JsonType(TypeDecorator[Any]):
+    """JSON that reads back exactly as written, on both databases.
+
+    PostgreSQL: `json`, not `jsonb`, which would read `1e20` back as an integer. SQLite: `TEXT`,
+    since a column declared JSON gets numeric affinity there and turns the JSON text `2.0` into 2.
+    """
+
+    impl = JSON()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return json.dumps(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return json.loads(value) if dialect.name == "sqlite" and value is not None else value
 
 
 class UTCDateTime(TypeDecorator[datetime]):
