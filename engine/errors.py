@@ -64,7 +64,3 @@ class StoreError(EngineError):
 
 class InstanceNotFound(StoreError):
     """No batch instance has the given id."""
-
-
-class ScheduleError(EngineError):
-    """A cron expression or time zone is unusable."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,7 +40,6 @@ class StepOutcome:
     ok: bool
     result: Any = None
     error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def success(cls, task: StepTask, value: Any) -> StepOutcome:

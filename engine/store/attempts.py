@@ -84,7 +84,6 @@ class _DriverStatement:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         self.sql = compiled.string
-        self._positional = dialect.positional
         self._names = list(compiled.positiontup or ()) if dialect.positional else None
         self._processors = [
             (name, bind.type.dialect_impl(dialect).bind_processor(dialect))
