@@ -10,5 +10,8 @@ DEFAULT_DATABASE_URL = "sqlite:///engine.db"
 """A file in the working directory."""
 RUNNERS_ENV = "ENGINE_RUNNERS"
 """Extra runner modules or folders, comma-separated."""
+LEASE_ENV = "ENGINE_LEASE_SECONDS"
+"""How long a running instance's lease lasts without renewal; default 30 (seconds)."""
+DEFAULT_LEASE_SECONDS = 30.0
 DISPATCHER_ENV = "ENGINE_DISPATCHER"
 """`direct` (the default), a name from `engine.dispatch.DISPATCHERS`, or `module:Class`."""

@@ -25,6 +25,7 @@ from engine.definition.models import Join, On, Retry
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.expressions import Compiled, TemplateTree
 from engine.jsondata import storable_text
+from engine.lease import Lease
 from engine.status import InstanceStatus, StepStatus
 from engine.store import AttemptEnd, AttemptStart, Store
 from engine.store.attempts import AttemptWriter
@@ -130,6 +131,7 @@ class Executor:
         run: dict[str, Any],
         listener: Listener | None = None,
         cancellation: Cancellation | None = None,
+        lease: Lease | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.definition = loaded.definition
@@ -152,6 +154,7 @@ class Executor:
         self._ends: list[AttemptEnd] = []
         self._starts: list[AttemptStart] = []
         self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
+        self.lease = lease
         self.cancellation = cancellation or Cancellation()
         self.cancellation.subscribe(lambda: self._outcomes.put(None))
 
@@ -169,6 +172,8 @@ class Executor:
                     if not (self._in_flight or self._retries or self._runnable):
                         break
                     self._wait()
+                    if self.lease is not None:
+                        self.lease.beat()
                 if self.cancellation.reason is not None:
                     self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
                     self._flush(writer)
@@ -207,6 +212,8 @@ class Executor:
     def _wait(self) -> None:
         """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
         timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
+        if self.lease is not None:
+            timers.append(self.clock() + self.lease.interval)
         timeout = max(0.0, min(timers) - self.clock()) if timers else None
         try:
             self._handle(self._outcomes.get(timeout=timeout))

@@ -10,6 +10,7 @@ from typing import Any
 from engine.definition import LoadedDefinition
 from engine.dispatch import Dispatcher
 from engine.executor import Cancellation, Executor, Listener
+from engine.lease import Lease
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView, Store
 from engine.store.types import utcnow
@@ -108,8 +109,13 @@ class BatchService:
         `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
         `cancelled`, and so does the instance.
         """
+        lease = Lease(self.store, instance_id)
         self.store.set_instance(
-            instance_id, status=InstanceStatus.running.value, started_at=utcnow()
+            instance_id,
+            status=InstanceStatus.running.value,
+            started_at=utcnow(),
+            lease_owner=lease.owner,
+            lease_expires_at=lease.expiry(),
         )
         run = {**prepared.run, "id": instance_id}
         executor = Executor(
@@ -121,6 +127,7 @@ class BatchService:
             run,
             listener,
             cancellation,
+            lease,
         )
         try:
             outcome = executor.run()
@@ -131,10 +138,15 @@ class BatchService:
                 status=InstanceStatus.failed.value,
                 finished_at=utcnow(),
                 error=f"engine error: {type(exc).__name__}: {exc}",
+                lease_expires_at=None,
             )
             raise
         self.store.set_instance(
-            instance_id, status=outcome.status.value, finished_at=utcnow(), error=outcome.error
+            instance_id,
+            status=outcome.status.value,
+            finished_at=utcnow(),
+            error=outcome.error,
+            lease_expires_at=None,
         )
         return self.store.get_instance(instance_id)
 

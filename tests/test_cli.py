@@ -364,7 +364,7 @@ STEP_KEYS = {"step", "attempt", "status", "result", "error", "started_at", "fini
 
 def check_instance(doc: dict) -> None:
     assert set(doc) >= INSTANCE_KEYS, doc.keys()
-    assert set(doc) <= INSTANCE_KEYS | {"error"}, doc.keys()
+    assert set(doc) <= INSTANCE_KEYS | {"error", "abandoned"}, doc.keys()
     assert isinstance(doc["id"], int)
     assert re.fullmatch(r"[0-9a-f]{64}", doc["version"]) or doc["version"]
     assert doc["trigger"] == "cli" and doc["scheduled_for"] is None

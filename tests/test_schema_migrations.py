@@ -39,14 +39,49 @@ def test_a_new_database_is_created_by_the_migrations_exactly_as_the_models_say(d
         store.close()
 
 
-def test_a_database_at_an_older_revision_is_refused_with_the_command_to_run(
-    db_url, monkeypatch
-):
-    Store(db_url).close()
-    monkeypatch.setattr(schema, "HEAD", "0002")
-    monkeypatch.setattr(schema, "_known_revisions", lambda: {"0001", "0002"})
+def test_a_database_at_an_older_revision_is_refused_with_the_command_to_run(db_url):
+    engine = make_engine(db_url)
+    try:
+        schema.upgrade(engine, "0001")
+    finally:
+        engine.dispose()
     with pytest.raises(StoreError, match=r"revision 0001; this engine needs 0002: run `engine db upgrade`"):
         Store(db_url)
+
+
+def test_upgrading_from_the_first_revision_keeps_every_row(db_url, tmp_path):
+    engine = make_engine(db_url)
+    try:
+        schema.upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO batch_definition (name, version, steps, source, created_at) "
+                "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26 02:00:00.000000')"
+                if engine.dialect.name == "sqlite" else
+                "INSERT INTO batch_definition (name, version, steps, source, created_at) "
+                "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26T02:00:00+00:00')"
+            ))
+            conn.execute(sa.text(
+                "INSERT INTO batch_instance (definition_id, definition_name, status, trigger, "
+                "params, created_at) VALUES (1, 'etl', 'succeeded', 'cli', '{\"day\": 1}', "
+                + ("'2026-11-26 02:00:00.000000')" if engine.dialect.name == "sqlite"
+                   else "'2026-11-26T02:00:00+00:00')")
+            ))
+    finally:
+        engine.dispose()
+
+    done = subprocess.run([ENGINE, "db", "upgrade", "--db", db_url], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    store = Store(db_url)
+    try:
+        (instance,) = store.list_instances()
+        assert (instance.definition, instance.status, instance.params) == (
+            "etl", "succeeded", {"day": 1})
+        assert instance.abandoned is False
+    finally:
+        store.close()
 
 
 def test_a_database_from_a_newer_engine_is_refused(db_url):

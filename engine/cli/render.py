@@ -94,6 +94,13 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     return f"{(end - start).total_seconds():.2f}s" if start and end and end > start else "-"
 
 
+def _status(view: InstanceView) -> str:
+    """The status, marked when the process running the instance is gone."""
+    if view.abandoned:
+        return "[red]running (abandoned)[/]"
+    return _styled(view.status)
+
+
 def _styled(status: str) -> str:
     return f"[{_STYLES.get(status, 'white')}]{status}[/]"
 
@@ -142,7 +149,7 @@ def instance_detail(view: InstanceView) -> None:
     """Every attempt of an instance."""
     out.print(
         f"instance {view.id} · {view.definition} ({view.version[:12]}) · "
-        f"{_styled(view.status)} · trigger {view.trigger}"
+        f"{_status(view)} · trigger {view.trigger}"
     )
     out.print(f"params: {_brief(view.params, 200)}")
     if view.scheduled_for:
@@ -182,7 +189,7 @@ def instance_list(views: list[InstanceView]) -> None:
         table.add_row(
             str(v.id),
             v.definition,
-            _styled(v.status),
+            _status(v),
             v.trigger,
             started,
             _duration(v.started_at, v.finished_at),

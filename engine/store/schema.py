@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import StoreError
 
-HEAD = "0001"
+HEAD = "0002"
 """The revision this engine's tables are; a test keeps it equal to the migrations' head."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -32,8 +32,8 @@ def revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine) -> str:
-    """Apply every migration the database lacks; return its revision after."""
+def upgrade(engine: Engine, target: str = "head") -> str:
+    """Apply the migrations the database lacks, up to `target`; return its revision after."""
     from alembic import command
     from alembic.config import Config
 
@@ -41,7 +41,7 @@ def upgrade(engine: Engine) -> str:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
     return revision(engine) or HEAD
 
 

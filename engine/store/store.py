@@ -181,5 +181,8 @@ def _view(row: Any, steps: list[StepAttemptView] | None) -> InstanceView:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
+        abandoned=row.status == InstanceStatus.running
+        and row.lease_expires_at is not None
+        and row.lease_expires_at < utcnow(),
         steps=steps,
     )

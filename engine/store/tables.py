@@ -57,6 +57,10 @@ class BatchInstance(SQLModel, table=True):
     started_at: datetime | None = _time()
     finished_at: datetime | None = _time()
     error: str | None = Field(default=None, sa_column=Column(Text))
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(200)))
+    """The process running the instance (host:pid:nonce) while it runs."""
+    lease_expires_at: datetime | None = _time()
+    """Renewed by the running process; once past, the instance is abandoned."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

@@ -38,6 +38,8 @@ class InstanceView(BaseModel):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     error: str | None = None
+    abandoned: bool = False
+    """Status `running`, but the process running it stopped renewing its lease (it died)."""
     steps: list[StepAttemptView] | None = None
 
     def to_json(self) -> dict[str, Any]:
