@@ -64,3 +64,7 @@ class StoreError(EngineError):
 
 class InstanceNotFound(StoreError):
     """No batch instance has the given id."""
+
+
+class ResumeRefused(EngineError):
+    """The instance cannot be resumed: it succeeded, or a live process is running it."""

@@ -15,7 +15,7 @@ import heapq
 import queue
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,15 @@ class StepEvent:
 
 
 Listener = Callable[[StepEvent], None]
+
+
+@dataclass(frozen=True)
+class PriorAttempt:
+    """The last attempt of a step in an instance being resumed."""
+
+    attempt: int
+    status: StepStatus
+    result: Any = None
 
 
 class Cancellation:
@@ -132,6 +141,7 @@ class Executor:
         listener: Listener | None = None,
         cancellation: Cancellation | None = None,
         lease: Lease | None = None,
+        history: Mapping[str, PriorAttempt] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.definition = loaded.definition
@@ -155,6 +165,7 @@ class Executor:
         self._starts: list[AttemptStart] = []
         self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
         self.lease = lease
+        self.history = dict(history or {})
         self.cancellation = cancellation or Cancellation()
         self.cancellation.subscribe(lambda: self._outcomes.put(None))
 
@@ -163,7 +174,7 @@ class Executor:
     def run(self) -> Outcome:
         with self.store.attempt_writer(self.instance_id) as writer:
             try:
-                self._settle([p.id for p in self.plans.values() if p.waiting == 0])
+                self._settle(self._resume_history())
                 while self.cancellation.reason is None:
                     tasks = self._start_runnable()
                     self._flush(writer)
@@ -185,6 +196,22 @@ class Executor:
                 self._abandon(writer, StepStatus.failed, f"engine error: {exc!r}")
                 raise
         return self._outcome()
+
+    def _resume_history(self) -> list[str]:
+        """Take the steps that already succeeded as ended; return the steps ready to decide.
+
+        Attempt numbers continue after the last attempt of each step. A resumed instance runs
+        again only what did not succeed: succeeded steps keep their results and feed the rest.
+        """
+        for step, prior in self.history.items():
+            plan = self.plans.get(step)
+            if plan is None:
+                continue
+            plan.attempt = prior.attempt
+        for step, prior in self.history.items():
+            if step in self.plans and prior.status is StepStatus.succeeded:
+                self._end(self.plans[step], StepStatus.succeeded, prior.result)
+        return [p.id for p in self.plans.values() if p.waiting == 0 and p.status is None]
 
     def _flush(self, writer: AttemptWriter) -> None:
         """Write this round's rows; until they are committed, they are kept in `_unwritten`."""
@@ -346,7 +373,7 @@ class Executor:
         for target in plan.downstream:
             downstream = self.plans[target]
             downstream.waiting -= 1
-            if downstream.waiting == 0:
+            if downstream.waiting == 0 and downstream.status is None:  # not ended before a resume
                 ready.append(target)
         return ready
 

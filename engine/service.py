@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from engine.definition import LoadedDefinition
+from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
-from engine.executor import Cancellation, Executor, Listener
+from engine.executor import Cancellation, Executor, Listener, PriorAttempt
 from engine.lease import Lease
-from engine.status import InstanceStatus, Trigger
+from engine.registry import JobRegistry
+from engine.status import InstanceStatus, StepStatus, Trigger
 from engine.store import InstanceView, Store
 from engine.store.types import utcnow
 
@@ -117,6 +118,55 @@ class BatchService:
             lease_owner=lease.owner,
             lease_expires_at=lease.expiry(),
         )
+        return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
+
+    def resume(
+        self,
+        instance_id: int,
+        registry: JobRegistry,
+        listener: Listener | None = None,
+        cancellation: Cancellation | None = None,
+    ) -> InstanceView:
+        """Run again, in the same instance, what did not succeed.
+
+        The instance keeps the definition version and params it started with, whatever the YAML
+        file says now. Steps that succeeded keep their results and are not run again; attempt
+        numbers continue. Raises ResumeRefused when it succeeded or a live process runs it.
+        """
+        record = self.store.resume_record(instance_id)
+        loaded = load_text(
+            record.source, f"{record.definition_name}@{record.version[:12]}", registry
+        )
+        logical = record.scheduled_for or record.started_at or record.created_at
+        run = {
+            "id": None,
+            "trigger": record.trigger,
+            "scheduled_for": record.scheduled_for.isoformat() if record.scheduled_for else None,
+            "logical_date": logical.isoformat(),
+        }
+        prepared = PreparedRun(
+            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
+        )
+        lease = Lease(self.store, instance_id)
+        self.store.claim(instance_id, lease.owner, lease.expiry())
+        self.store.close_open_attempts(
+            instance_id, "abandoned: the process running this attempt stopped"
+        )
+        history = {
+            step: PriorAttempt(attempt, StepStatus(status), result)
+            for step, (attempt, status, result) in self.store.last_attempts(instance_id).items()
+        }
+        return self._run_leased(prepared, instance_id, lease, listener, cancellation, history)
+
+    def _run_leased(
+        self,
+        prepared: PreparedRun,
+        instance_id: int,
+        lease: Lease,
+        listener: Listener | None,
+        cancellation: Cancellation | None,
+        history: dict[str, PriorAttempt],
+    ) -> InstanceView:
         run = {**prepared.run, "id": instance_id}
         executor = Executor(
             prepared.loaded,
@@ -128,6 +178,7 @@ class BatchService:
             listener,
             cancellation,
             lease,
+            history,
         )
         try:
             outcome = executor.run()

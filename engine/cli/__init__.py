@@ -12,6 +12,7 @@ from engine.errors import (
     DefinitionError,
     EngineError,
     ParamsError,
+    ResumeRefused,
     RunnerError,
 )
 
@@ -21,7 +22,7 @@ EXIT_REFUSED = 2
 
 def exit_code(error: EngineError) -> int:
     """Refused input (definition, params, runners) is 2; anything else that went wrong is 1."""
-    if isinstance(error, DefinitionError | ParamsError | RunnerError):
+    if isinstance(error, DefinitionError | ParamsError | RunnerError | ResumeRefused):
         return EXIT_REFUSED
     return EXIT_FAILED
 

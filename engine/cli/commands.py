@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from engine.cli import EXIT_FAILED, cli
 from engine.cli.options import Config, json_option, pass_config
 from engine.errors import DefinitionError, ParamsError
+
+if TYPE_CHECKING:
+    from engine.executor import Cancellation, Listener
+    from engine.registry import JobRegistry
+    from engine.service import BatchService
 
 
 def definition_files(paths: tuple[str, ...]) -> list[Path]:
@@ -79,8 +85,6 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     """Run one instance of FILE and wait for its end (exit 0 succeeded, 1 failed, 2 refused)."""
     from engine.cli import render
     from engine.definition import load_file
-    from engine.dispatch import resolve_dispatcher
-    from engine.executor import Cancellation
     from engine.service import BatchService
 
     registry = config.registry()
@@ -92,19 +96,57 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
         else:
             render.plan(prepared.plan())
         return
+
+    def start(service: BatchService, progress: Listener, cancellation: Cancellation) -> Any:
+        instance_id = service.start(prepared)
+        render.console.print(f"instance {instance_id} of {loaded.name} started")
+        return service.execute(prepared, instance_id, progress, cancellation)
+
+    follow(config, registry, start, as_json)
+
+
+@cli.command()
+@click.argument("instance_id", type=int)
+@json_option
+@pass_config
+def resume(instance_id: int, as_json: bool, config: Config) -> None:
+    """Run again what did not succeed in instance ID, with the definition version and params it
+    started with (exit as `run`)."""
+    from engine.cli import render
+
+    registry = config.registry()
+
+    def start(service: BatchService, progress: Listener, cancellation: Cancellation) -> Any:
+        render.console.print(f"resuming instance {instance_id}")
+        return service.resume(instance_id, registry, progress, cancellation)
+
+    follow(config, registry, start, as_json)
+
+
+def follow(
+    config: Config,
+    registry: JobRegistry,
+    start: Callable[[BatchService, Listener, Cancellation], Any],
+    as_json: bool,
+) -> None:
+    """Run an instance through `start` with progress, then its summary; exit by its status.
+
+    Ctrl-C and SIGTERM stop the instance at the executor's next step, never halfway through a
+    write: no new step starts, running attempts and the instance end cancelled.
+    """
+    from engine.cli import render
+    from engine.dispatch import resolve_dispatcher
+    from engine.executor import Cancellation
+    from engine.service import BatchService
+
     render.show_runner_logs()
     dispatcher = resolve_dispatcher(None, registry)
     cancellation = Cancellation()
-    # Ctrl-C and SIGTERM stop the instance at the executor's next step, never halfway through a
-    # write: no new step starts, running attempts and the instance end cancelled.
     for signum in (signal.SIGINT, signal.SIGTERM):
         name = signal.Signals(signum).name
         signal.signal(signum, lambda *_, name=name: cancellation.cancel(f"stopped by {name}"))
     try:
-        service = BatchService(config.store(), dispatcher)
-        instance_id = service.start(prepared)
-        render.console.print(f"instance {instance_id} of {loaded.name} started")
-        view = service.execute(prepared, instance_id, render.Progress(), cancellation)
+        view = start(BatchService(config.store(), dispatcher), render.Progress(), cancellation)
     finally:
         dispatcher.close()
     render.instance_summary(view)

@@ -11,16 +11,18 @@ from typing import Any
 from sqlalchemy import (
     CursorResult,
     Engine,
+    and_,
     create_engine,
     event,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.config import DEFAULT_DATABASE_URL
-from engine.errors import InstanceNotFound, StoreError
+from engine.errors import InstanceNotFound, ResumeRefused, StoreError
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.schema import ensure_current
@@ -114,6 +116,81 @@ class Store:
     def set_instance(self, instance_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
+
+    def claim(self, instance_id: int, owner: str, expires: datetime) -> None:
+        """Take the lease of an instance to resume it; exactly one of several claimants wins.
+
+        Claimable: pending, failed or cancelled instances, and running ones whose lease has
+        expired (their process died). The claim is one conditional UPDATE, atomic on both
+        databases. Raises ResumeRefused (or InstanceNotFound) for the losers.
+        """
+        now = utcnow()
+        claimable = or_(
+            instances.c.status.in_(["pending", "failed", "cancelled"]),
+            and_(instances.c.status == "running", instances.c.lease_expires_at < now),
+        )
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id, claimable)
+                .values(
+                    status="running",
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                    finished_at=None,
+                    error=None,
+                )
+            ).rowcount
+        if claimed == 1:
+            return
+        view = self.get_instance(instance_id)
+        if view.status == "succeeded":
+            raise ResumeRefused(f"instance {instance_id} succeeded: nothing to resume")
+        raise ResumeRefused(
+            f"instance {instance_id} is {view.status} in a live process: it cannot be resumed twice"
+        )
+
+    def resume_record(self, instance_id: int) -> Any:
+        """What a resume needs: the definition version it ran, its params and run details."""
+        query = (
+            select(instances, definitions.c.version, definitions.c.source)
+            .join(definitions, definitions.c.id == instances.c.definition_id)
+            .where(instances.c.id == instance_id)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise InstanceNotFound(f"no instance with id {instance_id}")
+        return row
+
+    def close_open_attempts(self, instance_id: int, error: str) -> None:
+        """End the attempts a dead process left running: they failed, with `error`."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(step_results)
+                .where(
+                    step_results.c.batch_instance_id == instance_id,
+                    step_results.c.status == "running",
+                )
+                .values(status="failed", error=error, finished_at=utcnow())
+            )
+
+    def last_attempts(self, instance_id: int) -> dict[str, tuple[int, str, Any]]:
+        """Each step's last attempt: (attempt, status, result)."""
+        query = (
+            select(
+                step_results.c.step_key,
+                step_results.c.attempt,
+                step_results.c.status,
+                step_results.c.result_payload,
+            )
+            .where(step_results.c.batch_instance_id == instance_id)
+            .order_by(step_results.c.attempt)
+        )
+        with self.engine.connect() as conn:
+            return {
+                r.step_key: (r.attempt, r.status, r.result_payload) for r in conn.execute(query)
+            }
 
     def attempt_writer(self, instance_id: int) -> AttemptWriter:
         """The writer of one instance's attempts, for the executor's rounds."""
