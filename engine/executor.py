@@ -183,8 +183,8 @@ class Executor:
                     if not (self._in_flight or self._retries or self._runnable):
                         break
                     self._wait()
-                    if self.lease is not None:
-                        self.lease.beat()
+                    if self.lease is not None and self.lease.beat():
+                        self.cancellation.cancel("cancelled by engine cancel")
                 if self.cancellation.reason is not None:
                     self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
                     self._flush(writer)

@@ -1,7 +1,8 @@
 """Leases on running instances: how a crashed process is told from a slow one.
 
 The process running an instance holds its lease: its name in `lease_owner` and an expiry it
-renews every third of the lease. A process killed outright (kill -9, a lost machine) stops
+renews every third of the lease (at least every second, when it also looks for a cancel
+request). A process killed outright (kill -9, a lost machine) stops
 renewing; once the expiry is past, every other process sees the instance as abandoned. Telling
 takes at most one lease (`ENGINE_LEASE_SECONDS`, default 30 s).
 """
@@ -33,8 +34,8 @@ class Lease:
         self.store = store
         self.instance_id = instance_id
         self.seconds = lease_seconds()
-        self.interval = self.seconds / 3
-        """How often `beat` renews."""
+        self.interval = min(self.seconds / 3, 1.0)
+        """How often `beat` renews the lease and looks for a cancel request."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._due = clock() + self.interval
@@ -42,8 +43,9 @@ class Lease:
     def expiry(self) -> datetime:
         return utcnow() + timedelta(seconds=self.seconds)
 
-    def beat(self) -> None:
-        """Renew the lease if a third of it has passed since the last renewal."""
-        if self._clock() >= self._due:
-            self.store.set_instance(self.instance_id, lease_expires_at=self.expiry())
-            self._due = self._clock() + self.interval
+    def beat(self) -> bool:
+        """Renew the lease when it is due; True once a cancel has been requested."""
+        if self._clock() < self._due:
+            return False
+        self._due = self._clock() + self.interval
+        return self.store.renew_lease(self.instance_id, self.expiry())

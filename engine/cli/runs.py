@@ -48,3 +48,11 @@ def show(instance_id: int, as_json: bool, config: Config) -> None:
         from engine.cli import render
 
         render.instance_detail(view)
+
+
+@cli.command()
+@click.argument("instance_id", type=int)
+@pass_config
+def cancel(instance_id: int, config: Config) -> None:
+    """Stop instance ID: no new step starts, running steps and the instance end cancelled."""
+    click.echo(config.store().request_cancel(instance_id), err=True)

@@ -137,6 +137,7 @@ class Store:
                     status="running",
                     lease_owner=owner,
                     lease_expires_at=expires,
+                    cancel_requested_at=None,
                     finished_at=None,
                     error=None,
                 )
@@ -149,6 +150,55 @@ class Store:
         raise ResumeRefused(
             f"instance {instance_id} is {view.status} in a live process: it cannot be resumed twice"
         )
+
+    def renew_lease(self, instance_id: int, expires: datetime) -> bool:
+        """Extend the lease; True when a cancel has been requested meanwhile."""
+        with self.engine.begin() as conn:
+            requested = conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id)
+                .values(lease_expires_at=expires)
+                .returning(instances.c.cancel_requested_at)
+            ).scalar()
+        return requested is not None
+
+    def request_cancel(self, instance_id: int) -> str:
+        """Cancel an instance; return what was done, in words.
+
+        A running instance is marked, and the process running it stops it at its next lease
+        renewal. One that no process runs (pending, or abandoned) is cancelled here directly.
+        """
+        view = self.get_instance(instance_id)
+        if view.status in ("succeeded", "failed", "cancelled"):
+            return f"instance {instance_id} already ended {view.status}: nothing to cancel"
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if view.status == "running" and not view.abandoned:
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.id == instance_id)
+                    .values(cancel_requested_at=now)
+                )
+                return f"instance {instance_id}: cancel requested; the process running it stops it"
+            conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id)
+                .values(
+                    status="cancelled",
+                    finished_at=now,
+                    lease_expires_at=None,
+                    error="cancelled (no process was running it)",
+                )
+            )
+            conn.execute(
+                update(step_results)
+                .where(
+                    step_results.c.batch_instance_id == instance_id,
+                    step_results.c.status == "running",
+                )
+                .values(status="cancelled", finished_at=now, error="cancelled")
+            )
+        return f"instance {instance_id} cancelled"
 
     def resume_record(self, instance_id: int) -> Any:
         """What a resume needs: the definition version it ran, its params and run details."""

@@ -61,6 +61,8 @@ class BatchInstance(SQLModel, table=True):
     """The process running the instance (host:pid:nonce) while it runs."""
     lease_expires_at: datetime | None = _time()
     """Renewed by the running process; once past, the instance is abandoned."""
+    cancel_requested_at: datetime | None = _time()
+    """Set by `engine cancel`; the running process sees it when it renews its lease."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
