@@ -86,9 +86,9 @@ def rec(registry) -> Recorder:
 # -- section 1: order and edges ----------------------------------------------------------------
 
 
-def test_linear_steps_run_one_after_another_in_list_order(sqlite_store, registry, rec):
+def test_linear_steps_run_one_after_another_in_list_order(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: lin
@@ -117,9 +117,9 @@ def test_linear_steps_run_one_after_another_in_list_order(sqlite_store, registry
     assert [s.result for s in view.steps] == [{"step": "c"}, {"step": "a"}, {"step": "b"}]
 
 
-def test_linear_failure_skips_every_later_step_and_fails_the_instance(sqlite_store, registry, rec):
+def test_linear_failure_skips_every_later_step_and_fails_the_instance(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: lin
@@ -136,9 +136,9 @@ def test_linear_failure_skips_every_later_step_and_fails_the_instance(sqlite_sto
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["a-succeeds", "a-fails"])
-def test_edges_fire_on_success_failure_and_always(sqlite_store, registry, rec, fails):
+def test_edges_fire_on_success_failure_and_always(store, registry, rec, fails):
     view = run(
-        sqlite_store,
+        store,
         registry,
         f"""
         name: edges
@@ -176,10 +176,10 @@ def test_edges_fire_on_success_failure_and_always(sqlite_store, registry, rec, f
 
 
 def test_once_any_step_declares_next_steps_the_graph_is_only_the_declared_edges(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: dag
@@ -196,9 +196,9 @@ def test_once_any_step_declares_next_steps_the_graph_is_only_the_declared_edges(
 
 
 @pytest.mark.parametrize("count", [0, 5])
-def test_edge_condition_decides_whether_the_edge_fires(sqlite_store, registry, rec, count):
+def test_edge_condition_decides_whether_the_edge_fires(store, registry, rec, count):
     view = run(
-        sqlite_store,
+        store,
         registry,
         f"""
         name: cond
@@ -222,10 +222,10 @@ def test_edge_condition_decides_whether_the_edge_fires(sqlite_store, registry, r
 
 @pytest.mark.parametrize("go", [True, False])
 def test_step_condition_false_skips_the_step_without_calling_its_runner(
-    sqlite_store, registry, rec, go
+    store, registry, rec, go
 ):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: guard
@@ -252,9 +252,9 @@ def test_step_condition_false_skips_the_step_without_calling_its_runner(
     assert view.status == "succeeded"
 
 
-def test_a_root_step_condition_is_evaluated_too(sqlite_store, registry, rec):
+def test_a_root_step_condition_is_evaluated_too(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: guard
@@ -270,9 +270,9 @@ def test_a_root_step_condition_is_evaluated_too(sqlite_store, registry, rec):
     assert view.status == "succeeded"
 
 
-def test_join_all_needs_every_incoming_edge_join_any_needs_one(sqlite_store, registry, rec):
+def test_join_all_needs_every_incoming_edge_join_any_needs_one(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: joins
@@ -296,9 +296,9 @@ def test_join_all_needs_every_incoming_edge_join_any_needs_one(sqlite_store, reg
     assert rec.log.index(("end", "ok")) < rec.log.index(("start", "any_of"))
 
 
-def test_join_any_with_no_edge_fired_is_skipped(sqlite_store, registry, rec):
+def test_join_any_with_no_edge_fired_is_skipped(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: joins
@@ -314,10 +314,10 @@ def test_join_any_with_no_edge_fired_is_skipped(sqlite_store, registry, rec):
 
 
 def test_skipped_propagates_along_success_and_failure_edges_but_fires_always_edges(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: skips
@@ -345,9 +345,9 @@ def test_skipped_propagates_along_success_and_failure_edges_but_fires_always_edg
     assert view.status == "succeeded"
 
 
-def test_allow_failure_step_does_not_fail_the_instance(sqlite_store, registry, rec):
+def test_allow_failure_step_does_not_fail_the_instance(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: allow
@@ -365,9 +365,9 @@ def test_allow_failure_step_does_not_fail_the_instance(sqlite_store, registry, r
     assert view.status == "succeeded"
 
 
-def test_failure_handlers_run_and_the_instance_still_fails(sqlite_store, registry, rec):
+def test_failure_handlers_run_and_the_instance_still_fails(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: handlers
@@ -387,10 +387,10 @@ def test_failure_handlers_run_and_the_instance_still_fails(sqlite_store, registr
 
 
 def test_a_failing_failure_handler_fails_the_instance_even_when_its_step_may_fail(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: handlers
@@ -404,9 +404,9 @@ def test_a_failing_failure_handler_fails_the_instance_even_when_its_step_may_fai
     assert view.status == "failed"
 
 
-def test_an_instance_whose_steps_are_all_skipped_succeeds(sqlite_store, registry, rec):
+def test_an_instance_whose_steps_are_all_skipped_succeeds(store, registry, rec):
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: none
@@ -422,11 +422,11 @@ def test_an_instance_whose_steps_are_all_skipped_succeeds(sqlite_store, registry
 # -- templates and what a runner receives ---------------------------------------------------
 
 
-def test_templates_see_results_statuses_params_and_run_with_native_types(sqlite_store, registry):
+def test_templates_see_results_statuses_params_and_run_with_native_types(store, registry):
     registry.add("produce", lambda inputs, ctx: {"rows": 3, "names": ["n1", "n2"]})
     registry.add("echo", lambda inputs, ctx: inputs)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: tpl
@@ -477,10 +477,10 @@ def test_templates_see_results_statuses_params_and_run_with_native_types(sqlite_
     assert type(b.result["flag"]) is bool
 
 
-def test_templates_and_conditions_see_a_failed_upstreams_status(sqlite_store, registry, rec):
+def test_templates_and_conditions_see_a_failed_upstreams_status(store, registry, rec):
     registry.add("echo", lambda inputs, ctx: inputs)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: tpl
@@ -498,7 +498,7 @@ def test_templates_and_conditions_see_a_failed_upstreams_status(sqlite_store, re
     assert rows(view, "b")[0].result == {"status": "failed", "result": None}
 
 
-def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store, registry):
+def test_context_carries_ids_params_run_and_direct_upstream_results(store, registry):
     seen: dict[str, Any] = {}
 
     @registry.handler("r")
@@ -507,7 +507,7 @@ def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store
         return {"from": ctx.step_id}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: ctx
@@ -542,7 +542,7 @@ def test_context_carries_ids_params_run_and_direct_upstream_results(sqlite_store
         assert ctx.cancelled is False
 
 
-def test_downstream_steps_see_an_upstream_result_as_it_was_stored(sqlite_store, registry):
+def test_downstream_steps_see_an_upstream_result_as_it_was_stored(store, registry):
     # what a later step sees must not depend on whether it ran in this process, on a worker
     # that read the result back, or after a resume: it is the stored JSON
     registry.add("a", lambda inputs, ctx: {"pair": (1, 2), 7: "seven"})
@@ -553,7 +553,7 @@ def test_downstream_steps_see_an_upstream_result_as_it_was_stored(sqlite_store, 
         seen.update(results=ctx.results, inputs=inputs)
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: stored
@@ -570,7 +570,7 @@ def test_downstream_steps_see_an_upstream_result_as_it_was_stored(sqlite_store, 
 
 
 def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see(
-    sqlite_store, registry
+    store, registry
 ):
     registry.add("a", lambda inputs, ctx: {"n": 1, "items": [1]})
 
@@ -585,7 +585,7 @@ def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see
         "c", lambda inputs, ctx: {"inputs": inputs, "params": ctx.params, "results": ctx.results}
     )
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: meddle
@@ -611,11 +611,11 @@ def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see
 
 
 def test_inputs_that_cannot_be_rendered_fail_the_step_without_calling_its_runner(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     registry.add("a", lambda inputs, ctx: {"count": 1})
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: render
@@ -636,16 +636,16 @@ def test_inputs_that_cannot_be_rendered_fail_the_step_without_calling_its_runner
     assert view.status == "failed"
 
 
-def test_a_step_without_inputs_receives_an_empty_dict(sqlite_store, registry):
+def test_a_step_without_inputs_receives_an_empty_dict(store, registry):
     got = []
     registry.add("a", lambda inputs, ctx: got.append(inputs))
-    view = run(sqlite_store, registry, "name: t\nsteps:\n  - id: a\n")
+    view = run(store, registry, "name: t\nsteps:\n  - id: a\n")
     assert view.status == "succeeded"
     assert got == [{}]
     assert rows(view, "a")[0].result is None
 
 
-def test_async_def_runners_run_and_their_results_flow_downstream(sqlite_store, registry):
+def test_async_def_runners_run_and_their_results_flow_downstream(store, registry):
     @registry.handler("fetch")
     async def fetch(inputs, ctx):
         await asyncio.sleep(0)
@@ -656,7 +656,7 @@ def test_async_def_runners_run_and_their_results_flow_downstream(sqlite_store, r
         return {"got": inputs["n"], "upstream": ctx.results}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: aio
@@ -669,7 +669,7 @@ def test_async_def_runners_run_and_their_results_flow_downstream(sqlite_store, r
     assert rows(view, "b")[0].result == {"got": 42, "upstream": {"a": {"n": 42}}}
 
 
-def test_async_runners_of_one_instance_run_concurrently(sqlite_store, registry):
+def test_async_runners_of_one_instance_run_concurrently(store, registry):
     barrier = threading.Barrier(2, timeout=WAIT)
 
     @registry.handler("meet")
@@ -679,7 +679,7 @@ def test_async_runners_of_one_instance_run_concurrently(sqlite_store, registry):
         return ctx.step_id
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: aio
@@ -693,7 +693,7 @@ def test_async_runners_of_one_instance_run_concurrently(sqlite_store, registry):
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_class_runners_get_a_fresh_instance_per_attempt(sqlite_store, registry, is_async):
+def test_class_runners_get_a_fresh_instance_per_attempt(store, registry, is_async):
     instances: list[int] = []
 
     class Flaky:
@@ -720,7 +720,7 @@ def test_class_runners_get_a_fresh_instance_per_attempt(sqlite_store, registry, 
 
     registry.add("cls", Runner)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: cls
@@ -750,10 +750,10 @@ def test_class_runners_get_a_fresh_instance_per_attempt(sqlite_store, registry, 
     ],
     ids=["datetime", "set", "object", "nan"],
 )
-def test_a_non_json_result_fails_the_step_with_a_clear_error(sqlite_store, registry, rec, value):
+def test_a_non_json_result_fails_the_step_with_a_clear_error(store, registry, rec, value):
     registry.add("bad", lambda inputs, ctx: value)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: nojson
@@ -769,7 +769,7 @@ def test_a_non_json_result_fails_the_step_with_a_clear_error(sqlite_store, regis
     assert view.status == "failed"
 
 
-def test_a_pydantic_model_result_is_dumped_to_json(sqlite_store, registry):
+def test_a_pydantic_model_result_is_dumped_to_json(store, registry):
     class Summary(BaseModel):
         count: int
         at: datetime
@@ -783,7 +783,7 @@ def test_a_pydantic_model_result_is_dumped_to_json(sqlite_store, registry):
     )
     registry.add("echo", lambda inputs, ctx: {"inputs": inputs, "results": ctx.results})
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: model
@@ -798,7 +798,7 @@ def test_a_pydantic_model_result_is_dumped_to_json(sqlite_store, registry):
     assert rows(view, "b")[0].result == {"inputs": {"count": 4}, "results": {"a": dumped}}
 
 
-def test_a_raising_runner_persists_the_message_and_the_traceback(sqlite_store, registry):
+def test_a_raising_runner_persists_the_message_and_the_traceback(store, registry):
     def explode_deep(n):
         raise ValueError(f"bad row {n}")
 
@@ -806,7 +806,7 @@ def test_a_raising_runner_persists_the_message_and_the_traceback(sqlite_store, r
     def boom(inputs, ctx):
         explode_deep(17)
 
-    view = run(sqlite_store, registry, "name: boom\nsteps:\n  - {id: a, runner: boom}\n")
+    view = run(store, registry, "name: boom\nsteps:\n  - {id: a, runner: boom}\n")
     assert view.status == "failed"
     (a,) = view.steps
     assert a.status == "failed"
@@ -818,14 +818,14 @@ def test_a_raising_runner_persists_the_message_and_the_traceback(sqlite_store, r
 
 
 def test_a_runner_raising_system_exit_fails_its_step_and_the_run_goes_on(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     def leave(inputs, ctx):
         raise SystemExit(3)
 
     registry.add("leave", leave)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: exit
@@ -841,7 +841,7 @@ def test_a_runner_raising_system_exit_fails_its_step_and_the_run_goes_on(
 # -- retries ----------------------------------------------------------------------------------
 
 
-def test_max_attempts_counts_every_attempt_each_one_a_row(sqlite_store, registry):
+def test_max_attempts_counts_every_attempt_each_one_a_row(store, registry):
     attempts: list[int] = []
 
     @registry.handler("never")
@@ -850,7 +850,7 @@ def test_max_attempts_counts_every_attempt_each_one_a_row(sqlite_store, registry
         raise RuntimeError(f"try {ctx.attempt}")
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: retry
@@ -871,11 +871,11 @@ def test_max_attempts_counts_every_attempt_each_one_a_row(sqlite_store, registry
     assert view.status == "failed"
 
 
-def test_max_attempts_one_means_no_retry(sqlite_store, registry):
+def test_max_attempts_one_means_no_retry(store, registry):
     calls = []
     registry.add("never", lambda inputs, ctx: calls.append(1) or 1 / 0)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: retry
@@ -887,7 +887,7 @@ def test_max_attempts_one_means_no_retry(sqlite_store, registry):
     assert [s.attempt for s in view.steps] == [1]
 
 
-def test_a_retry_that_succeeds_stops_retrying_and_the_instance_succeeds(sqlite_store, registry):
+def test_a_retry_that_succeeds_stops_retrying_and_the_instance_succeeds(store, registry):
     attempts: list[int] = []
 
     @registry.handler("third")
@@ -899,7 +899,7 @@ def test_a_retry_that_succeeds_stops_retrying_and_the_instance_succeeds(sqlite_s
 
     registry.add("next", lambda inputs, ctx: ctx.results)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: retry
@@ -934,7 +934,7 @@ def test_retry_delay_grows_by_backoff_capped_by_max_delay(retry, expected):
     assert [retry.delay(n) for n in range(1, retry.max_attempts)] == pytest.approx(expected)
 
 
-def test_retry_settings_read_from_yaml_camel_case(sqlite_store, registry):
+def test_retry_settings_read_from_yaml_camel_case(store, registry):
     registry.add("a", lambda inputs, ctx: 1)
     loaded = load_text(
         textwrap.dedent("""
@@ -950,11 +950,11 @@ def test_retry_settings_read_from_yaml_camel_case(sqlite_store, registry):
     assert [retry.delay(n) for n in (1, 2, 3)] == [2, 6, 10]
 
 
-def test_retry_delays_in_a_run_grow_by_backoff_up_to_the_cap(sqlite_store, registry):
+def test_retry_delays_in_a_run_grow_by_backoff_up_to_the_cap(store, registry):
     registry.add("never", lambda inputs, ctx: 1 / 0)
     events: list[StepEvent] = []
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: retry
@@ -972,7 +972,7 @@ def test_retry_delays_in_a_run_grow_by_backoff_up_to_the_cap(sqlite_store, regis
     assert [e.attempt for e in events if e.status == "running"] == [1, 2, 3, 4, 5]
 
 
-def test_retry_defaults_are_inherited_and_a_step_overrides_them(sqlite_store, registry):
+def test_retry_defaults_are_inherited_and_a_step_overrides_them(store, registry):
     calls: Counter[str] = Counter()
 
     @registry.handler("never")
@@ -981,7 +981,7 @@ def test_retry_defaults_are_inherited_and_a_step_overrides_them(sqlite_store, re
         raise RuntimeError("no")
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: defaults
@@ -1023,7 +1023,7 @@ class SignallingDispatcher(DirectDispatcher):
 
 
 def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
-    sqlite_store, registry, rec
+    store, registry, rec
 ):
     started, release, returned = threading.Event(), threading.Event(), threading.Event()
 
@@ -1036,7 +1036,7 @@ def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
 
     try:
         view = run(
-            sqlite_store,
+            store,
             registry,
             """
             name: slow
@@ -1061,7 +1061,7 @@ def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
     assert view.status == "failed"
 
 
-def test_a_late_result_of_a_timed_out_attempt_is_discarded(sqlite_store, registry):
+def test_a_late_result_of_a_timed_out_attempt_is_discarded(store, registry):
     registry_dispatcher = SignallingDispatcher(registry)
     release = threading.Event()
 
@@ -1077,7 +1077,7 @@ def test_a_late_result_of_a_timed_out_attempt_is_discarded(sqlite_store, registr
 
     registry.add("next", lambda inputs, ctx: ctx.results)
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: late
@@ -1104,7 +1104,7 @@ def test_a_late_result_of_a_timed_out_attempt_is_discarded(sqlite_store, registr
     assert view.status == "succeeded"
 
 
-def test_a_late_result_after_the_step_ended_does_not_change_its_row(sqlite_store, registry):
+def test_a_late_result_after_the_step_ended_does_not_change_its_row(store, registry):
     dispatcher = SignallingDispatcher(registry)
     release = threading.Event()
 
@@ -1120,7 +1120,7 @@ def test_a_late_result_after_the_step_ended_does_not_change_its_row(sqlite_store
         return {"handled": True}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: late
@@ -1137,7 +1137,7 @@ def test_a_late_result_after_the_step_ended_does_not_change_its_row(sqlite_store
     assert len(view.steps) == 2
 
 
-def test_a_cooperative_runner_sees_ctx_cancelled_once_timed_out(sqlite_store, registry):
+def test_a_cooperative_runner_sees_ctx_cancelled_once_timed_out(store, registry):
     observed: dict[str, Any] = {}
     noticed = threading.Event()
 
@@ -1150,7 +1150,7 @@ def test_a_cooperative_runner_sees_ctx_cancelled_once_timed_out(sqlite_store, re
         return {"stopped": True}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: polite
@@ -1166,7 +1166,7 @@ def test_a_cooperative_runner_sees_ctx_cancelled_once_timed_out(sqlite_store, re
     assert view.status == "failed"
 
 
-def test_an_async_runner_past_its_timeout_is_cancelled(sqlite_store, registry):
+def test_an_async_runner_past_its_timeout_is_cancelled(store, registry):
     cancelled = threading.Event()
     seen_cancel_flag: list[bool] = []
 
@@ -1181,7 +1181,7 @@ def test_an_async_runner_past_its_timeout_is_cancelled(sqlite_store, registry):
         return {"late": True}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: aio
@@ -1196,7 +1196,7 @@ def test_an_async_runner_past_its_timeout_is_cancelled(sqlite_store, registry):
     assert "timeout" in a.error.lower()
 
 
-def test_a_timed_out_attempt_is_retried(sqlite_store, registry):
+def test_a_timed_out_attempt_is_retried(store, registry):
     release = threading.Event()
 
     @registry.handler("once_slow")
@@ -1208,7 +1208,7 @@ def test_a_timed_out_attempt_is_retried(sqlite_store, registry):
 
     try:
         view = run(
-            sqlite_store,
+            store,
             registry,
             """
             name: t
@@ -1223,7 +1223,7 @@ def test_a_timed_out_attempt_is_retried(sqlite_store, registry):
     assert view.steps[1].result == {"attempt": 2}
 
 
-def test_a_step_timeout_overrides_the_default(sqlite_store, registry):
+def test_a_step_timeout_overrides_the_default(store, registry):
     short_stopped = threading.Event()
 
     @registry.handler("short")
@@ -1238,7 +1238,7 @@ def test_a_step_timeout_overrides_the_default(sqlite_store, registry):
         return {"cancelled": ctx.cancel_event.wait(0.2)}
 
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: t
@@ -1274,7 +1274,7 @@ class InFlight:
             self.now -= 1
 
 
-def test_concurrency_bounds_runners_in_flight_and_is_reached(sqlite_store, registry):
+def test_concurrency_bounds_runners_in_flight_and_is_reached(store, registry):
     gauge = InFlight()
     barrier = threading.Barrier(3, timeout=WAIT)
 
@@ -1285,12 +1285,12 @@ def test_concurrency_bounds_runners_in_flight_and_is_reached(sqlite_store, regis
         return ctx.step_id
 
     steps = "\n".join(f"  - {{id: s{i}, runner: meet, nextSteps: []}}" for i in range(6))
-    view = run(sqlite_store, registry, f"name: c\nconcurrency: 3\nsteps:\n{steps}\n")
+    view = run(store, registry, f"name: c\nconcurrency: 3\nsteps:\n{steps}\n")
     assert view.status == "succeeded", [s.error for s in view.steps]
     assert gauge.peak == 3
 
 
-def test_concurrency_one_runs_independent_steps_one_at_a_time(sqlite_store, registry):
+def test_concurrency_one_runs_independent_steps_one_at_a_time(store, registry):
     gauge = InFlight()
     overlap = threading.Event()
 
@@ -1305,13 +1305,13 @@ def test_concurrency_one_runs_independent_steps_one_at_a_time(sqlite_store, regi
         return ctx.step_id
 
     steps = "\n".join(f"  - {{id: s{i}, runner: solo, nextSteps: []}}" for i in range(4))
-    view = run(sqlite_store, registry, f"name: c\nsteps:\n{steps}\n")
+    view = run(store, registry, f"name: c\nsteps:\n{steps}\n")
     assert view.status == "succeeded"
     assert gauge.peak == 1
     assert not overlap.is_set()
 
 
-def test_independent_branches_run_concurrently_while_dependents_wait(sqlite_store, registry):
+def test_independent_branches_run_concurrently_while_dependents_wait(store, registry):
     barrier = threading.Barrier(2, timeout=WAIT)
     log: list[str] = []
 
@@ -1323,7 +1323,7 @@ def test_independent_branches_run_concurrently_while_dependents_wait(sqlite_stor
 
     registry.add("join", lambda inputs, ctx: (log.append("join"), sorted(ctx.results))[1])
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: c
@@ -1339,7 +1339,7 @@ def test_independent_branches_run_concurrently_while_dependents_wait(sqlite_stor
     assert rows(view, "j")[0].result == ["left", "right"]
 
 
-def test_a_retry_waiting_for_its_delay_does_not_block_other_steps(sqlite_store, registry):
+def test_a_retry_waiting_for_its_delay_does_not_block_other_steps(store, registry):
     other_done = threading.Event()
 
     @registry.handler("flaky")
@@ -1351,7 +1351,7 @@ def test_a_retry_waiting_for_its_delay_does_not_block_other_steps(sqlite_store, 
 
     registry.add("other", lambda inputs, ctx: other_done.set())
     view = run(
-        sqlite_store,
+        store,
         registry,
         """
         name: c

@@ -73,7 +73,7 @@ def test_a_database_failure_mid_run_leaves_no_attempt_running(store, registry, m
 
 
 def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_run(
-    sqlite_store, registry
+    store, registry
 ):
     @registry.handler("leave")
     async def leave(inputs, ctx):
@@ -90,7 +90,7 @@ def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_ru
         "  - {id: c, runner: fine}\n",
         "x.yaml", registry,
     )
-    view = BatchService(sqlite_store, dispatcher).run(definition, {})
+    view = BatchService(store, dispatcher).run(definition, {})
     statuses = {s.step: (s.status, s.result) for s in view.steps}
     assert statuses["a"][0] == "failed" and "SystemExit" in view.steps[0].error
     assert statuses["b"] == ("succeeded", "ran") and statuses["c"] == ("succeeded", "ran")
