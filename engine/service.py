@@ -67,13 +67,7 @@ class BatchService:
         scheduled_for: datetime | None = None,
     ) -> PreparedRun:
         """Validate and complete params; raises ParamsError. Nothing is stored yet."""
-        logical = scheduled_for or utcnow()
-        run = {
-            "id": None,
-            "trigger": trigger.value,
-            "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
-            "logical_date": logical.isoformat(),
-        }
+        run = _run_info(trigger, scheduled_for, scheduled_for or utcnow())
         resolved = loaded.params.resolve(params, run)
         return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
 
@@ -137,13 +131,11 @@ class BatchService:
         loaded = load_text(
             record.source, f"{record.definition_name}@{record.version[:12]}", registry
         )
-        logical = record.scheduled_for or record.started_at or record.created_at
-        run = {
-            "id": None,
-            "trigger": record.trigger,
-            "scheduled_for": record.scheduled_for.isoformat() if record.scheduled_for else None,
-            "logical_date": logical.isoformat(),
-        }
+        run = _run_info(
+            Trigger(record.trigger),
+            record.scheduled_for,
+            record.scheduled_for or record.started_at or record.created_at,
+        )
         prepared = PreparedRun(
             loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
         )
@@ -210,3 +202,15 @@ class BatchService:
     ) -> InstanceView:
         prepared = self.prepare(loaded, params, trigger)
         return self.execute(prepared, self.start(prepared), listener)
+
+
+def _run_info(
+    trigger: Trigger, scheduled_for: datetime | None, logical: datetime
+) -> dict[str, Any]:
+    """What templates see as `run` (the instance id is added once it exists)."""
+    return {
+        "id": None,
+        "trigger": trigger.value,
+        "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
+        "logical_date": logical.isoformat(),
+    }
