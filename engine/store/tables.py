@@ -1,4 +1,4 @@
-"""The three tables (SQLModel). The hot path writes them with SQLAlchemy Core statements."""
+"""The tables (SQLModel). The hot path writes them with SQLAlchemy Core statements."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ class BatchInstance(SQLModel, table=True):
     __tablename__ = "batch_instance"
     __table_args__ = (
         UniqueConstraint("definition_name", "scheduled_for"),
+        UniqueConstraint("idempotency_key", name="uq_batch_instance_idempotency_key"),
         Index("ix_batch_instance_name_id", "definition_name", "id"),
     )
 
@@ -63,6 +64,8 @@ class BatchInstance(SQLModel, table=True):
     """Renewed by the running process; once past, the instance is abandoned."""
     cancel_requested_at: datetime | None = _time()
     """Set by `engine cancel`; the running process sees it when it renews its lease."""
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    """The `Idempotency-Key` of the HTTP request that created it: a retry finds it again."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
@@ -93,6 +96,30 @@ class BatchStepResult(SQLModel, table=True):
     )
 
 
+class BatchTick(SQLModel, table=True):
+    """One claimed cron tick of a definition: the row whose uniqueness makes a tick run once.
+
+    A tick that fired points at its instance; one the overlap policy skipped says why.
+    """
+
+    __tablename__ = "batch_tick"
+    __table_args__ = (UniqueConstraint("definition_name", "scheduled_for"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    definition_name: str = Field(sa_column=Column(String(200), nullable=False))
+    scheduled_for: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    trigger: str = Field(sa_column=Column(String(16), nullable=False))
+    instance_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("batch_instance.id"))
+    )
+    skipped_reason: str | None = Field(default=None, sa_column=Column(Text))
+    claimed_by: str = Field(sa_column=Column(String(200), nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
 definitions = BatchDefinition.__table__  # type: ignore[attr-defined]
 instances = BatchInstance.__table__  # type: ignore[attr-defined]
 step_results = BatchStepResult.__table__  # type: ignore[attr-defined]
+ticks = BatchTick.__table__  # type: ignore[attr-defined]
