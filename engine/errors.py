@@ -26,6 +26,10 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
+class DefinitionNotFound(EngineError):
+    """No definition of that name is served."""
+
+
 class DefinitionError(EngineError):
     """A batch definition (or a run's params) is invalid; carries every problem found at once."""
 
@@ -64,6 +68,18 @@ class StoreError(EngineError):
 
 class InstanceNotFound(StoreError):
     """No batch instance has the given id."""
+
+
+class IdempotencyKeyTaken(StoreError):
+    """Another request created an instance under this idempotency key first."""
+
+    def __init__(self, key: str, instance_id: int) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"idempotency key {key!r} belongs to instance {instance_id}")
+
+
+class IdempotencyKeyReused(EngineError):
+    """An idempotency key was sent again with another definition or other params."""
 
 
 class ResumeRefused(EngineError):

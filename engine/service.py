@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
+from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken
 from engine.executor import Cancellation, Executor, Listener, PriorAttempt
 from engine.lease import Lease
 from engine.registry import JobRegistry
@@ -52,6 +53,15 @@ class PreparedRun:
         }
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An instance whose lease this process took to resume it."""
+
+    prepared: PreparedRun
+    instance_id: int
+    lease: Lease
+
+
 class BatchService:
     """Runs definitions against one store through one dispatcher."""
 
@@ -71,8 +81,11 @@ class BatchService:
         resolved = loaded.params.resolve(params, run)
         return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
 
-    def start(self, prepared: PreparedRun) -> int:
-        """Store the definition version and create the instance (status pending)."""
+    def start(self, prepared: PreparedRun, idempotency_key: str | None = None) -> int:
+        """Store the definition version and create the instance (status pending).
+
+        Raises IdempotencyKeyTaken when an instance already has `idempotency_key`.
+        """
         loaded = prepared.loaded
         definition_id = self.store.save_definition(
             loaded.name,
@@ -90,7 +103,34 @@ class BatchService:
             prepared.trigger.value,
             prepared.params,
             prepared.scheduled_for,
+            idempotency_key,
         )
+
+    def start_once(
+        self, prepared: PreparedRun, given: dict[str, Any], idempotency_key: str
+    ) -> tuple[int, bool]:
+        """Start, unless an instance was started under `idempotency_key`: then return that one.
+
+        Returns (instance id, created). A key sent again with another definition, or with a
+        given param whose value differs, raises IdempotencyKeyReused. Racing requests with one
+        key get one instance: the key is unique in the database.
+        """
+        existing = self.store.instance_by_key(idempotency_key)
+        if existing is None:
+            try:
+                return self.start(prepared, idempotency_key), True
+            except IdempotencyKeyTaken as taken:
+                existing = taken.instance_id
+        view = self.store.get_instance(existing)
+        missing = object()
+        if view.definition != prepared.loaded.name or any(
+            view.params.get(name, missing) != prepared.params[name] for name in given
+        ):
+            raise IdempotencyKeyReused(
+                f"idempotency key {idempotency_key!r} was used for instance {existing} "
+                f"with another definition or other params"
+            )
+        return existing, False
 
     def execute(
         self,
@@ -102,16 +142,12 @@ class BatchService:
         """Run a created instance to its end and return it with every attempt.
 
         `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
-        `cancelled`, and so does the instance.
+        `cancelled`, and so does the instance. One cancelled while still pending is returned as
+        it is, without running.
         """
         lease = Lease(self.store, instance_id)
-        self.store.set_instance(
-            instance_id,
-            status=InstanceStatus.running.value,
-            started_at=utcnow(),
-            lease_owner=lease.owner,
-            lease_expires_at=lease.expiry(),
-        )
+        if not self.store.start_pending(instance_id, lease.owner, lease.expiry()):
+            return self.store.get_instance(instance_id)
         return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
 
     def resume(
@@ -127,6 +163,13 @@ class BatchService:
         file says now. Steps that succeeded keep their results and are not run again; attempt
         numbers continue. Raises ResumeRefused when it succeeded or a live process runs it.
         """
+        return self.run_claimed(self.claim(instance_id, registry), listener, cancellation)
+
+    def claim(self, instance_id: int, registry: JobRegistry) -> Claim:
+        """The first half of `resume`: take the instance's lease, or raise ResumeRefused.
+
+        Whoever claims must then `run_claimed` it, or keep its lease renewed while it waits.
+        """
         record = self.store.resume_record(instance_id)
         loaded = load_text(
             record.source, f"{record.definition_name}@{record.version[:12]}", registry
@@ -141,6 +184,16 @@ class BatchService:
         )
         lease = Lease(self.store, instance_id)
         self.store.claim(instance_id, lease.owner, lease.expiry())
+        return Claim(prepared, instance_id, lease)
+
+    def run_claimed(
+        self,
+        claim: Claim,
+        listener: Listener | None = None,
+        cancellation: Cancellation | None = None,
+    ) -> InstanceView:
+        """The second half of `resume`: run what did not succeed in a claimed instance."""
+        instance_id = claim.instance_id
         self.store.close_open_attempts(
             instance_id, "abandoned: the process running this attempt stopped"
         )
@@ -148,7 +201,9 @@ class BatchService:
             step: PriorAttempt(attempt, StepStatus(status), result)
             for step, (attempt, status, result) in self.store.last_attempts(instance_id).items()
         }
-        return self._run_leased(prepared, instance_id, lease, listener, cancellation, history)
+        return self._run_leased(
+            claim.prepared, instance_id, claim.lease, listener, cancellation, history
+        )
 
     def _run_leased(
         self,

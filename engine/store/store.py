@@ -19,10 +19,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from engine.config import DEFAULT_DATABASE_URL
-from engine.errors import InstanceNotFound, ResumeRefused, StoreError
+from engine.errors import IdempotencyKeyTaken, InstanceNotFound, ResumeRefused, StoreError
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.schema import ensure_current
@@ -100,7 +100,12 @@ class Store:
         trigger: str,
         params: dict[str, Any],
         scheduled_for: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
+        """A new pending instance; IdempotencyKeyTaken when another has `idempotency_key`.
+
+        The key's unique constraint decides between racing requests, in any number of processes.
+        """
         row = {
             "definition_id": definition_id,
             "definition_name": name,
@@ -108,10 +113,40 @@ class Store:
             "trigger": trigger,
             "params": params,
             "scheduled_for": scheduled_for,
+            "idempotency_key": idempotency_key,
             "created_at": utcnow(),
         }
+        try:
+            with self.engine.begin() as conn:
+                return _new_id(conn.execute(insert(instances).values(row)))
+        except IntegrityError:
+            existing = self.instance_by_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            raise IdempotencyKeyTaken(idempotency_key or "", existing) from None
+
+    def instance_by_key(self, idempotency_key: str) -> int | None:
+        """The id of the instance created under an idempotency key, if any."""
+        query = select(instances.c.id).where(instances.c.idempotency_key == idempotency_key)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else int(found)
+
+    def start_pending(self, instance_id: int, owner: str, expires: datetime) -> bool:
+        """Mark a pending instance running under a lease; False when it is no longer pending
+        (cancelled while it waited), so that it must not run."""
         with self.engine.begin() as conn:
-            return _new_id(conn.execute(insert(instances).values(row)))
+            started = conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id, instances.c.status == "pending")
+                .values(
+                    status="running",
+                    started_at=utcnow(),
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+            ).rowcount
+        return bool(started == 1)
 
     def set_instance(self, instance_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
