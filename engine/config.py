@@ -15,3 +15,6 @@ LEASE_ENV = "ENGINE_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
 DISPATCHER_ENV = "ENGINE_DISPATCHER"
 """`direct` (the default), a name from `engine.dispatch.DISPATCHERS`, or `module:Class`."""
+
+API_TOKEN_ENV = "ENGINE_API_TOKEN"
+"""The bearer token every HTTP route but `/healthz` requires; needed to listen beyond loopback."""

@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,24 +20,13 @@ if TYPE_CHECKING:
     from engine.service import BatchService
 
 
-def definition_files(paths: tuple[str, ...]) -> list[Path]:
-    """The files named, and every `*.yaml`/`*.yml` below the folders named, sorted."""
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        else:
-            files.append(path)
-    return files
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @pass_config
 def validate(paths: tuple[str, ...], config: Config) -> None:
     """Check definition files (or folders of them); print every error as file:line:col."""
     from engine.definition import load_file
+    from engine.definition.paths import definition_files
 
     registry = config.registry()
     files = definition_files(paths)

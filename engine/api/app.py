@@ -1,0 +1,141 @@
+"""The FastAPI application: its state, its lifespan, and the mapping of engine errors to HTTP
+status codes, in one place (as `engine.cli` maps them to exit codes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from engine.api.routes import public, router
+from engine.api.security import BodyLimit
+from engine.background import BackgroundRunner, Launch
+from engine.definition import LoadedDefinition
+from engine.errors import (
+    DefinitionError,
+    DefinitionNotFound,
+    EngineError,
+    IdempotencyKeyReused,
+    InstanceNotFound,
+    ParamsError,
+    ResumeRefused,
+)
+from engine.registry import JobRegistry
+from engine.service import BatchService
+
+log = logging.getLogger(__name__)
+
+Scheduler = Callable[[Launch, threading.Event], None]
+"""Runs the cron scheduler until the event is set, launching instances through `Launch`."""
+
+
+@dataclass
+class ServedState:
+    """What the routes work with; `runner` exists while the application is started."""
+
+    service: BatchService
+    definitions: dict[str, LoadedDefinition]
+    registry: JobRegistry
+    token: str | None
+    max_instances: int
+    _runner: BackgroundRunner | None = field(default=None, repr=False)
+
+    @property
+    def runner(self) -> BackgroundRunner:
+        assert self._runner is not None, "the application is not started"
+        return self._runner
+
+    def definition(self, name: str) -> LoadedDefinition:
+        try:
+            return self.definitions[name]
+        except KeyError:
+            raise DefinitionNotFound(f"no definition named {name!r} is served") from None
+
+
+def create_app(
+    service: BatchService,
+    definitions: dict[str, LoadedDefinition],
+    registry: JobRegistry,
+    *,
+    token: str | None = None,
+    max_instances: int = 4,
+    grace: float = 30.0,
+    scheduler: Scheduler | None = None,
+) -> FastAPI:
+    """The API over `service` for `definitions`.
+
+    Starting the application starts `max_instances` background slots and `scheduler` in a
+    thread; stopping it stops the scheduler, then lets running instances finish within `grace`
+    seconds (see `BackgroundRunner.stop`).
+    """
+    state = ServedState(service, definitions, registry, token, max_instances)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state._runner = BackgroundRunner(service, max_instances)
+        stop = threading.Event()
+        thread = None
+        if scheduler is not None:
+            thread = threading.Thread(
+                target=scheduler, args=(state.runner.launch, stop), name="engine-scheduler"
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                await asyncio.to_thread(thread.join)
+            await asyncio.to_thread(state.runner.stop, grace)
+
+    app = FastAPI(
+        title="engine",
+        summary="Trigger, follow, resume and cancel batch instances.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.engine = state
+    app.add_middleware(BodyLimit)
+    app.include_router(public)
+    app.include_router(router)
+    for error, status in _STATUS.items():
+        app.add_exception_handler(error, _handler(status))
+    return app
+
+
+_STATUS: dict[type[EngineError], int] = {
+    DefinitionNotFound: 404,
+    InstanceNotFound: 404,
+    ResumeRefused: 409,
+    DefinitionError: 409,  # a resumed instance's stored version no longer loads
+    ParamsError: 422,
+    IdempotencyKeyReused: 422,
+    EngineError: 500,
+}
+
+
+def _handler(status: int) -> Callable[[Request, Exception], JSONResponse]:
+    def handle(request: Request, error: Exception) -> JSONResponse:
+        if status == 500:
+            log.error("%s %s: %s", request.method, request.url.path, error)
+        if isinstance(error, ParamsError):
+            # FastAPI's own 422 shape, so that a client reads every 422 alike; `msg` is in the
+            # CLI's words.
+            details = [
+                {"loc": ["body", "params"], "msg": e, "type": "params"} for e in error.errors
+            ]
+            return JSONResponse({"detail": details}, status_code=status)
+        if isinstance(error, IdempotencyKeyReused):
+            details = [
+                {"loc": ["header", "idempotency-key"], "msg": str(error), "type": "idempotency"}
+            ]
+            return JSONResponse({"detail": details}, status_code=status)
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    return handle

@@ -1,0 +1,110 @@
+"""The HTTP API's request and response bodies, as they appear in `/openapi.json`.
+
+Instances are `engine.store.InstanceView`, the JSON of `engine runs show --json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.status import InstanceStatus
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    definition: str = Field(description="The name of a served definition.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The run's params, checked against its typed params."
+    )
+
+
+class RunAccepted(BaseModel):
+    instance_id: int
+    status: InstanceStatus
+    """`pending` for a new instance; a replayed Idempotency-Key says the instance's status now."""
+
+
+class Message(BaseModel):
+    """An error, or what a cancel or resume did, in words."""
+
+    detail: str
+
+
+class Accepted(BaseModel):
+    instance_id: int
+    detail: str
+
+
+class PlanStep(BaseModel):
+    step: str
+    runner: str
+    condition: str | None
+    join: str
+    upstream: list[str]
+
+
+class PlanEdge(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    source: str = Field(alias="from")
+    to: str
+    on: str
+    condition: str | None
+
+
+class Plan(BaseModel):
+    """What `engine run --dry-run --json` prints: params resolved, steps in order, edges."""
+
+    definition: str
+    version: str
+    params: dict[str, Any]
+    order: list[str]
+    steps: list[PlanStep]
+    edges: list[PlanEdge]
+
+
+class ParamInfo(BaseModel):
+    type: str
+    description: str | None
+    default: Any
+    required: bool
+    enum: list[Any] | None
+
+
+class DefinitionSummary(BaseModel):
+    name: str
+    description: str | None
+    version: str
+    file: str
+    cron: str | None
+    timezone: str
+    params: dict[str, ParamInfo]
+    steps: list[str]
+
+
+class DefinitionDetail(BaseModel):
+    """A definition with its step graph (as in a plan) and its YAML source."""
+
+    name: str
+    description: str | None
+    version: str
+    file: str
+    cron: str | None
+    timezone: str
+    catchup: str
+    overlap: str
+    concurrency: int
+    params: dict[str, ParamInfo]
+    order: list[str]
+    steps: list[PlanStep]
+    edges: list[PlanEdge]
+    source: str
+
+
+class Health(BaseModel):
+    status: str
+    running: int
+    waiting: int

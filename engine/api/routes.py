@@ -1,0 +1,192 @@
+"""The routes of DESIGN §6. Each is a thin call into the service or the store; errors are
+mapped to status codes in `engine.api.app`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from engine.api.models import (
+    Accepted,
+    DefinitionDetail,
+    DefinitionSummary,
+    Health,
+    Message,
+    ParamInfo,
+    Plan,
+    RunAccepted,
+    RunRequest,
+)
+from engine.api.security import require_token
+from engine.definition import LoadedDefinition
+from engine.service import BatchService, PreparedRun
+from engine.status import InstanceStatus, Trigger
+from engine.store import InstanceView
+
+public = APIRouter()
+router = APIRouter(
+    dependencies=[Depends(require_token)],
+    responses={401: {"model": Message, "description": "Missing or wrong bearer token."}},
+)
+
+InstanceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
+
+
+def served(request: Request) -> Any:
+    return request.app.state.engine
+
+
+State = Annotated[Any, Depends(served)]
+
+
+@public.get("/healthz", response_model=Health, tags=["health"])
+def healthz(state: State) -> Health:
+    """Liveness, without authentication: instances running and waiting in this process."""
+    running, waiting = state.runner.counts()
+    return Health(status="ok", running=running, waiting=waiting)
+
+
+@router.post(
+    "/batch/run",
+    status_code=202,
+    response_model=RunAccepted,
+    responses={
+        200: {"model": Plan, "description": "With `dry_run=true`: the plan; nothing runs."},
+        **_NOT_FOUND,
+    },
+    tags=["instances"],
+)
+def run(
+    body: RunRequest,
+    state: State,
+    dry_run: bool = False,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Any:
+    """Create an instance and run it in the background; returns at once.
+
+    A request retried with the same `Idempotency-Key` gets the instance the first one created
+    (with `Idempotent-Replayed: true`); the same key with another definition or other params
+    is refused (422).
+    """
+    prepared = BatchService.prepare(state.definition(body.definition), body.params, Trigger.http)
+    if dry_run:
+        return JSONResponse(prepared.plan())
+    if idempotency_key is None:
+        instance_id, created = state.service.start(prepared), True
+    else:
+        instance_id, created = state.service.start_once(prepared, body.params, idempotency_key)
+    if created:
+        state.runner.launch(prepared, instance_id)
+        return RunAccepted(instance_id=instance_id, status=InstanceStatus.pending)
+    view = state.service.store.get_instance(instance_id)
+    replay = RunAccepted(instance_id=instance_id, status=InstanceStatus(view.status))
+    return JSONResponse(
+        replay.model_dump(mode="json"), status_code=202, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+@router.get("/batch/instances", response_model=list[InstanceView], tags=["instances"])
+def list_instances(
+    state: State,
+    definition: str | None = None,
+    status: InstanceStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 20,
+) -> Any:
+    """Instances, newest first, without their attempts (as `engine runs list --json`)."""
+    views = state.service.store.list_instances(definition, status and status.value, limit)
+    return JSONResponse([v.to_json() for v in views])
+
+
+@router.get(
+    "/batch/instances/{instance_id}",
+    response_model=InstanceView,
+    responses=_NOT_FOUND,
+    tags=["instances"],
+)
+def show_instance(state: State, instance_id: InstanceId) -> Any:
+    """One instance with every step attempt (as `engine runs show --json`)."""
+    return JSONResponse(state.service.store.get_instance(instance_id).to_json())
+
+
+@router.post(
+    "/batch/instances/{instance_id}/resume",
+    status_code=202,
+    response_model=Accepted,
+    responses={**_NOT_FOUND, 409: {"model": Message, "description": "Succeeded, or live."}},
+    tags=["instances"],
+)
+def resume(state: State, instance_id: InstanceId) -> Accepted:
+    """Claim the instance now (409 when it succeeded or a live process runs it), then run
+    again, in the background, what did not succeed (as `engine resume`)."""
+    claim = state.service.claim(instance_id, state.registry)
+    state.runner.launch_claimed(claim)
+    return Accepted(instance_id=instance_id, detail=f"instance {instance_id} resuming")
+
+
+@router.post(
+    "/batch/instances/{instance_id}/cancel",
+    response_model=Accepted,
+    responses=_NOT_FOUND,
+    tags=["instances"],
+)
+def cancel(state: State, instance_id: InstanceId) -> Accepted:
+    """Stop an instance (as `engine cancel`), whichever process runs it; one still waiting
+    for a slot in this server never starts."""
+    detail = state.service.store.request_cancel(instance_id)
+    state.runner.cancel(instance_id)
+    return Accepted(instance_id=instance_id, detail=detail)
+
+
+@router.get("/definitions", response_model=list[DefinitionSummary], tags=["definitions"])
+def list_definitions(state: State) -> list[DefinitionSummary]:
+    """The definitions this server was started with, by name."""
+    return [_summary(loaded) for _, loaded in sorted(state.definitions.items())]
+
+
+@router.get(
+    "/definitions/{name}",
+    response_model=DefinitionDetail,
+    responses=_NOT_FOUND,
+    tags=["definitions"],
+)
+def show_definition(state: State, name: str) -> DefinitionDetail:
+    """One definition with its step graph and YAML source."""
+    loaded = state.definition(name)
+    graph = PreparedRun(loaded, {}, {}, Trigger.http, None).plan()
+    definition = loaded.definition
+    return DefinitionDetail(
+        **_summary(loaded).model_dump(exclude={"steps"}),
+        catchup=definition.catchup,
+        overlap=definition.overlap,
+        concurrency=definition.concurrency,
+        order=graph["order"],
+        steps=graph["steps"],
+        edges=graph["edges"],
+        source=loaded.source,
+    )
+
+
+def _summary(loaded: LoadedDefinition) -> DefinitionSummary:
+    definition = loaded.definition
+    return DefinitionSummary(
+        name=loaded.name,
+        description=definition.description,
+        version=loaded.version,
+        file=loaded.file,
+        cron=definition.cron,
+        timezone=definition.timezone,
+        params={
+            name: ParamInfo(
+                type=p.type.value,
+                description=p.description,
+                default=p.default,
+                required=p.required,
+                enum=p.enum,
+            )
+            for name, p in definition.params.items()
+        },
+        steps=[s.id for s in definition.steps],
+    )

@@ -1,0 +1,168 @@
+"""Instances run in the background of a long-lived process (`engine serve`), a bounded number at
+once. The HTTP API and the scheduler hand a created or claimed instance over and return at once;
+the rest wait in order, `pending` in the database, until a slot frees.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.executor import Cancellation
+from engine.lease import Lease
+from engine.service import BatchService, Claim, PreparedRun
+from engine.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+Launch = Callable[[PreparedRun, int], None]
+"""Runs a created instance in the background: what the scheduler is given."""
+
+
+@dataclass
+class _Job:
+    instance_id: int
+    run: Callable[[Cancellation], object]
+    lease: Lease | None = None
+    """A claimed (resumed) instance's lease, renewed while it waits for a slot."""
+    cancellation: Cancellation = field(default_factory=Cancellation)
+
+
+class BackgroundRunner:
+    """A pool of `max_instances` threads, each running one instance at a time to its end."""
+
+    def __init__(self, service: BatchService, max_instances: int = 4) -> None:
+        if max_instances < 1:
+            raise ValueError("max_instances must be at least 1")
+        self.service = service
+        self.max_instances = max_instances
+        self._lock = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self._running: dict[int, _Job] = {}
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"engine-instance-{n}", daemon=True)
+            for n in range(max_instances)
+        ]
+        self._threads.append(
+            threading.Thread(target=self._keep_leases, name="engine-leases", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+
+    def launch(self, prepared: PreparedRun, instance_id: int) -> None:
+        """Run a created (pending) instance when a slot is free; returns at once."""
+        self._submit(
+            _Job(instance_id, lambda c: self.service.execute(prepared, instance_id, None, c))
+        )
+
+    def launch_claimed(self, claim: Claim) -> None:
+        """Resume a claimed instance when a slot is free; its lease is renewed meanwhile."""
+        self._submit(
+            _Job(
+                claim.instance_id,
+                lambda c: self.service.run_claimed(claim, None, c),
+                lease=claim.lease,
+            )
+        )
+
+    def cancel(self, instance_id: int) -> None:
+        """Stop an instance of this process, after `store.request_cancel`: a running one stops
+        at once, a waiting one leaves the queue (a claimed one is then cancelled in the store)."""
+        with self._lock:
+            job = self._running.get(instance_id)
+            if job is not None:
+                job.cancellation.cancel("cancelled by engine cancel")
+                return
+            waiting = [j for j in self._queue if j.instance_id == instance_id]
+            for job in waiting:
+                self._queue.remove(job)
+        for job in waiting:
+            if job.lease is not None:
+                self._release(job)
+                self.service.store.request_cancel(instance_id)
+
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting) instances."""
+        with self._lock:
+            return len(self._running), len(self._queue)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until nothing runs or waits; False on timeout. For tests and shutdown."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not (self._queue or self._running), timeout)
+
+    def stop(self, grace: float) -> None:
+        """Take nothing more; let running instances finish within `grace` seconds.
+
+        Waiting instances are left resumable: created ones stay `pending`, claimed ones have
+        their lease released at once. Instances still running after the grace period are
+        cancelled, as `engine run` does on SIGTERM, and end `cancelled`: `engine resume` runs
+        again what did not succeed.
+        """
+        with self._lock:
+            self._closed = True
+            waiting = list(self._queue)
+            self._queue.clear()
+            self._lock.notify_all()
+        for job in waiting:
+            self._release(job)
+        if waiting:
+            log.warning("left %d waiting instance(s) to `engine resume`", len(waiting))
+        with self._lock:
+            if not self._lock.wait_for(lambda: not self._running, grace):
+                ids = sorted(self._running)
+                log.warning("grace period over: cancelling instance(s) %s", ids)
+                for job in self._running.values():
+                    job.cancellation.cancel(f"server stopped: not finished within {grace:g}s")
+                self._lock.wait_for(lambda: not self._running, 10.0)
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            if not self._closed:
+                self._queue.append(job)
+                self._lock.notify()
+                return
+        log.warning("stopping: instance %d left for `engine resume`", job.instance_id)
+        self._release(job)
+
+    def _release(self, job: _Job) -> None:
+        """Hand a waiting instance back: a claimed one's lease expires now, so any process
+        may resume it; a created one just stays pending."""
+        if job.lease is not None:
+            self.service.store.set_instance(job.instance_id, lease_expires_at=utcnow())
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+                self._running[job.instance_id] = job
+            try:
+                job.run(job.cancellation)
+            except Exception:
+                log.exception("instance %d: the engine failed", job.instance_id)
+            finally:
+                with self._lock:
+                    del self._running[job.instance_id]
+                    self._lock.notify_all()
+
+    def _keep_leases(self) -> None:
+        """Renew the leases of claimed instances waiting for a slot, and drop those that
+        `engine cancel` asked to stop meanwhile."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                leased = [j for j in self._queue if j.lease is not None]
+            for job in leased:
+                assert job.lease is not None
+                if job.lease.beat():
+                    self.cancel(job.instance_id)
+            time.sleep(0.5)

@@ -1,0 +1,91 @@
+"""`engine serve`: the HTTP API and the cron scheduler in one process."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import click
+
+from engine.cli import cli
+from engine.cli.options import Config, pass_config
+from engine.config import API_TOKEN_ENV
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--max-instances",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Instances run at once; the rest wait, pending.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running instances get to finish on SIGTERM before they are cancelled.",
+)
+@pass_config
+def serve(
+    paths: tuple[str, ...],
+    host: str,
+    port: int,
+    max_instances: int,
+    grace: float,
+    config: Config,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs) and schedule the definitions in PATHS."""
+    token = os.environ.get(API_TOKEN_ENV) or None
+    if token is None and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to listen on {host} without a token: set {API_TOKEN_ENV}, "
+            "or listen on a loopback address such as 127.0.0.1"
+        )
+    try:
+        import uvicorn
+
+        from engine.api import create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"engine serve needs the api extra ({exc.name} is missing): pip install 'engine[api]'"
+        ) from None
+    from engine.definition.paths import load_paths
+    from engine.dispatch import resolve_dispatcher
+    from engine.service import BatchService
+
+    registry = config.registry()
+    definitions = load_paths(paths, registry)
+    dispatcher = resolve_dispatcher(None, registry)
+    service = BatchService(config.store(), dispatcher)
+    app = create_app(
+        service,
+        definitions,
+        registry,
+        token=token,
+        max_instances=max_instances,
+        grace=grace,
+        scheduler=None,  # the cron scheduler (issue 4) plugs in here
+    )
+    click.echo(
+        f"serving {len(definitions)} definition(s) on http://{host}:{port} "
+        f"({max_instances} instance(s) at once)",
+        err=True,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        dispatcher.close()
