@@ -75,23 +75,34 @@ class Store:
     def save_definition(
         self, name: str, version: str, cron: str | None, steps: list[dict[str, Any]], source: str
     ) -> int:
-        """The id of this definition version, stored on first sight."""
+        """The id of this definition version, stored on first sight.
+
+        Of two processes (or threads) seeing a version first at once, one inserts it; the
+        other's insert hits the unique (name, version) and it reads the winner's row.
+        """
         query = select(definitions.c.id).where(
             definitions.c.name == name, definitions.c.version == version
         )
-        with self.engine.begin() as conn:
-            found = conn.execute(query).scalar()
-            if found is not None:
-                return int(found)
-            row = {
-                "name": name,
-                "version": version,
-                "cron": cron,
-                "steps": steps,
-                "source": source,
-                "created_at": utcnow(),
-            }
-            return _new_id(conn.execute(insert(definitions).values(row)))
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(query).scalar()
+                if found is not None:
+                    return int(found)
+                row = {
+                    "name": name,
+                    "version": version,
+                    "cron": cron,
+                    "steps": steps,
+                    "source": source,
+                    "created_at": utcnow(),
+                }
+                return _new_id(conn.execute(insert(definitions).values(row)))
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                found = conn.execute(query).scalar()
+            if found is None:
+                raise
+            return int(found)
 
     def create_instance(
         self,
