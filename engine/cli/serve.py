@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
+from typing import Any
 
 import click
 
@@ -19,6 +21,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    # uvicorn raises the signal that stopped it again once it has shut down gracefully; that
+    # graceful stop ends the command with exit 0 instead of a death by signal.
+    raise SystemExit(0)
 
 
 @cli.command()
@@ -85,6 +93,8 @@ def serve(
         f"({max_instances} instance(s) at once)",
         err=True,
     )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:

@@ -1,0 +1,264 @@
+"""`engine serve` as a real process over TCP: the smoke path, SIGTERM, refusals, load."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ENGINE = str(Path(sys.executable).parent / "engine")
+
+RUNNERS = """
+import time
+from pathlib import Path
+from engine import job_handler
+
+@job_handler("add")
+def add(inputs, ctx):
+    return {"sum": inputs["a"] + inputs["b"]}
+
+@job_handler("hold")
+def hold(inputs, ctx):
+    Path(f"held-{ctx.instance_id}").touch()
+    while not Path("go").exists():
+        if ctx.cancel_event.wait(0.05):
+            return "cancelled"
+    return "went"
+"""
+
+SUM = """
+name: sum
+params:
+  a: {type: integer}
+steps:
+  - {id: add, runner: add, inputs: {a: "{{ params.a }}", b: 1}}
+  - {id: again, runner: add, inputs: {a: "{{ steps.add.result.sum }}", b: 1}}
+"""
+
+HOLD = """
+name: hold
+steps:
+  - {id: hold, runner: hold}
+"""
+
+
+class Server:
+    """An `engine serve` subprocess on a free port; its stderr is collected as it comes."""
+
+    def __init__(self, cwd: Path, db: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.cwd = cwd
+        self.db = db
+        self.proc = subprocess.Popen(
+            [ENGINE, "serve", "defs", "--db", db, "--port", "0", *args],
+            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.url = self._wait_for_url()
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            self.lines.put(line)
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                assert self.proc.poll() is None, "".join(self.log)
+                continue
+            found = re.search(r"Uvicorn running on (http://\S+)", line)
+            if found:
+                return found.group(1)
+        raise AssertionError("the server did not start:\n" + "".join(self.log))
+
+    def wait(self, instance_id: int, *statuses: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.client.get(f"/batch/instances/{instance_id}").json()
+            if doc["status"] in statuses:
+                return doc
+            assert time.monotonic() < deadline, f"{instance_id} stayed {doc['status']}"
+            time.sleep(0.05)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "jobs.py").write_text(RUNNERS)
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "sum.yaml").write_text(SUM)
+    (tmp_path / "defs" / "hold.yaml").write_text(HOLD)
+    return tmp_path
+
+
+@pytest.fixture
+def serve(workdir: Path, db_url: str) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def start(*args: str, **kwargs: Any) -> Server:
+        servers.append(Server(workdir, db_url, *args, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def engine(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ENGINE, *args], cwd=workdir, capture_output=True, text=True)
+
+
+def test_trigger_poll_and_read_the_results(serve: Any) -> None:
+    server = serve()
+    assert server.client.get("/healthz").json() == {"status": "ok", "running": 0, "waiting": 0}
+    accepted = server.client.post("/batch/run", json={"definition": "sum", "params": {"a": 40}})
+    assert accepted.status_code == 202
+    doc = server.wait(accepted.json()["instance_id"], "succeeded")
+    assert [(s["step"], s["result"]) for s in doc["steps"]] == [
+        ("add", {"sum": 41}),
+        ("again", {"sum": 42}),
+    ]
+    assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sigterm_lets_running_instances_finish_and_leaves_waiting_ones_resumable(
+    serve: Any, workdir: Path
+) -> None:
+    server = serve("--max-instances", "1", "--grace", "30")
+    first = server.client.post("/batch/run", json={"definition": "hold"}).json()["instance_id"]
+    second = server.client.post("/batch/run", json={"definition": "hold"}).json()["instance_id"]
+    server.wait(first, "running")
+    while not (workdir / f"held-{first}").exists():
+        time.sleep(0.05)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert server.proc.poll() is None, "it waits for the running instance"
+    (workdir / "go").touch()
+    assert server.proc.wait(30) == 0
+    assert not (workdir / f"held-{second}").exists()
+
+    shown = engine(workdir, "runs", "list", "--json", "--db", server.db)
+    assert '"status": "succeeded"' in shown.stdout and '"status": "pending"' in shown.stdout
+    resumed = engine(workdir, "resume", str(second), "--db", server.db)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sigterm_cancels_what_outlives_the_grace_period(serve: Any, workdir: Path) -> None:
+    server = serve("--grace", "1")
+    instance_id = server.client.post("/batch/run", json={"definition": "hold"}).json()[
+        "instance_id"
+    ]
+    while not (workdir / f"held-{instance_id}").exists():
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert server.terminate() == 0
+    assert time.monotonic() - started < 15
+    shown = engine(workdir, "runs", "show", str(instance_id), "--json", "--db", server.db)
+    assert '"status": "cancelled"' in shown.stdout
+    assert "server stopped: not finished within 1s" in shown.stdout
+    (workdir / "go").touch()
+    resumed = engine(workdir, "resume", str(instance_id), "--db", server.db)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_token_is_required_beyond_loopback_and_over_http(
+    serve: Any, workdir: Path, db_url: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ENGINE_API_TOKEN"}
+    refused = subprocess.run(
+        [ENGINE, "serve", "defs", "--db", db_url, "--host", "0.0.0.0", "--port", "0"],
+        cwd=workdir, capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token: set ENGINE_API_TOKEN" in refused.stderr
+
+    server = serve(env={"ENGINE_API_TOKEN": "tok-123"})
+    assert server.client.get("/definitions").status_code == 401
+    good = server.client.get("/definitions", headers={"Authorization": "Bearer tok-123"})
+    assert good.status_code == 200
+    assert server.terminate() == 0
+    assert "tok-123" not in "".join(server.log)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_invalid_definition_stops_the_start(workdir: Path, db_url: str) -> None:
+    (workdir / "defs" / "bad.yaml").write_text("name: bad\nsteps:\n  - {id: a, nextStep: [b]}\n")
+    (workdir / "defs" / "dup.yaml").write_text(SUM)
+    result = engine(workdir, "serve", "defs", "--db", db_url, "--port", "0")
+    assert result.returncode == 2
+    assert "defs/bad.yaml:3:13: steps[0].nextStep: unknown key 'nextStep'" in result.stderr
+    assert "defs/sum.yaml:1:1: name 'sum' is defined in defs/dup.yaml too" in result.stderr
+
+
+def test_only_serve_imports_fastapi_and_uvicorn(workdir: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from engine.cli import main\n"
+        "sys.argv = ['engine', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules)\n"
+        "print('HEAVY', sorted(heavy), file=sys.stderr)\n"
+    )
+    db = f"sqlite:///{workdir / 'e.db'}"
+    for args in (["--help"], ["validate", "defs"], ["run", "defs/sum.yaml", "-p", "a=1", "--db", db]):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args], cwd=workdir, capture_output=True, text=True
+        )
+        assert "HEAVY []" in result.stderr, (args, result.stderr)
+
+
+def test_64_concurrent_runs_are_all_kept_and_all_succeed(serve: Any, db_url: str) -> None:
+    server = serve()
+    started = time.monotonic()
+
+    def post(n: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.post("/batch/run", json={"definition": "sum", "params": {"a": n}})
+        assert response.status_code == 202, response.text
+        return int(response.json()["instance_id"])
+
+    with ThreadPoolExecutor(64) as pool:
+        ids = list(pool.map(post, range(64)))
+    accepted = time.monotonic() - started
+    assert len(set(ids)) == 64
+    for n, instance_id in enumerate(ids):
+        doc = server.wait(instance_id, "succeeded", "failed")
+        assert doc["status"] == "succeeded"
+        assert doc["steps"][-1]["result"] == {"sum": n + 2}
+    done = time.monotonic() - started
+    listed = server.client.get("/batch/instances?definition=sum&limit=100").json()
+    assert sorted(d["id"] for d in listed) == sorted(ids)
+    print(
+        f"\n64 concurrent POST /batch/run on {db_url.split(':')[0]}: all accepted in "
+        f"{accepted:.2f}s, all succeeded after {done:.2f}s"
+    )
+    assert server.terminate() == 0
