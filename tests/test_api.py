@@ -133,7 +133,8 @@ def test_a_run_is_accepted_at_once_and_runs_in_the_background(api: Factory) -> N
 
 def test_dry_run_returns_the_plan_and_creates_no_instance(api: Factory, store: Store) -> None:
     client = api()
-    response = client.post("/batch/run?dry_run=true", json={"definition": "sum", "params": {"a": 1}})
+    body = {"definition": "sum", "params": {"a": 1}}
+    response = client.post("/batch/run?dry_run=true", json=body)
     assert response.status_code == 200
     plan = response.json()
     assert plan["params"] == {"a": 1, "b": 2}
@@ -260,7 +261,8 @@ def test_resume_claims_at_once_then_runs(api: Factory, jobs: Jobs) -> None:
     jobs.fail = False
     resumed = client.post(f"/batch/instances/{instance_id}/resume")
     assert resumed.status_code == 202
-    assert resumed.json() == {"instance_id": instance_id, "detail": f"instance {instance_id} resuming"}
+    detail = f"instance {instance_id} resuming"
+    assert resumed.json() == {"instance_id": instance_id, "detail": detail}
     doc = wait_for(client, instance_id, "succeeded")
     assert [(s["step"], s["attempt"], s["status"]) for s in doc["steps"]] == [
         ("first", 1, "succeeded"),

@@ -229,7 +229,8 @@ def test_only_serve_imports_fastapi_and_uvicorn(workdir: Path) -> None:
         "print('HEAVY', sorted(heavy), file=sys.stderr)\n"
     )
     db = f"sqlite:///{workdir / 'e.db'}"
-    for args in (["--help"], ["validate", "defs"], ["run", "defs/sum.yaml", "-p", "a=1", "--db", db]):
+    run = ["run", "defs/sum.yaml", "-p", "a=1", "--db", db]
+    for args in (["--help"], ["validate", "defs"], run):
         result = subprocess.run(
             [sys.executable, "-c", probe, *args], cwd=workdir, capture_output=True, text=True
         )
