@@ -12,15 +12,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.errors import ResumeRefused
 from engine.executor import Cancellation
 from engine.lease import Lease
 from engine.service import BatchService, Claim, PreparedRun
 from engine.store.types import utcnow
 
 log = logging.getLogger(__name__)
-
-Launch = Callable[[PreparedRun, int], None]
-"""Runs a created instance in the background: what the scheduler is given."""
 
 
 @dataclass
@@ -55,7 +53,11 @@ class BackgroundRunner:
             thread.start()
 
     def launch(self, prepared: PreparedRun, instance_id: int) -> None:
-        """Run a created (pending) instance when a slot is free; returns at once."""
+        """Run a created (pending) instance when a slot is free; returns at once.
+
+        The scheduler's `launch`. An instance already waiting or running here is not taken
+        twice (the scheduler launches a queued tick again each round until it starts).
+        """
         self._submit(
             _Job(instance_id, lambda c: self.service.execute(prepared, instance_id, None, c))
         )
@@ -123,6 +125,10 @@ class BackgroundRunner:
 
     def _submit(self, job: _Job) -> None:
         with self._lock:
+            if job.instance_id in self._running or any(
+                j.instance_id == job.instance_id for j in self._queue
+            ):
+                return
             if not self._closed:
                 self._queue.append(job)
                 self._lock.notify()
@@ -146,6 +152,8 @@ class BackgroundRunner:
                 self._running[job.instance_id] = job
             try:
                 job.run(job.cancellation)
+            except ResumeRefused as refused:  # cancelled while waiting, or taken elsewhere
+                log.info("%s", refused)
             except Exception:
                 log.exception("instance %d: the engine failed", job.instance_id)
             finally:

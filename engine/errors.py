@@ -84,3 +84,11 @@ class IdempotencyKeyReused(EngineError):
 
 class ResumeRefused(EngineError):
     """The instance cannot be resumed: it succeeded, or a live process is running it."""
+
+
+class ScheduleError(EngineError):
+    """A schedule cannot be used: no cron, or a bad backfill range."""
+
+
+class TickTaken(ScheduleError):
+    """Another scheduler or backfill has already claimed this tick."""

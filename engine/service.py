@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
@@ -77,14 +78,21 @@ class BatchService:
         scheduled_for: datetime | None = None,
     ) -> PreparedRun:
         """Validate and complete params; raises ParamsError. Nothing is stored yet."""
-        run = _run_info(trigger, scheduled_for, scheduled_for or utcnow())
+        run = _run_info(loaded, trigger, scheduled_for, scheduled_for or utcnow())
         resolved = loaded.params.resolve(params, run)
         return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
 
-    def start(self, prepared: PreparedRun, idempotency_key: str | None = None) -> int:
+    def start(
+        self,
+        prepared: PreparedRun,
+        tick_claimed_by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Store the definition version and create the instance (status pending).
 
-        Raises IdempotencyKeyTaken when an instance already has `idempotency_key`.
+        With `tick_claimed_by` (a scheduler or backfill), the tick `prepared.scheduled_for` is
+        claimed with it: TickTaken when someone else has it. IdempotencyKeyTaken when an
+        instance already has `idempotency_key`.
         """
         loaded = prepared.loaded
         definition_id = self.store.save_definition(
@@ -103,6 +111,7 @@ class BatchService:
             prepared.trigger.value,
             prepared.params,
             prepared.scheduled_for,
+            tick_claimed_by,
             idempotency_key,
         )
 
@@ -118,7 +127,7 @@ class BatchService:
         existing = self.store.instance_by_key(idempotency_key)
         if existing is None:
             try:
-                return self.start(prepared, idempotency_key), True
+                return self.start(prepared, idempotency_key=idempotency_key), True
             except IdempotencyKeyTaken as taken:
                 existing = taken.instance_id
         view = self.store.get_instance(existing)
@@ -142,12 +151,12 @@ class BatchService:
         """Run a created instance to its end and return it with every attempt.
 
         `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
-        `cancelled`, and so does the instance. One cancelled while still pending is returned as
-        it is, without running.
+        `cancelled`, and so does the instance. Raises ResumeRefused when another process took
+        the instance first (a scheduler's queue, `engine resume`) or it was cancelled while
+        pending.
         """
         lease = Lease(self.store, instance_id)
-        if not self.store.start_pending(instance_id, lease.owner, lease.expiry()):
-            return self.store.get_instance(instance_id)
+        self.store.start_pending(instance_id, lease.owner, lease.expiry())
         return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
 
     def resume(
@@ -170,18 +179,7 @@ class BatchService:
 
         Whoever claims must then `run_claimed` it, or keep its lease renewed while it waits.
         """
-        record = self.store.resume_record(instance_id)
-        loaded = load_text(
-            record.source, f"{record.definition_name}@{record.version[:12]}", registry
-        )
-        run = _run_info(
-            Trigger(record.trigger),
-            record.scheduled_for,
-            record.scheduled_for or record.started_at or record.created_at,
-        )
-        prepared = PreparedRun(
-            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
-        )
+        prepared = self.stored_run(instance_id, registry)
         lease = Lease(self.store, instance_id)
         self.store.claim(instance_id, lease.owner, lease.expiry())
         return Claim(prepared, instance_id, lease)
@@ -203,6 +201,22 @@ class BatchService:
         }
         return self._run_leased(
             claim.prepared, instance_id, claim.lease, listener, cancellation, history
+        )
+
+    def stored_run(self, instance_id: int, registry: JobRegistry) -> PreparedRun:
+        """An existing instance as it was prepared: its definition version, params and run."""
+        record = self.store.resume_record(instance_id)
+        loaded = load_text(
+            record.source, f"{record.definition_name}@{record.version[:12]}", registry
+        )
+        run = _run_info(
+            loaded,
+            Trigger(record.trigger),
+            record.scheduled_for,
+            record.scheduled_for or record.started_at or record.created_at,
+        )
+        return PreparedRun(
+            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
         )
 
     def _run_leased(
@@ -260,12 +274,20 @@ class BatchService:
 
 
 def _run_info(
-    trigger: Trigger, scheduled_for: datetime | None, logical: datetime
+    loaded: LoadedDefinition,
+    trigger: Trigger,
+    scheduled_for: datetime | None,
+    logical: datetime,
 ) -> dict[str, Any]:
-    """What templates see as `run` (the instance id is added once it exists)."""
+    """What templates see as `run` (the instance id is added once it exists).
+
+    Times are in the definition's time zone, so that `run.logical_date[:10]` is the day the
+    cron tick fell on where the schedule is defined.
+    """
+    zone = ZoneInfo(loaded.definition.timezone)
     return {
         "id": None,
         "trigger": trigger.value,
-        "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
-        "logical_date": logical.isoformat(),
+        "scheduled_for": scheduled_for.astimezone(zone).isoformat() if scheduled_for else None,
+        "logical_date": logical.astimezone(zone).isoformat(),
     }

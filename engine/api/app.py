@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from engine.api.routes import public, router
 from engine.api.security import BodyLimit
-from engine.background import BackgroundRunner, Launch
+from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
 from engine.errors import (
     DefinitionError,
@@ -27,11 +27,12 @@ from engine.errors import (
     ResumeRefused,
 )
 from engine.registry import JobRegistry
+from engine.scheduler import Launch
 from engine.service import BatchService
 
 log = logging.getLogger(__name__)
 
-Scheduler = Callable[[Launch, threading.Event], None]
+SchedulerLoop = Callable[[Launch, threading.Event], None]
 """Runs the cron scheduler until the event is set, launching instances through `Launch`."""
 
 
@@ -66,7 +67,7 @@ def create_app(
     token: str | None = None,
     max_instances: int = 4,
     grace: float = 30.0,
-    scheduler: Scheduler | None = None,
+    scheduler: SchedulerLoop | None = None,
 ) -> FastAPI:
     """The API over `service` for `definitions`.
 

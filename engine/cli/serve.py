@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import signal
+import sys
+import threading
 from typing import Any
 
 import click
@@ -73,12 +76,17 @@ def serve(
         ) from None
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
+    from engine.scheduler import Launch, Scheduler
     from engine.service import BatchService
 
     registry = config.registry()
     definitions = load_paths(paths, registry)
     dispatcher = resolve_dispatcher(None, registry)
     service = BatchService(config.store(), dispatcher)
+
+    def schedule(launch: Launch, stop: threading.Event) -> None:
+        Scheduler(service, definitions.values(), registry, launch=launch).run(stop)
+
     app = create_app(
         service,
         definitions,
@@ -86,12 +94,15 @@ def serve(
         token=token,
         max_instances=max_instances,
         grace=grace,
-        scheduler=None,  # the cron scheduler (issue 4) plugs in here
+        scheduler=schedule,
     )
     click.echo(
         f"serving {len(definitions)} definition(s) on http://{host}:{port} "
         f"({max_instances} instance(s) at once)",
         err=True,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stopped)

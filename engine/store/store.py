@@ -22,11 +22,18 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from engine.config import DEFAULT_DATABASE_URL
-from engine.errors import IdempotencyKeyTaken, InstanceNotFound, ResumeRefused, StoreError
+from engine.errors import (
+    IdempotencyKeyTaken,
+    InstanceNotFound,
+    ResumeRefused,
+    StoreError,
+    TickTaken,
+)
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
+from engine.store.ticks import TickClaims, insert_claim
 from engine.store.types import utcnow
 from engine.store.views import InstanceView, StepAttemptView
 
@@ -61,6 +68,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         ensure_current(self.engine, self.safe_url)
+        self.ticks = TickClaims(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -111,11 +119,15 @@ class Store:
         trigger: str,
         params: dict[str, Any],
         scheduled_for: datetime | None = None,
+        tick_claimed_by: str | None = None,
         idempotency_key: str | None = None,
     ) -> int:
-        """A new pending instance; IdempotencyKeyTaken when another has `idempotency_key`.
+        """Create a pending instance.
 
-        The key's unique constraint decides between racing requests, in any number of processes.
+        With `tick_claimed_by`, the instance's tick (`scheduled_for`) is claimed in the same
+        transaction: TickTaken when another scheduler or backfill has it. With
+        `idempotency_key`, IdempotencyKeyTaken when another instance has that key: the key's
+        unique constraint decides between racing requests, in any number of processes.
         """
         row = {
             "definition_id": definition_id,
@@ -129,8 +141,19 @@ class Store:
         }
         try:
             with self.engine.begin() as conn:
-                return _new_id(conn.execute(insert(instances).values(row)))
+                instance_id = _new_id(conn.execute(insert(instances).values(row)))
+                if tick_claimed_by is not None:
+                    assert scheduled_for is not None, "a tick claim needs the tick"
+                    insert_claim(
+                        conn, name, scheduled_for, trigger, tick_claimed_by, instance_id=instance_id
+                    )
+                return instance_id
         except IntegrityError:
+            if tick_claimed_by is not None:
+                assert scheduled_for is not None
+                raise TickTaken(
+                    f"{name} tick {scheduled_for.isoformat()} is already claimed"
+                ) from None
             existing = self.instance_by_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
@@ -143,25 +166,32 @@ class Store:
             found = conn.execute(query).scalar()
         return None if found is None else int(found)
 
-    def start_pending(self, instance_id: int, owner: str, expires: datetime) -> bool:
-        """Mark a pending instance running under a lease; False when it is no longer pending
-        (cancelled while it waited), so that it must not run."""
+    def set_instance(self, instance_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
-            started = conn.execute(
+            conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
+
+    def start_pending(self, instance_id: int, owner: str, expires: datetime) -> None:
+        """Take a new (pending) instance to run it; of several takers exactly one wins.
+
+        Raises ResumeRefused for the others: another process runs it, or it was cancelled.
+        """
+        with self.engine.begin() as conn:
+            taken = conn.execute(
                 update(instances)
-                .where(instances.c.id == instance_id, instances.c.status == "pending")
+                .where(
+                    instances.c.id == instance_id,
+                    instances.c.status == InstanceStatus.pending.value,
+                )
                 .values(
-                    status="running",
+                    status=InstanceStatus.running.value,
                     started_at=utcnow(),
                     lease_owner=owner,
                     lease_expires_at=expires,
                 )
             ).rowcount
-        return bool(started == 1)
-
-    def set_instance(self, instance_id: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
+        if taken != 1:
+            status = self.get_instance(instance_id).status
+            raise ResumeRefused(f"instance {instance_id} is {status}: another process took it")
 
     def claim(self, instance_id: int, owner: str, expires: datetime) -> None:
         """Take the lease of an instance to resume it; exactly one of several claimants wins.
