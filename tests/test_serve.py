@@ -263,3 +263,22 @@ def test_64_concurrent_runs_are_all_kept_and_all_succeed(serve: Any, db_url: str
         f"{accepted:.2f}s, all succeeded after {done:.2f}s"
     )
     assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_scheduler_runs_in_the_same_process(serve: Any, workdir: Path) -> None:
+    """A never-scheduled definition's latest tick within the misfire grace is due at once."""
+    (workdir / "defs" / "minutely.yaml").write_text(
+        'name: minutely\ncron: "* * * * *"\n'
+        "steps:\n  - {id: add, runner: add, inputs: {a: 1, b: 1}}\n"
+    )
+    server = serve()
+    deadline = time.monotonic() + 30
+    while not (listed := server.client.get("/batch/instances?definition=minutely").json()):
+        assert time.monotonic() < deadline, "the scheduler fired no tick"
+        time.sleep(0.1)
+    doc = server.wait(listed[0]["id"], "succeeded")
+    assert doc["trigger"] == "cron" and doc["scheduled_for"] is not None
+    assert doc["steps"][0]["result"] == {"sum": 2}
+    assert server.terminate() == 0
+    assert "scheduler stopping" in "".join(server.log)
