@@ -16,6 +16,7 @@ from engine.errors import ResumeRefused
 from engine.executor import Cancellation
 from engine.lease import Lease
 from engine.service import BatchService, Claim, PreparedRun
+from engine.store import InstanceView
 from engine.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Job:
     instance_id: int
-    run: Callable[[Cancellation], object]
+    run: Callable[[Cancellation], InstanceView]
     lease: Lease | None = None
     """A claimed (resumed) instance's lease, renewed while it waits for a slot."""
     cancellation: Cancellation = field(default_factory=Cancellation)
@@ -151,7 +152,15 @@ class BackgroundRunner:
                 job = self._queue.popleft()
                 self._running[job.instance_id] = job
             try:
-                job.run(job.cancellation)
+                view = job.run(job.cancellation)
+                log.log(
+                    logging.INFO if view.status == "succeeded" else logging.WARNING,
+                    "%s instance %d %s%s",
+                    view.definition,
+                    view.id,
+                    view.status,
+                    f": {view.error}" if view.error else "",
+                )
             except ResumeRefused as refused:  # cancelled while waiting, or taken elsewhere
                 log.info("%s", refused)
             except Exception:

@@ -32,10 +32,11 @@ def test_an_instance_launched_twice_runs_once(store: Store, registry: JobRegistr
 
 
 def test_stop_leaves_waiting_instances_resumable(store: Store, registry: JobRegistry) -> None:
-    opened = threading.Event()
+    opened, entered = threading.Event(), threading.Event()
     fail = {"now": True}
 
     def gate(inputs: dict[str, Any], ctx: Any) -> None:
+        entered.set()
         opened.wait(20)
 
     def maybe(inputs: dict[str, Any], ctx: Any) -> str:
@@ -56,6 +57,7 @@ def test_stop_leaves_waiting_instances_resumable(store: Store, registry: JobRegi
     waiting = service.start(gated)
     runner.launch(gated, waiting)
     runner.launch_claimed(service.claim(failed.id, registry))
+    assert entered.wait(20)
     assert runner.counts() == (1, 2)
 
     threading.Timer(0.2, opened.set).start()
