@@ -282,3 +282,19 @@ def test_the_scheduler_runs_in_the_same_process(serve: Any, workdir: Path) -> No
     assert doc["steps"][0]["result"] == {"sum": 2}
     assert server.terminate() == 0
     assert "scheduler stopping" in "".join(server.log)
+
+
+def test_without_the_api_extra_serve_names_it(workdir: Path) -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules['uvicorn'] = None  # as if the api extra were not installed\n"
+        "from engine.cli import main\n"
+        "sys.argv = ['engine', 'serve', 'defs']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=workdir, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "engine serve needs the api extra (uvicorn is missing)" in result.stderr
+    assert "pip install 'engine[api]'" in result.stderr
