@@ -8,13 +8,13 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from engine.api.routes import public, router
 from engine.api.security import BodyLimit
+from engine.api.state import ServedState
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
 from engine.errors import (
@@ -36,29 +36,6 @@ SchedulerLoop = Callable[[Launch, threading.Event], None]
 """Runs the cron scheduler until the event is set, launching instances through `Launch`."""
 
 
-@dataclass
-class ServedState:
-    """What the routes work with; `runner` exists while the application is started."""
-
-    service: BatchService
-    definitions: dict[str, LoadedDefinition]
-    registry: JobRegistry
-    token: str | None
-    max_instances: int
-    _runner: BackgroundRunner | None = field(default=None, repr=False)
-
-    @property
-    def runner(self) -> BackgroundRunner:
-        assert self._runner is not None, "the application is not started"
-        return self._runner
-
-    def definition(self, name: str) -> LoadedDefinition:
-        try:
-            return self.definitions[name]
-        except KeyError:
-            raise DefinitionNotFound(f"no definition named {name!r} is served") from None
-
-
 def create_app(
     service: BatchService,
     definitions: dict[str, LoadedDefinition],
@@ -75,7 +52,7 @@ def create_app(
     thread; stopping it stops the scheduler, then lets running instances finish within `grace`
     seconds (see `BackgroundRunner.stop`).
     """
-    state = ServedState(service, definitions, registry, token, max_instances)
+    state = ServedState(service, definitions, registry, token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

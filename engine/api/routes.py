@@ -20,6 +20,7 @@ from engine.api.models import (
     RunRequest,
 )
 from engine.api.security import require_token
+from engine.api.state import ServedState
 from engine.definition import LoadedDefinition
 from engine.service import BatchService, PreparedRun
 from engine.status import InstanceStatus, Trigger
@@ -35,11 +36,12 @@ InstanceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
 
 
-def served(request: Request) -> Any:
-    return request.app.state.engine
+def served(request: Request) -> ServedState:
+    state: ServedState = request.app.state.engine
+    return state
 
 
-State = Annotated[Any, Depends(served)]
+State = Annotated[ServedState, Depends(served)]
 
 
 @public.get("/healthz", response_model=Health, tags=["health"])

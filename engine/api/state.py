@@ -1,0 +1,33 @@
+"""What the routes of one application work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.background import BackgroundRunner
+from engine.definition import LoadedDefinition
+from engine.errors import DefinitionNotFound
+from engine.registry import JobRegistry
+from engine.service import BatchService
+
+
+@dataclass
+class ServedState:
+    """What the routes work with; `runner` exists while the application is started."""
+
+    service: BatchService
+    definitions: dict[str, LoadedDefinition]
+    registry: JobRegistry
+    token: str | None
+    _runner: BackgroundRunner | None = field(default=None, repr=False)
+
+    @property
+    def runner(self) -> BackgroundRunner:
+        assert self._runner is not None, "the application is not started"
+        return self._runner
+
+    def definition(self, name: str) -> LoadedDefinition:
+        try:
+            return self.definitions[name]
+        except KeyError:
+            raise DefinitionNotFound(f"no definition named {name!r} is served") from None
