@@ -239,17 +239,19 @@ def test_only_serve_imports_fastapi_and_uvicorn(workdir: Path) -> None:
 
 def test_64_concurrent_runs_are_all_kept_and_all_succeed(serve: Any, db_url: str) -> None:
     server = serve()
+    limits = httpx.Limits(max_connections=64)
+    client = httpx.Client(base_url=server.url, timeout=60, limits=limits)
     started = time.monotonic()
 
     def post(n: int) -> int:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            response = client.post("/batch/run", json={"definition": "sum", "params": {"a": n}})
+        response = client.post("/batch/run", json={"definition": "sum", "params": {"a": n}})
         assert response.status_code == 202, response.text
         return int(response.json()["instance_id"])
 
     with ThreadPoolExecutor(64) as pool:
         ids = list(pool.map(post, range(64)))
     accepted = time.monotonic() - started
+    client.close()
     assert len(set(ids)) == 64
     for n, instance_id in enumerate(ids):
         doc = server.wait(instance_id, "succeeded", "failed")
