@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -116,13 +117,20 @@ class Scheduler:
             except (SQLAlchemyError, EngineError) as exc:
                 log.warning("round failed, retrying in %.0f s: %s", backoff, _first_line(exc))
                 due, backoff = self.clock() + timedelta(seconds=backoff), min(backoff * 2, 30.0)
-            wait = min(max((due - self.clock()).total_seconds(), 0.0), IDLE_SECONDS)
-            self.wake.clear()
-            if stop.wait(wait if wait > 0 else 0.001):
-                break
+            self._sleep_until(due, stop)
         log.info("scheduler stopping: no new ticks are claimed")
         if self.threads:
             self.threads.stop(stop_grace)
+
+    def _sleep_until(self, due: datetime, stop: threading.Event) -> None:
+        """Wait for `due` (at most IDLE_SECONDS), waking early on `stop` or `wake`."""
+        deadline = time.monotonic() + min((due - self.clock()).total_seconds(), IDLE_SECONDS)
+        while not stop.is_set() and not self.wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            stop.wait(min(left, 0.1))
+        self.wake.clear()
 
     def poll(self, stop: threading.Event | None = None) -> datetime:
         """One round: fire every due tick, start queued instances whose turn came.

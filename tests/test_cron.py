@@ -33,7 +33,7 @@ starts = st.datetimes(
 )
 
 
-def _oracle(expression: str, start: datetime, end: datetime) -> list[datetime]:
+def oracle(expression: str, start: datetime, end: datetime) -> list[datetime]:
     """Every whole minute in [start, end] that croniter says matches, in UTC."""
     minute = start.replace(second=0, microsecond=0)
     if minute < start:
@@ -57,7 +57,7 @@ def test_ticks_between_equal_croniter_matches_in_utc(expression, start, span, ji
     start = start + jitter
     end = start + timedelta(seconds=span)
     ticks = list(CronSchedule(expression).between(start, end))
-    assert ticks == _oracle(expression, start, end)
+    assert ticks == oracle(expression, start, end)
     assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in ticks)
 
 

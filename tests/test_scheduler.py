@@ -4,6 +4,7 @@ catch-up, overlap, and several schedulers on one database. No test sleeps throug
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -237,3 +238,32 @@ def test_a_tick_whose_params_cannot_be_resolved_is_recorded_skipped(service, reg
     scheduler(service, registry, text, clock).poll()
     [(tick, outcome)] = claims(service)
     assert tick == T0 and outcome.startswith("skipped: cannot start:") and "integer" in outcome
+
+
+@pytest.mark.parametrize(
+    ("cron", "fired"),
+    [
+        ("30 2 * * *", ["2026-10-25T02:30:00+02:00"]),
+        (
+            "30 * * * *",
+            [
+                "2026-10-25T01:30:00+02:00",
+                "2026-10-25T02:30:00+02:00",
+                "2026-10-25T02:30:00+01:00",
+                "2026-10-25T03:30:00+01:00",
+            ],
+        ),
+    ],
+)
+def test_a_scheduler_across_the_fall_back_night(service, registry, cron, fired):
+    text = definition().replace('cron: "*/5 * * * *"', f'cron: "{cron}"\ntimezone: Europe/Berlin')
+    clock = Clock(datetime(2026, 10, 24, 23, 0, 30, tzinfo=UTC))  # 01:00:30 in Berlin
+    s = scheduler(service, registry, text, clock)
+    while clock.now < datetime(2026, 10, 25, 2, 59, tzinfo=UTC):
+        s.poll()
+        clock.now += timedelta(minutes=10)
+    rows = reversed(service.store.ticks.recent("every5", limit=100))
+    zone = ZoneInfo("Europe/Berlin")
+    assert [(c.scheduled_for.astimezone(zone).isoformat(), c.status) for c in rows] == [
+        (at, "succeeded") for at in fired
+    ]
