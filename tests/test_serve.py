@@ -300,3 +300,11 @@ def test_without_the_api_extra_serve_names_it(workdir: Path) -> None:
     assert result.returncode == 1
     assert "engine serve needs the api extra (uvicorn is missing)" in result.stderr
     assert "pip install 'engine[api]'" in result.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_cron_definition_needing_params_stops_the_start(workdir: Path, db_url: str) -> None:
+    (workdir / "defs" / "sum.yaml").write_text('cron: "0 * * * *"\n' + SUM)
+    result = engine(workdir, "serve", "defs", "--db", db_url, "--port", "0")
+    assert result.returncode == 2
+    assert "defs/sum.yaml: a cron run gets no params: params.a: Field required" in result.stderr

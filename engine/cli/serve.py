@@ -8,13 +8,17 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from engine.cli import cli
 from engine.cli.options import Config, pass_config
 from engine.config import API_TOKEN_ENV
+from engine.errors import ParamsError
+
+if TYPE_CHECKING:
+    from engine.definition import LoadedDefinition
 
 
 def is_loopback(host: str) -> bool:
@@ -24,6 +28,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_schedulable(loaded: LoadedDefinition) -> None:
+    """A cron run gets no params: refuse at start a definition that needs some, as
+    `engine schedule` does."""
+    from engine.service import BatchService
+
+    try:
+        BatchService.prepare(loaded, {})
+    except ParamsError as error:
+        raise ParamsError(
+            [f"{loaded.file}: a cron run gets no params: {e}" for e in error.errors]
+        ) from None
 
 
 def _stopped(signum: int, frame: Any) -> None:
@@ -81,6 +98,9 @@ def serve(
 
     registry = config.registry()
     definitions = load_paths(paths, registry)
+    for loaded in definitions.values():
+        if loaded.definition.cron:
+            _check_schedulable(loaded)
     dispatcher = resolve_dispatcher(None, registry)
     service = BatchService(config.store(), dispatcher)
 
