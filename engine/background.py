@@ -43,6 +43,8 @@ class BackgroundRunner:
         self._queue: deque[_Job] = deque()
         self._running: dict[int, _Job] = {}
         self._closed = False
+        self.on_end: Callable[[], None] = lambda: None
+        """Called after each instance ends (the scheduler's wake-up: a queued tick may start)."""
         self._threads = [
             threading.Thread(target=self._work, name=f"engine-instance-{n}", daemon=True)
             for n in range(max_instances)
@@ -169,6 +171,7 @@ class BackgroundRunner:
                 with self._lock:
                     del self._running[job.instance_id]
                     self._lock.notify_all()
+                self.on_end()
 
     def _keep_leases(self) -> None:
         """Renew the leases of claimed instances waiting for a slot, and drop those that

@@ -21,6 +21,8 @@ def test_an_instance_launched_twice_runs_once(store: Store, registry: JobRegistr
     registry.add("gate", lambda inputs, ctx: calls.append(ctx.instance_id))
     service = BatchService(store, DirectDispatcher(registry))
     runner = BackgroundRunner(service, max_instances=2)
+    ended = threading.Event()
+    runner.on_end = ended.set
     prepared = service.prepare(load_text(GATE, "gate.yaml", registry), {})
     instance_id = service.start(prepared)
     for _ in range(3):
@@ -28,6 +30,7 @@ def test_an_instance_launched_twice_runs_once(store: Store, registry: JobRegistr
     assert runner.drain(20)
     runner.stop(1)
     assert calls == [instance_id]
+    assert ended.is_set(), "the scheduler is woken when an instance ends"
     assert store.get_instance(instance_id).status == "succeeded"
 
 

@@ -27,13 +27,12 @@ from engine.errors import (
     ResumeRefused,
 )
 from engine.registry import JobRegistry
-from engine.scheduler import Launch
 from engine.service import BatchService
 
 log = logging.getLogger(__name__)
 
-SchedulerLoop = Callable[[Launch, threading.Event], None]
-"""Runs the cron scheduler until the event is set, launching instances through `Launch`."""
+SchedulerLoop = Callable[[BackgroundRunner, threading.Event], None]
+"""Runs the cron scheduler until the event is set, launching instances on the runner."""
 
 
 def create_app(
@@ -61,7 +60,7 @@ def create_app(
         thread = None
         if scheduler is not None:
             thread = threading.Thread(
-                target=scheduler, args=(state.runner.launch, stop), name="engine-scheduler"
+                target=scheduler, args=(state.runner, stop), name="engine-scheduler"
             )
             thread.start()
         try:

@@ -18,6 +18,7 @@ from engine.config import API_TOKEN_ENV
 from engine.errors import ParamsError
 
 if TYPE_CHECKING:
+    from engine.background import BackgroundRunner
     from engine.definition import LoadedDefinition
 
 
@@ -93,7 +94,7 @@ def serve(
         ) from None
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
-    from engine.scheduler import Launch, Scheduler
+    from engine.scheduler import Scheduler
     from engine.service import BatchService
 
     registry = config.registry()
@@ -104,8 +105,10 @@ def serve(
     dispatcher = resolve_dispatcher(None, registry)
     service = BatchService(config.store(), dispatcher)
 
-    def schedule(launch: Launch, stop: threading.Event) -> None:
-        Scheduler(service, definitions.values(), registry, launch=launch).run(stop)
+    def schedule(runner: BackgroundRunner, stop: threading.Event) -> None:
+        scheduler = Scheduler(service, definitions.values(), registry, launch=runner.launch)
+        runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
+        scheduler.run(stop)
 
     app = create_app(
         service,
