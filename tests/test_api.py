@@ -414,5 +414,16 @@ def test_openapi_and_docs(api: Factory) -> None:
         "/definitions/{name}",
     }
     run = schema["paths"]["/batch/run"]["post"]
-    assert {"202", "200", "404", "422", "401"} <= set(run["responses"])
+    assert {"202", "200", "404", "422"} <= set(run["responses"])
+    assert "401" not in run["responses"] and "security" not in run, "no token, no auth"
+    assert "securitySchemes" not in schema["components"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_with_a_token_the_schema_says_bearer(api: Factory) -> None:
+    schema = api(token="t").get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    run = schema["paths"]["/batch/run"]["post"]
+    assert run["security"] == [{"HTTPBearer": []}] and "401" in run["responses"]
+    assert "security" not in schema["paths"]["/healthz"]["get"]

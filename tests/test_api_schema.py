@@ -33,15 +33,17 @@ TOKEN = "schema-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@pytest.fixture(scope="module", params=[None, TOKEN], ids=["open", "token"])
+def api_schema(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     registry = JobRegistry()
     registry.add("add", lambda inputs, ctx: inputs["a"] + 1)
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('schema') / 'engine.db'}")
     dispatcher = DirectDispatcher(registry)
     service = BatchService(store, dispatcher)
     loaded = load_text(SUM, "sum.yaml", registry)
-    app = create_app(service, {"sum": loaded}, registry, token=TOKEN, grace=5.0)
+    app = create_app(service, {"sum": loaded}, registry, token=request.param, grace=5.0)
     with TestClient(app, headers=AUTH) as client:
         for _ in range(3):
             assert client.post("/batch/run", json={"definition": "sum"}).status_code == 202

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -81,9 +82,28 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.include_router(public)
     app.include_router(router)
+    if token is None:
+        app.openapi = _without_security(app)  # type: ignore[method-assign]
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
     return app
+
+
+def _without_security(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The schema of a server without a token: no route needs one, so none says it does."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.get("components", {}).pop("securitySchemes", None)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    operation["responses"].pop("401", None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    return openapi
 
 
 _STATUS: dict[type[EngineError], int] = {
