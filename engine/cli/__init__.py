@@ -46,6 +46,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    from engine.cli import commands, database, runs  # noqa: F401  (registers the subcommands)
+    from engine.cli import commands, database, runs, worker  # noqa: F401  (registers the subcommands)
 
     cli()
