@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
@@ -32,6 +32,9 @@ POLL_SECONDS = 0.02
 """How often the states of attempts in flight are read, in one round trip."""
 TIME_LIMIT_GRACE = 30.0
 """A worker kills an attempt this long after its timeout, should the revoke not reach it."""
+MAX_DELIVERIES = 3
+"""An attempt whose process died this often fails: a runner that kills its process must not be
+redelivered forever."""
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
 
 _Key = tuple[int, str, int]
@@ -46,6 +49,8 @@ class _Sent:
     beat_seen: float = 0.0
     """When `beat` last changed, by this process's clock: workers' clocks may differ."""
     worker: str = ""
+    workers: set[str] = field(default_factory=set)
+    """Every worker process seen running the attempt: a new one means a redelivery."""
 
 
 class CeleryDispatcher(Dispatcher):
@@ -159,23 +164,28 @@ class CeleryDispatcher(Dispatcher):
                 self._check_heartbeat(task_id, sent, meta.get("result") or {}, now)
 
     def _check_heartbeat(self, task_id: str, sent: _Sent, beat: dict[str, Any], now: float) -> None:
-        """A started attempt whose worker stopped beating fails (its retry policy decides what
-        next), and is marked ended so that no worker runs a redelivered copy of it."""
+        """A started attempt whose worker stopped beating, or that was redelivered too often,
+        fails (its retry policy decides what next); it is marked ended so that no worker runs a
+        redelivered copy of it."""
         if beat.get("beat") != sent.beat:
             sent.beat, sent.beat_seen = beat.get("beat"), now
             sent.worker = f"{beat.get('hostname')} (pid {beat.get('pid')})"
-            return
-        if now - sent.beat_seen <= self.lost_after:
+            sent.workers.add(sent.worker)
+            if len(sent.workers) <= MAX_DELIVERIES:
+                return
+            error = f"worker lost: the attempt's process died {MAX_DELIVERIES} times"
+        elif now - sent.beat_seen > self.lost_after:
+            error = (
+                f"worker lost: {sent.worker} sent no heartbeat for {self.lost_after:g}s "
+                "(killed, or cut off from the result backend)"
+            )
+        else:
             return
         with contextlib.suppress(Exception):  # the step fails as lost all the same
             if hasattr(self.app.backend, "get_key_for_task"):  # a store workers read too
                 self.app.backend.mark_as_revoked(task_id, reason="worker lost")
             self.app.control.revoke(task_id)
-        self._end(
-            task_id,
-            f"worker lost: {sent.worker} sent no heartbeat for {self.lost_after:g}s "
-            "(killed, or cut off from the result backend)",
-        )
+        self._end(task_id, error)
 
     def _states(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         backend = self.app.backend

@@ -140,18 +140,17 @@ def task_kwargs(task: StepTask) -> dict[str, Any]:
 def _register_task(app: Any, registry: JobRegistry, lost_after: float) -> None:
     from celery.backends.base import KeyValueStoreBackend
     from celery.exceptions import Ignore
-    from celery.states import READY_STATES
 
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def run_step(self: Any, **fields: Any) -> dict[str, Any]:
         """Run one attempt here, unless it has ended or another worker is running it: a message
-        redelivered after a worker loss or a visibility timeout must not run twice."""
+        redelivered after a visibility timeout must not run twice. (With rpc:// a worker cannot
+        read states; RabbitMQ redelivers only when the worker's connection is gone.)"""
         task_id, request, backend = self.request.id, self.request, self.backend
-        if isinstance(backend, KeyValueStoreBackend):
-            meta = backend.get_task_meta(task_id, cache=False)
-            beat = (meta.get("result") or {}).get("beat") if meta["status"] == "STARTED" else None
-            if meta["status"] in READY_STATES or (beat and time.time() - beat < lost_after):
-                raise Ignore()
+        if isinstance(backend, KeyValueStoreBackend) and _taken(
+            backend.get_task_meta(task_id, cache=False), request.hostname, lost_after
+        ):
+            raise Ignore()
         stop = threading.Event()
         beats = threading.Thread(
             target=_beat, args=(backend, task_id, request, stop), name="engine-heartbeat"
@@ -162,6 +161,31 @@ def _register_task(app: Any, registry: JobRegistry, lost_after: float) -> None:
         finally:
             stop.set()
             beats.join()  # a beat stored after the result would hide the result
+
+
+def _taken(meta: dict[str, Any], node: str, lost_after: float) -> bool:
+    """Whether a delivered attempt must not run: it has ended (the orchestrator gave it up as
+    lost, or it was revoked), or a live worker process beats for it."""
+    from celery.states import READY_STATES
+
+    if meta["status"] in READY_STATES:
+        return True
+    beat = (meta.get("result") or {}) if meta["status"] == "STARTED" else {}
+    if not beat or time.time() - beat["beat"] >= lost_after:
+        return False
+    if beat["hostname"] == node:  # this worker's pool process died (killed, out of memory)
+        return _alive(beat["pid"])
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _beat(backend: Any, task_id: str, request: Any, stop: threading.Event) -> None:
