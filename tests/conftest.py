@@ -7,6 +7,7 @@ ENGINE_REQUIRE_SERVICES=1 (set by .ci/run), where it fails: CI must really run i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -157,11 +158,8 @@ class Workers:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            # pool processes still alive after their parent ended
-            try:
+            with contextlib.suppress(ProcessLookupError):  # pool processes left by their parent
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="session")

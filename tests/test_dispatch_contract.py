@@ -191,7 +191,10 @@ def test_conditions_and_join_any(run):
             nextSteps:
               - load
               - {step: report_empty, condition: "steps.process.result.count == 0"}
-          - {id: load, runner: echo, condition: "steps.process.result.count > 0", nextSteps: [notify]}
+          - id: load
+            runner: echo
+            condition: "steps.process.result.count > 0"
+            nextSteps: [notify]
           - {id: report_empty, runner: echo, nextSteps: [notify]}
           - {id: notify, runner: echo, join: any}
         """
@@ -226,9 +229,11 @@ def test_runner_errors_become_failed_steps(run):
         """
         name: misbehave
         steps:
-          - {id: not_json, runner: not_json, allowFailure: true, nextSteps: [{step: fine, on: always}]}
-          - {id: exits, runner: exits, allowFailure: true, nextSteps: [{step: fine, on: always}]}
-          - {id: unknown, runner: only_here, allowFailure: true, nextSteps: [{step: fine, on: always}]}
+          - id: not_json
+            allowFailure: true
+            nextSteps: &end [{step: fine, on: always}]
+          - {id: exits, runner: exits, allowFailure: true, nextSteps: *end}
+          - {id: unknown, runner: only_here, allowFailure: true, nextSteps: *end}
           - {id: fine, runner: echo}
         """,
         only_here=("only_here",),
