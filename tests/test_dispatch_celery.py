@@ -1,0 +1,190 @@
+"""What only the Celery dispatcher has: queues, lost workers, unreachable brokers, the optional
+install, and `engine worker` itself. The semantics it shares with the direct dispatcher are in
+test_dispatch_contract.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import contract_runners
+import pytest
+from conftest import Workers, broker_url
+
+from engine.definition import load_text
+from engine.dispatch import resolve_dispatcher
+from engine.errors import DispatchError
+from engine.registry import JobRegistry
+from engine.service import BatchService
+
+pytestmark = pytest.mark.timeout(120)
+
+ENGINE = str(Path(sys.executable).with_name("engine"))
+UNREACHABLE = {"redis": "redis://127.0.0.1:1/0", "amqp": "amqp://guest:guest@127.0.0.1:1//"}
+"""Nothing listens on port 1."""
+
+
+def registry() -> JobRegistry:
+    return contract_runners.register(JobRegistry())
+
+
+def run(store: Any, broker: str, yaml_text: str, **options: Any) -> Any:
+    from engine.dispatch.celery import CeleryDispatcher
+
+    reg = registry()
+    loaded = load_text(textwrap.dedent(yaml_text), "celery.yaml", reg)
+    dispatcher = CeleryDispatcher(reg, broker=broker, **options)
+    try:
+        return BatchService(store, dispatcher).run(loaded, {})
+    finally:
+        dispatcher.close()
+
+
+def engine(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    return subprocess.run(
+        [ENGINE, *args], cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_step_runs_only_on_workers_listening_on_its_queue(sqlite_store, session_queue, tmp_path):
+    workers = Workers(broker_url("redis"), tmp_path)
+    other = f"{session_queue}-other"
+    try:
+        workers.start("plain", session_queue)
+        workers.start("both", f"{session_queue},{other}")
+        workers.wait_ready()
+        steps = "".join(f"  - {{id: s{i}, runner: where, queue: {other}}}\n" for i in range(4))
+        text = f"name: queues\nconcurrency: 4\ndefaults: {{queue: {session_queue}}}\nsteps:\n"
+        view = run(sqlite_store, workers.broker, text + steps)
+    finally:
+        workers.stop()
+    assert view.status == "succeeded"
+    assert {s.result["worker"] for s in view.steps} == {"both"}
+
+
+@pytest.mark.parametrize("kind", ["redis", "amqp"])
+def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
+    sqlite_store, session_queue, tmp_path, kind
+):
+    """SIGKILL a whole worker (its pool too) while it runs a step that has no timeout. Redis keeps
+    the message until its visibility timeout: the attempt fails as lost once the worker's
+    heartbeat stops, and its retry runs on the other worker. RabbitMQ redelivers at once."""
+    queue = f"{session_queue}-loss-{kind}"
+    marker = tmp_path / "victim.started"
+    workers = Workers(broker_url(kind), tmp_path, ENGINE_WORKER_LOST_SECONDS="4")
+    steps = "".join(
+        f"  - {{id: s{i}, runner: sleep, inputs: {{seconds: 0.5}}, nextSteps: [end]}}\n"
+        for i in range(6)
+    )
+    text = (
+        f"name: loss\nconcurrency: 4\n"
+        f"defaults: {{queue: {queue}, retry: {{maxAttempts: 2, delaySeconds: 0}}}}\nsteps:\n"
+        f"  - {{id: victim, runner: block_once, inputs: {{marker: '{marker}'}},"
+        " nextSteps: [end]}\n"
+        f"{steps}  - {{id: end, runner: echo}}\n"
+    )
+    views: list[Any] = []
+    try:
+        workers.start("a", queue)
+        workers.start("b", queue)
+        workers.wait_ready()
+        runner = threading.Thread(
+            target=lambda: views.append(run(sqlite_store, workers.broker, text, lost_after=4))
+        )
+        runner.start()
+        for _ in range(300):
+            if marker.exists() and marker.read_text():
+                break
+            threading.Event().wait(0.1)
+        victim_worker = marker.read_text().split()[0]
+        workers.kill(victim_worker)
+        runner.join(timeout=90)
+    finally:
+        workers.stop()
+    assert not runner.is_alive() and views
+    view = views[0]
+    assert view.status == "succeeded"
+    by_step: dict[str, list[Any]] = {}
+    for row in view.steps:
+        by_step.setdefault(row.step, []).append(row)
+    assert set(by_step) == {"victim", "end", *(f"s{i}" for i in range(6))}
+    for step, rows in by_step.items():
+        assert [r.status for r in rows].count("succeeded") == 1, step
+        assert rows[-1].status == "succeeded"
+        assert [r.attempt for r in rows] == list(range(1, len(rows) + 1))
+        for failed in rows[:-1]:
+            assert failed.error.startswith("worker lost:"), failed.error
+    assert by_step["victim"][-1].result == {"blocked": False}
+    if kind == "redis":
+        assert [r.status for r in by_step["victim"]] == ["failed", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", ["redis", "amqp"])
+def test_an_unreachable_broker_is_a_dispatch_error_not_a_hang(kind):
+    from engine.dispatch.celery import CeleryDispatcher
+
+    with pytest.raises(DispatchError, match=r"the broker at .*:1/.* is unreachable"):
+        CeleryDispatcher(JobRegistry(), broker=UNREACHABLE[kind])
+
+
+def test_engine_run_with_an_unreachable_broker_says_so_and_creates_no_instance(tmp_path):
+    (tmp_path / "x.yaml").write_text("name: x\nsteps:\n  - {id: a, runner: greet}\n")
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "r.py").write_text(
+        "from engine import job_handler\njob_handler('greet')(lambda inputs, ctx: 1)\n"
+    )
+    env = {"ENGINE_DISPATCHER": "celery", "ENGINE_BROKER_URL": UNREACHABLE["redis"]}
+    ran = engine("run", "x.yaml", cwd=tmp_path, **env)
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("error: the broker at redis://127.0.0.1:1/0 is unreachable")
+    assert "Traceback" not in ran.stderr
+    listed = engine("runs", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+
+
+def test_engine_worker_with_an_unreachable_broker_says_so(tmp_path):
+    ran = engine("worker", cwd=tmp_path, ENGINE_BROKER_URL=UNREACHABLE["amqp"])
+    assert ran.returncode == 1
+    assert "error: the broker at amqp://guest:**@127.0.0.1:1// is unreachable" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+def test_the_celery_dispatcher_needs_a_broker_url(monkeypatch):
+    monkeypatch.delenv("ENGINE_BROKER_URL", raising=False)
+    with pytest.raises(DispatchError, match="set ENGINE_BROKER_URL"):
+        resolve_dispatcher("celery", JobRegistry())
+    monkeypatch.setenv("ENGINE_BROKER_URL", "http://127.0.0.1/")
+    with pytest.raises(DispatchError, match=r"must be a redis:// or amqp:// URL"):
+        resolve_dispatcher("celery", JobRegistry())
+
+
+def test_without_celery_installed_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "celery", None)  # what `import celery` sees when missing
+    monkeypatch.setenv("ENGINE_BROKER_URL", UNREACHABLE["redis"])
+    with pytest.raises(DispatchError, match=r"pip install 'engine\[celery\]'"):
+        resolve_dispatcher("celery", JobRegistry())
+
+
+def test_engine_run_with_the_direct_dispatcher_imports_no_celery(tmp_path):
+    (tmp_path / "x.yaml").write_text("name: x\nsteps:\n  - {id: a, runner: greet}\n")
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "r.py").write_text(
+        "from engine import job_handler\njob_handler('greet')(lambda inputs, ctx: 1)\n"
+    )
+    script = (
+        "import sys\nfrom engine.cli import main\nsys.argv = ['engine', 'run', 'x.yaml']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu')]\n"
+        "assert not loaded, loaded\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=clean, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
