@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,11 @@ def block_once(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"blocked": True}
 
 
+def kills_itself(inputs: dict[str, Any], ctx: Any) -> None:
+    """Dies as a crash in native code would, before it could report anything."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 RUNNERS = {
     "echo": echo,
     "flaky": flaky,
@@ -87,6 +93,7 @@ RUNNERS = {
     "exits": exits,
     "where": where,
     "block_once": block_once,
+    "kills_itself": kills_itself,
 }
 
 

@@ -5,6 +5,7 @@ test_dispatch_contract.py."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -69,15 +70,18 @@ def test_a_step_runs_only_on_workers_listening_on_its_queue(sqlite_store, sessio
 
 
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
+@pytest.mark.parametrize("killed", ["worker", "process"])
 def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
-    sqlite_store, session_queue, tmp_path, kind
+    sqlite_store, session_queue, tmp_path, kind, killed
 ):
-    """SIGKILL a whole worker (its pool too) while it runs a step that has no timeout. Redis keeps
-    the message until its visibility timeout: the attempt fails as lost once the worker's
-    heartbeat stops, and its retry runs on the other worker. RabbitMQ redelivers at once."""
+    """SIGKILL a whole worker (its pool too), or only the pool process running a step that has no
+    timeout. A dead pool process fails its attempt at once; the retry runs anywhere. A dead
+    worker's message: RabbitMQ redelivers it at once, and the attempt goes on on the other
+    worker; Redis keeps it until its visibility timeout, so the attempt fails as lost once its
+    heartbeat stops, and its retry runs on the other worker."""
     queue = f"{session_queue}-loss-{kind}"
     marker = tmp_path / "victim.started"
-    workers = Workers(broker_url(kind), tmp_path, ENGINE_WORKER_LOST_SECONDS="4")
+    workers = Workers(broker_url(kind), tmp_path)
     steps = "".join(
         f"  - {{id: s{i}, runner: sleep, inputs: {{seconds: 0.5}}, nextSteps: [end]}}\n"
         for i in range(6)
@@ -102,8 +106,11 @@ def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
             if marker.exists() and marker.read_text():
                 break
             threading.Event().wait(0.1)
-        victim_worker = marker.read_text().split()[0]
-        workers.kill(victim_worker)
+        victim_worker, victim_pid = marker.read_text().split()
+        if killed == "worker":
+            workers.kill(victim_worker)
+        else:
+            os.kill(int(victim_pid), signal.SIGKILL)
         runner.join(timeout=90)
     finally:
         workers.stop()
@@ -121,8 +128,30 @@ def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
         for failed in rows[:-1]:
             assert failed.error.startswith("worker lost:"), failed.error
     assert by_step["victim"][-1].result == {"blocked": False}
-    if kind == "redis":
-        assert [r.status for r in by_step["victim"]] == ["failed", "succeeded"]
+    expected = ["succeeded"] if (kind, killed) == ("amqp", "worker") else ["failed", "succeeded"]
+    assert [r.status for r in by_step["victim"]] == expected
+
+
+@pytest.mark.parametrize("kind", ["redis", "amqp"])
+def test_a_runner_that_kills_its_process_fails_its_attempt(
+    sqlite_store, session_queue, tmp_path, kind
+):
+    """Not put back on the queue: it would kill one process after another."""
+    queue = f"{session_queue}-suicide-{kind}"
+    workers = Workers(broker_url(kind), tmp_path)
+    try:
+        workers.start("a", queue)
+        workers.wait_ready()
+        view = run(
+            sqlite_store,
+            workers.broker,
+            f"name: suicide\nsteps:\n  - {{id: s, runner: kills_itself, queue: {queue}}}\n",
+        )
+    finally:
+        workers.stop()
+    assert view.status == "failed"
+    [row] = view.steps
+    assert row.error.startswith("worker lost: Worker exited prematurely: signal 9 (SIGKILL)")
 
 
 @pytest.mark.parametrize("kind", ["redis", "amqp"])

@@ -8,14 +8,16 @@ channels are not thread-safe, and the rpc:// backend answers the thread that sen
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from engine.config import DEFAULT_WORKER_LOST_SECONDS, WORKER_LOST_ENV
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
 from engine.dispatch.celery_app import (
     DEFAULT_QUEUE,
@@ -23,7 +25,6 @@ from engine.dispatch.celery_app import (
     check_broker,
     make_app,
     task_kwargs,
-    worker_lost_seconds,
 )
 from engine.jsondata import storable_text
 from engine.registry import JobRegistry
@@ -32,9 +33,6 @@ POLL_SECONDS = 0.02
 """How often the states of attempts in flight are read, in one round trip."""
 TIME_LIMIT_GRACE = 30.0
 """A worker kills an attempt this long after its timeout, should the revoke not reach it."""
-MAX_DELIVERIES = 3
-"""An attempt whose process died this often fails: a runner that kills its process must not be
-redelivered forever."""
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
 
 _Key = tuple[int, str, int]
@@ -49,8 +47,6 @@ class _Sent:
     beat_seen: float = 0.0
     """When `beat` last changed, by this process's clock: workers' clocks may differ."""
     worker: str = ""
-    workers: set[str] = field(default_factory=set)
-    """Every worker process seen running the attempt: a new one means a redelivery."""
 
 
 class CeleryDispatcher(Dispatcher):
@@ -74,7 +70,9 @@ class CeleryDispatcher(Dispatcher):
     ) -> None:
         self.app = make_app(broker, backend)
         check_broker(self.app)
-        self.lost_after = worker_lost_seconds(lost_after)
+        self.lost_after = lost_after or float(
+            os.environ.get(WORKER_LOST_ENV) or DEFAULT_WORKER_LOST_SECONDS
+        )
         self.clock = clock
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._sent: dict[str, _Sent] = {}
@@ -164,27 +162,22 @@ class CeleryDispatcher(Dispatcher):
                 self._check_heartbeat(task_id, sent, meta.get("result") or {}, now)
 
     def _check_heartbeat(self, task_id: str, sent: _Sent, beat: dict[str, Any], now: float) -> None:
-        """A started attempt whose worker stopped beating, or that was redelivered too often,
-        fails (its retry policy decides what next); it is marked ended so that no worker runs a
-        redelivered copy of it."""
+        """A started attempt whose worker stopped beating fails (its retry policy decides what
+        next); it is marked ended so that no worker runs a redelivered copy of it."""
         if beat.get("beat") != sent.beat:
             sent.beat, sent.beat_seen = beat.get("beat"), now
             sent.worker = f"{beat.get('hostname')} (pid {beat.get('pid')})"
-            sent.workers.add(sent.worker)
-            if len(sent.workers) <= MAX_DELIVERIES:
-                return
-            error = f"worker lost: the attempt's process died {MAX_DELIVERIES} times"
-        elif now - sent.beat_seen > self.lost_after:
-            error = (
-                f"worker lost: {sent.worker} sent no heartbeat for {self.lost_after:g}s "
-                "(killed, or cut off from the result backend)"
-            )
-        else:
             return
+        if now - sent.beat_seen <= self.lost_after:
+            return
+        error = (
+            f"worker lost: {sent.worker} sent no heartbeat for {self.lost_after:g}s "
+            "(killed, or cut off from the result backend)"
+        )
         with contextlib.suppress(Exception):  # the step fails as lost all the same
             if hasattr(self.app.backend, "get_key_for_task"):  # a store workers read too
                 self.app.backend.mark_as_revoked(task_id, reason="worker lost")
-            self.app.control.revoke(task_id)
+            self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
         self._end(task_id, error)
 
     def _states(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -208,11 +201,20 @@ def _key(task: StepTask) -> _Key:
 
 
 def _worker_error(meta: dict[str, Any]) -> str:
-    """A failure the worker itself reported (the runner's own errors arrive as outcomes)."""
-    exc = meta.get("result") or {}
-    message = exc.get("exc_message") if isinstance(exc, dict) else exc
-    if isinstance(message, list | tuple):
-        message = ", ".join(str(m) for m in message)
-    kind = exc.get("exc_type", meta["status"]) if isinstance(exc, dict) else meta["status"]
+    """A failure the worker itself reported (the runner's own errors arrive as outcomes): the
+    backend hands it back as an exception, or as its JSON form when it could not rebuild it."""
+    exc = meta.get("result")
+    kind: str
+    message: Any
+    if isinstance(exc, BaseException):
+        kind, message = type(exc).__name__, str(exc)
+    elif isinstance(exc, dict):
+        kind, message = exc.get("exc_type", meta["status"]), exc.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = ", ".join(str(m) for m in message)
+    else:
+        kind, message = meta["status"], exc
+    if kind == "WorkerLostError":  # the pool process running the attempt died
+        return storable_text(f"worker lost: {message}")
     trace = meta.get("traceback") or ""
     return storable_text(f"worker: {kind}: {message}\n\n{trace}".rstrip())

@@ -18,12 +18,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from engine.config import (
-    BROKER_URL_ENV,
-    DEFAULT_WORKER_LOST_SECONDS,
-    RESULT_BACKEND_ENV,
-    WORKER_LOST_ENV,
-)
+from engine.config import BROKER_URL_ENV, RESULT_BACKEND_ENV
 from engine.dispatch.base import StepOutcome, StepTask
 from engine.dispatch.calling import run_attempt
 from engine.errors import DispatchError
@@ -33,6 +28,8 @@ TASK_NAME = "engine.run_step"
 DEFAULT_QUEUE = "default"
 """Where a step without `queue` goes, and what `engine worker` listens on by default."""
 HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 3 * HEARTBEAT_SECONDS
+"""A worker takes a run whose heartbeat has not changed for this long for dead."""
 CONNECT_SECONDS = 5.0
 """How long connecting to the broker or the result backend may take before it is an error."""
 VISIBILITY_TIMEOUT = 3600
@@ -64,17 +61,10 @@ def result_backend(broker: str, url: str | None = None) -> str:
     return url
 
 
-def worker_lost_seconds(seconds: float | None = None) -> float:
-    if seconds is not None:
-        return seconds
-    return float(os.environ.get(WORKER_LOST_ENV) or DEFAULT_WORKER_LOST_SECONDS)
-
-
 def make_app(
     broker: str | None = None,
     backend: str | None = None,
     registry: JobRegistry | None = None,
-    lost_after: float | None = None,
 ) -> Any:
     """A Celery app on the broker; with a registry (a worker), it can also run attempts.
 
@@ -92,8 +82,11 @@ def make_app(
         result_serializer="json",
         accept_content=["json"],
         task_default_queue=DEFAULT_QUEUE,
+        # a message is acknowledged once its attempt has ended, so a worker's death leaves it to
+        # the broker; but a dead pool process fails its attempt rather than putting the message
+        # back, which would run a runner that kills its process for ever
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_timeout=CONNECT_SECONDS,
@@ -101,10 +94,13 @@ def make_app(
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         redis_socket_connect_timeout=CONNECT_SECONDS,
         redis_backend_health_check_interval=30,
+        # outcomes are in the result backend, not in the pool's pipe: a dead pool process's
+        # message can go back to the queue at once
+        worker_lost_wait=2.0,
         result_expires=86400,
     )
     if registry is not None:
-        _register_task(app, registry, worker_lost_seconds(lost_after))
+        _register_task(app, registry)
     return app
 
 
@@ -137,18 +133,17 @@ def task_kwargs(task: StepTask) -> dict[str, Any]:
     return asdict(task)
 
 
-def _register_task(app: Any, registry: JobRegistry, lost_after: float) -> None:
+def _register_task(app: Any, registry: JobRegistry) -> None:
     from celery.backends.base import KeyValueStoreBackend
     from celery.exceptions import Ignore
 
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def run_step(self: Any, **fields: Any) -> dict[str, Any]:
-        """Run one attempt here, unless it has ended or another worker is running it: a message
-        redelivered after a visibility timeout must not run twice. (With rpc:// a worker cannot
-        read states; RabbitMQ redelivers only when the worker's connection is gone.)"""
+        """Run one attempt here, unless it must not run (see `_may_run`). With rpc:// a worker
+        cannot read states, but then RabbitMQ redelivers only once a worker's connection is gone."""
         task_id, request, backend = self.request.id, self.request, self.backend
-        if isinstance(backend, KeyValueStoreBackend) and _taken(
-            backend.get_task_meta(task_id, cache=False), request.hostname, lost_after
+        if isinstance(backend, KeyValueStoreBackend) and not _may_run(
+            backend, task_id, request.hostname
         ):
             raise Ignore()
         stop = threading.Event()
@@ -163,19 +158,26 @@ def _register_task(app: Any, registry: JobRegistry, lost_after: float) -> None:
             beats.join()  # a beat stored after the result would hide the result
 
 
-def _taken(meta: dict[str, Any], node: str, lost_after: float) -> bool:
-    """Whether a delivered attempt must not run: it has ended (the orchestrator gave it up as
-    lost, or it was revoked), or a live worker process beats for it."""
+def _may_run(backend: Any, task_id: str, node: str) -> bool:
+    """Whether a delivered attempt may run here. Not when it has ended (done, revoked, or given
+    up as lost by the orchestrator); not while another process beats for it (a message that Redis
+    redelivered after its visibility timeout, its first run still going): then this waits for
+    that run to end or to stop beating for `STALE_SECONDS`, by this process's own clock."""
     from celery.states import READY_STATES
 
-    if meta["status"] in READY_STATES:
-        return True
-    beat = (meta.get("result") or {}) if meta["status"] == "STARTED" else {}
-    if not beat or time.time() - beat["beat"] >= lost_after:
-        return False
-    if beat["hostname"] == node:  # this worker's pool process died (killed, out of memory)
-        return _alive(beat["pid"])
-    return True
+    seen, since = None, time.monotonic()
+    while True:
+        meta = backend.get_task_meta(task_id, cache=False)
+        if meta["status"] in READY_STATES:
+            return False
+        beat = (meta.get("result") or {}) if meta["status"] == "STARTED" else {}
+        if not beat or (beat["hostname"] == node and not _alive(beat["pid"])):
+            return True  # never started, or this worker's pool process running it died
+        if beat["beat"] != seen:
+            seen, since = beat["beat"], time.monotonic()
+        elif time.monotonic() - since > STALE_SECONDS:
+            return True
+        time.sleep(HEARTBEAT_SECONDS / 2)
 
 
 def _alive(pid: int) -> bool:
