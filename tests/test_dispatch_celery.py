@@ -217,3 +217,28 @@ def test_engine_run_with_the_direct_dispatcher_imports_no_celery(tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, env=clean, capture_output=True, text=True
     )
     assert ran.returncode == 0, ran.stderr
+
+
+def test_a_redelivered_attempt_waits_for_its_first_run_and_is_dropped_when_it_ends():
+    """What a worker does with a message that Redis gave out again after its visibility timeout
+    while its first run still beats: it must not run it a second time."""
+    from engine.dispatch.celery_app import _may_run, make_app
+
+    app = make_app(broker_url("redis"))
+    backend, task_id = app.backend, f"test-{os.getpid()}-{threading.get_ident()}"
+    try:
+        assert _may_run(backend, task_id)  # never started
+        backend.store_result(task_id, {"hostname": "w", "pid": 1, "beat": 1.0}, "STARTED")
+        verdicts: list[bool] = []
+        waiter = threading.Thread(target=lambda: verdicts.append(_may_run(backend, task_id)))
+        waiter.start()
+        for beat in (2.0, 3.0):  # the first run goes on beating
+            waiter.join(timeout=1.5)
+            assert waiter.is_alive()
+            backend.store_result(task_id, {"hostname": "w", "pid": 1, "beat": beat}, "STARTED")
+        backend.store_result(task_id, {"ok": True, "result": 1, "error": None}, "SUCCESS")
+        waiter.join(timeout=10)
+        assert verdicts == [False]
+    finally:
+        backend.forget(task_id)
+        app.close()

@@ -142,9 +142,7 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
         """Run one attempt here, unless it must not run (see `_may_run`). With rpc:// a worker
         cannot read states, but then RabbitMQ redelivers only once a worker's connection is gone."""
         task_id, request, backend = self.request.id, self.request, self.backend
-        if isinstance(backend, KeyValueStoreBackend) and not _may_run(
-            backend, task_id, request.hostname
-        ):
+        if isinstance(backend, KeyValueStoreBackend) and not _may_run(backend, task_id):
             raise Ignore()
         stop = threading.Event()
         beats = threading.Thread(
@@ -158,7 +156,7 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
             beats.join()  # a beat stored after the result would hide the result
 
 
-def _may_run(backend: Any, task_id: str, node: str) -> bool:
+def _may_run(backend: Any, task_id: str) -> bool:
     """Whether a delivered attempt may run here. Not when it has ended (done, revoked, or given
     up as lost by the orchestrator); not while another process beats for it (a message that Redis
     redelivered after its visibility timeout, its first run still going): then this waits for
@@ -171,23 +169,13 @@ def _may_run(backend: Any, task_id: str, node: str) -> bool:
         if meta["status"] in READY_STATES:
             return False
         beat = (meta.get("result") or {}) if meta["status"] == "STARTED" else {}
-        if not beat or (beat["hostname"] == node and not _alive(beat["pid"])):
-            return True  # never started, or this worker's pool process running it died
+        if not beat:
+            return True
         if beat["beat"] != seen:
             seen, since = beat["beat"], time.monotonic()
         elif time.monotonic() - since > STALE_SECONDS:
             return True
         time.sleep(HEARTBEAT_SECONDS / 2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _beat(backend: Any, task_id: str, request: Any, stop: threading.Event) -> None:
