@@ -29,8 +29,10 @@ from engine.dispatch.celery_app import (
 from engine.jsondata import storable_text
 from engine.registry import JobRegistry
 
-POLL_SECONDS = 0.02
-"""How often the states of attempts in flight are read, in one round trip."""
+POLL_SECONDS = (0.005, 0.05)
+"""How often the states of attempts in flight are read (in one round trip): soon after anything
+changed, then less and less often while nothing does, so that short steps are seen ending at once
+and long ones cost few reads."""
 TIME_LIMIT_GRACE = 30.0
 """A worker kills an attempt this long after its timeout, should the revoke not reach it."""
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
@@ -96,9 +98,12 @@ class CeleryDispatcher(Dispatcher):
     # -- the courier thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        fastest, slowest = POLL_SECONDS
+        interval = fastest
         while True:
             try:
-                command = self._commands.get(timeout=POLL_SECONDS if self._sent else None)
+                command = self._commands.get(timeout=interval if self._sent else None)
+                interval = fastest
                 while True:
                     if command is None:
                         return
@@ -106,9 +111,9 @@ class CeleryDispatcher(Dispatcher):
                     fn(*args)
                     command = self._commands.get_nowait()
             except queue.Empty:
-                pass
-            if self._sent:
-                self._poll()
+                interval = min(interval * 2, slowest)
+            if self._sent and self._poll():
+                interval = fastest
 
     def _send(self, task: StepTask, done: Done) -> None:
         task_id = str(uuid.uuid4())
@@ -136,7 +141,8 @@ class CeleryDispatcher(Dispatcher):
         with contextlib.suppress(Exception):  # best effort: the executor recorded the end
             self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
+        """Report the attempts that ended; return whether any did."""
         ids = list(self._sent)
         now = self.clock()
         try:
@@ -146,7 +152,7 @@ class CeleryDispatcher(Dispatcher):
             if now - self._unreadable_since > self.lost_after:
                 for task_id in ids:
                     self._end(task_id, f"DispatchError: results unreadable: {exc}")
-            return
+            return len(self._sent) < len(ids)
         self._unreadable_since = None
         for task_id in ids:
             sent = self._sent[task_id]
@@ -160,6 +166,7 @@ class CeleryDispatcher(Dispatcher):
                 self._end(task_id, _worker_error(meta))
             elif status == "STARTED":
                 self._check_heartbeat(task_id, sent, meta.get("result") or {}, now)
+        return len(self._sent) < len(ids)
 
     def _check_heartbeat(self, task_id: str, sent: _Sent, beat: dict[str, Any], now: float) -> None:
         """A started attempt whose worker stopped beating fails (its retry policy decides what
