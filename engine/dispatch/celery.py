@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import DEFAULT_WORKER_LOST_SECONDS, WORKER_LOST_ENV
@@ -24,7 +24,6 @@ from engine.dispatch.celery_app import (
     TASK_NAME,
     check_broker,
     make_app,
-    task_kwargs,
 )
 from engine.jsondata import storable_text
 from engine.registry import JobRegistry
@@ -52,7 +51,7 @@ class _Sent:
 
 
 class CeleryDispatcher(Dispatcher):
-    """Runs attempts on Celery workers (`engine worker`), each exactly once per delivery.
+    """Runs attempts on Celery workers (`engine worker`).
 
     The registry given is the orchestrator's, used for validation only: the workers' own
     registries run the steps, and a key no worker knows fails its step with `RunnerNotFound`.
@@ -68,14 +67,12 @@ class CeleryDispatcher(Dispatcher):
         broker: str | None = None,
         backend: str | None = None,
         lost_after: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = make_app(broker, backend)
         check_broker(self.app)
         self.lost_after = lost_after or float(
             os.environ.get(WORKER_LOST_ENV) or DEFAULT_WORKER_LOST_SECONDS
         )
-        self.clock = clock
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._sent: dict[str, _Sent] = {}
         self._ids: dict[_Key, str] = {}
@@ -120,7 +117,7 @@ class CeleryDispatcher(Dispatcher):
         try:
             self.app.send_task(
                 TASK_NAME,
-                kwargs=task_kwargs(task),
+                kwargs=asdict(task),
                 task_id=task_id,
                 queue=task.queue or DEFAULT_QUEUE,
                 time_limit=task.timeout + TIME_LIMIT_GRACE if task.timeout else None,
@@ -144,7 +141,7 @@ class CeleryDispatcher(Dispatcher):
     def _poll(self) -> bool:
         """Report the attempts that ended; return whether any did."""
         ids = list(self._sent)
-        now = self.clock()
+        now = time.monotonic()
         try:
             metas = self._states(ids)
         except Exception as exc:
@@ -155,18 +152,24 @@ class CeleryDispatcher(Dispatcher):
             return len(self._sent) < len(ids)
         self._unreadable_since = None
         for task_id in ids:
-            sent = self._sent[task_id]
             meta = metas.get(task_id) or {"status": "PENDING"}
-            status = meta["status"]
-            if status == "SUCCESS":
-                payload = meta["result"]
-                outcome = StepOutcome(sent.task, payload["ok"], payload["result"], payload["error"])
-                self._finish(task_id, outcome)
-            elif status in ("FAILURE", "REVOKED"):
-                self._end(task_id, _worker_error(meta))
-            elif status == "STARTED":
-                self._check_heartbeat(task_id, sent, meta.get("result") or {}, now)
+            try:
+                self._read(task_id, meta, now)
+            except Exception as exc:  # not what a worker of this engine stores
+                self._end(task_id, f"DispatchError: unreadable state {meta!r:.200}: {exc!r}")
         return len(self._sent) < len(ids)
+
+    def _read(self, task_id: str, meta: dict[str, Any], now: float) -> None:
+        sent = self._sent[task_id]
+        status = meta["status"]
+        if status == "SUCCESS":
+            payload = meta["result"]
+            outcome = StepOutcome(sent.task, payload["ok"], payload["result"], payload["error"])
+            self._finish(task_id, outcome)
+        elif status in ("FAILURE", "REVOKED"):
+            self._end(task_id, _worker_error(meta))
+        elif status == "STARTED":
+            self._check_heartbeat(task_id, sent, meta.get("result") or {}, now)
 
     def _check_heartbeat(self, task_id: str, sent: _Sent, beat: dict[str, Any], now: float) -> None:
         """A started attempt whose worker stopped beating fails (its retry policy decides what

@@ -15,11 +15,10 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict
 from typing import Any
 
 from engine.config import BROKER_URL_ENV, RESULT_BACKEND_ENV
-from engine.dispatch.base import StepOutcome, StepTask
+from engine.dispatch.base import StepTask
 from engine.dispatch.calling import run_attempt
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
@@ -125,14 +124,6 @@ def check_broker(app: Any) -> None:
         raise DispatchError(f"the broker at {url} is unreachable: {exc}") from None
 
 
-def outcome_payload(outcome: StepOutcome) -> dict[str, Any]:
-    return {"ok": outcome.ok, "result": outcome.result, "error": outcome.error}
-
-
-def task_kwargs(task: StepTask) -> dict[str, Any]:
-    return asdict(task)
-
-
 def _register_task(app: Any, registry: JobRegistry) -> None:
     from celery.backends.base import KeyValueStoreBackend
     from celery.exceptions import Ignore
@@ -150,7 +141,8 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
         )
         beats.start()
         try:
-            return outcome_payload(run_attempt(registry, StepTask(**fields)))
+            outcome = run_attempt(registry, StepTask(**fields))
+            return {"ok": outcome.ok, "result": outcome.result, "error": outcome.error}
         finally:
             stop.set()
             beats.join()  # a beat stored after the result would hide the result
