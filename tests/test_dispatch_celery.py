@@ -132,6 +132,38 @@ def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
     assert [r.status for r in by_step["victim"]] == expected
 
 
+def test_a_timed_out_attempt_is_terminated_on_its_worker_and_sigterm_stops_it_cleanly(
+    sqlite_store, session_queue, tmp_path
+):
+    """The worker has one process: the step after the timed-out one can only run there once the
+    timed-out runner (sleeping 60 s) has been stopped."""
+    queue = f"{session_queue}-timeout"
+    workers = Workers(broker_url("redis"), tmp_path)
+    try:
+        workers.start("solo", queue, concurrency=1)
+        workers.wait_ready()
+        view = run(
+            sqlite_store,
+            workers.broker,
+            f"""
+            name: terminate
+            defaults: {{queue: {queue}}}
+            steps:
+              - id: slow
+                runner: sleep
+                inputs: {{seconds: 60}}
+                timeoutSeconds: 1
+                nextSteps: [{{step: after, on: always}}]
+              - {{id: after, runner: echo}}
+            """,
+        )
+    finally:
+        workers.stop()
+    assert [(s.step, s.status) for s in view.steps] == [("slow", "failed"), ("after", "succeeded")]
+    assert "Terminating" in workers.log("solo")
+    assert workers.procs["solo"].returncode == 0, workers.log("solo")
+
+
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
 def test_a_runner_that_kills_its_process_fails_its_attempt(
     sqlite_store, session_queue, tmp_path, kind
