@@ -30,8 +30,8 @@ from engine.cli.options import runners_option
 def worker(concurrency: int | None, queues: str, loglevel: str, runners: tuple[str, ...]) -> None:
     """Run a Celery worker for the discovered runners, on $ENGINE_BROKER_URL, in the foreground.
 
-    SIGTERM (or one Ctrl-C) finishes the running steps first; a second one stops at once, and
-    the broker gives the unfinished steps to another worker.
+    SIGTERM (or one Ctrl-C) lets the running steps finish first; a second Ctrl-C stops at once,
+    as if the worker had died (docs/operations.md says what then happens to its steps).
     """
     from engine.dispatch.celery_app import check_broker, make_app
     from engine.registry import discover
