@@ -194,6 +194,13 @@ def test_an_unreachable_broker_is_a_dispatch_error_not_a_hang(kind):
         CeleryDispatcher(JobRegistry(), broker=UNREACHABLE[kind])
 
 
+def test_an_unreachable_result_backend_is_a_dispatch_error_too():
+    from engine.dispatch.celery import CeleryDispatcher
+
+    with pytest.raises(DispatchError, match=r"the result backend at .*:1/0 is unreachable"):
+        CeleryDispatcher(JobRegistry(), broker=broker_url("redis"), backend=UNREACHABLE["redis"])
+
+
 def test_engine_run_with_an_unreachable_broker_says_so_and_creates_no_instance(tmp_path):
     (tmp_path / "x.yaml").write_text("name: x\nsteps:\n  - {id: a, runner: greet}\n")
     (tmp_path / "runners").mkdir()

@@ -111,17 +111,21 @@ def check_broker(app: Any) -> None:
     """
     from kombu.utils.url import maybe_sanitize_url
 
-    url = maybe_sanitize_url(app.conf.broker_url)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(
                 max_retries=1, interval_start=0.5, interval_step=0.5, timeout=CONNECT_SECONDS
             )
-        client = getattr(app.backend, "client", None)
+    except Exception as exc:
+        url = maybe_sanitize_url(app.conf.broker_url)
+        raise DispatchError(f"the broker at {url} is unreachable: {exc}") from None
+    client = getattr(app.backend, "client", None)  # Redis; rpc:// rides on the broker
+    try:
         if client is not None:
             client.ping()
     except Exception as exc:
-        raise DispatchError(f"the broker at {url} is unreachable: {exc}") from None
+        url = maybe_sanitize_url(app.backend.url)
+        raise DispatchError(f"the result backend at {url} is unreachable: {exc}") from None
 
 
 def _register_task(app: Any, registry: JobRegistry) -> None:
