@@ -68,3 +68,11 @@ class InstanceNotFound(StoreError):
 
 class ResumeRefused(EngineError):
     """The instance cannot be resumed: it succeeded, or a live process is running it."""
+
+
+class ScheduleError(EngineError):
+    """A schedule cannot be used: no cron, or a bad backfill range."""
+
+
+class TickTaken(ScheduleError):
+    """Another scheduler or backfill has already claimed this tick."""

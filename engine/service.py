@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
@@ -67,12 +68,16 @@ class BatchService:
         scheduled_for: datetime | None = None,
     ) -> PreparedRun:
         """Validate and complete params; raises ParamsError. Nothing is stored yet."""
-        run = _run_info(trigger, scheduled_for, scheduled_for or utcnow())
+        run = _run_info(loaded, trigger, scheduled_for, scheduled_for or utcnow())
         resolved = loaded.params.resolve(params, run)
         return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
 
-    def start(self, prepared: PreparedRun) -> int:
-        """Store the definition version and create the instance (status pending)."""
+    def start(self, prepared: PreparedRun, tick_claimed_by: str | None = None) -> int:
+        """Store the definition version and create the instance (status pending).
+
+        With `tick_claimed_by` (a scheduler or backfill), the tick `prepared.scheduled_for` is
+        claimed with it: TickTaken when someone else has it.
+        """
         loaded = prepared.loaded
         definition_id = self.store.save_definition(
             loaded.name,
@@ -90,6 +95,7 @@ class BatchService:
             prepared.trigger.value,
             prepared.params,
             prepared.scheduled_for,
+            tick_claimed_by,
         )
 
     def execute(
@@ -102,16 +108,11 @@ class BatchService:
         """Run a created instance to its end and return it with every attempt.
 
         `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
-        `cancelled`, and so does the instance.
+        `cancelled`, and so does the instance. Raises ResumeRefused when another process took
+        the instance first (a scheduler's queue, `engine resume`).
         """
         lease = Lease(self.store, instance_id)
-        self.store.set_instance(
-            instance_id,
-            status=InstanceStatus.running.value,
-            started_at=utcnow(),
-            lease_owner=lease.owner,
-            lease_expires_at=lease.expiry(),
-        )
+        self.store.start_pending(instance_id, lease.owner, lease.expiry())
         return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
 
     def resume(
@@ -127,18 +128,7 @@ class BatchService:
         file says now. Steps that succeeded keep their results and are not run again; attempt
         numbers continue. Raises ResumeRefused when it succeeded or a live process runs it.
         """
-        record = self.store.resume_record(instance_id)
-        loaded = load_text(
-            record.source, f"{record.definition_name}@{record.version[:12]}", registry
-        )
-        run = _run_info(
-            Trigger(record.trigger),
-            record.scheduled_for,
-            record.scheduled_for or record.started_at or record.created_at,
-        )
-        prepared = PreparedRun(
-            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
-        )
+        prepared = self.stored_run(instance_id, registry)
         lease = Lease(self.store, instance_id)
         self.store.claim(instance_id, lease.owner, lease.expiry())
         self.store.close_open_attempts(
@@ -149,6 +139,22 @@ class BatchService:
             for step, (attempt, status, result) in self.store.last_attempts(instance_id).items()
         }
         return self._run_leased(prepared, instance_id, lease, listener, cancellation, history)
+
+    def stored_run(self, instance_id: int, registry: JobRegistry) -> PreparedRun:
+        """An existing instance as it was prepared: its definition version, params and run."""
+        record = self.store.resume_record(instance_id)
+        loaded = load_text(
+            record.source, f"{record.definition_name}@{record.version[:12]}", registry
+        )
+        run = _run_info(
+            loaded,
+            Trigger(record.trigger),
+            record.scheduled_for,
+            record.scheduled_for or record.started_at or record.created_at,
+        )
+        return PreparedRun(
+            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
+        )
 
     def _run_leased(
         self,
@@ -205,12 +211,20 @@ class BatchService:
 
 
 def _run_info(
-    trigger: Trigger, scheduled_for: datetime | None, logical: datetime
+    loaded: LoadedDefinition,
+    trigger: Trigger,
+    scheduled_for: datetime | None,
+    logical: datetime,
 ) -> dict[str, Any]:
-    """What templates see as `run` (the instance id is added once it exists)."""
+    """What templates see as `run` (the instance id is added once it exists).
+
+    Times are in the definition's time zone, so that `run.logical_date[:10]` is the day the
+    cron tick fell on where the schedule is defined.
+    """
+    zone = ZoneInfo(loaded.definition.timezone)
     return {
         "id": None,
         "trigger": trigger.value,
-        "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
-        "logical_date": logical.isoformat(),
+        "scheduled_for": scheduled_for.astimezone(zone).isoformat() if scheduled_for else None,
+        "logical_date": logical.astimezone(zone).isoformat(),
     }

@@ -14,6 +14,7 @@ from engine.errors import (
     ParamsError,
     ResumeRefused,
     RunnerError,
+    ScheduleError,
 )
 
 EXIT_FAILED = 1
@@ -21,8 +22,10 @@ EXIT_REFUSED = 2
 
 
 def exit_code(error: EngineError) -> int:
-    """Refused input (definition, params, runners) is 2; anything else that went wrong is 1."""
-    if isinstance(error, DefinitionError | ParamsError | RunnerError | ResumeRefused):
+    """Refused input (definition, params, runners, schedule) is 2; anything else is 1."""
+    if isinstance(
+        error, DefinitionError | ParamsError | RunnerError | ResumeRefused | ScheduleError
+    ):
         return EXIT_REFUSED
     return EXIT_FAILED
 
@@ -46,6 +49,12 @@ def cli() -> None:
 
 
 def main() -> None:
-    from engine.cli import commands, database, runs, worker  # noqa: F401  (registers the subcommands)
+    from engine.cli import (  # noqa: F401  (registers the subcommands)
+        commands,
+        database,
+        runs,
+        schedule,
+        worker,
+    )
 
     cli()

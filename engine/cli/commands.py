@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.executor import Cancellation, Listener
     from engine.registry import JobRegistry
     from engine.service import BatchService
+    from engine.store import InstanceView
 
 
 def definition_files(paths: tuple[str, ...]) -> list[Path]:
@@ -102,7 +103,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
         render.console.print(f"instance {instance_id} of {loaded.name} started")
         return service.execute(prepared, instance_id, progress, cancellation)
 
-    follow(config, registry, start, as_json)
+    exit_with(follow(config, registry, start), as_json)
 
 
 @cli.command()
@@ -120,16 +121,15 @@ def resume(instance_id: int, as_json: bool, config: Config) -> None:
         render.console.print(f"resuming instance {instance_id}")
         return service.resume(instance_id, registry, progress, cancellation)
 
-    follow(config, registry, start, as_json)
+    exit_with(follow(config, registry, start), as_json)
 
 
 def follow(
     config: Config,
     registry: JobRegistry,
     start: Callable[[BatchService, Listener, Cancellation], Any],
-    as_json: bool,
-) -> None:
-    """Run an instance through `start` with progress, then its summary; exit by its status.
+) -> Any:
+    """Run `start` with progress on stderr and return what it returns.
 
     Ctrl-C and SIGTERM stop the instance at the executor's next step, never halfway through a
     write: no new step starts, running attempts and the instance end cancelled.
@@ -146,9 +146,15 @@ def follow(
         name = signal.Signals(signum).name
         signal.signal(signum, lambda *_, name=name: cancellation.cancel(f"stopped by {name}"))
     try:
-        view = start(BatchService(config.store(), dispatcher), render.Progress(), cancellation)
+        return start(BatchService(config.store(), dispatcher), render.Progress(), cancellation)
     finally:
         dispatcher.close()
+
+
+def exit_with(view: InstanceView, as_json: bool) -> None:
+    """Print an ended instance's summary (and JSON); exit 0 when it succeeded, else 1."""
+    from engine.cli import render
+
     render.instance_summary(view)
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))

@@ -14,6 +14,7 @@ from rich.table import Table
 from engine.executor import StepEvent
 from engine.status import StepStatus
 from engine.store import InstanceView
+from engine.store.ticks import TickView
 
 _MARKS = {
     StepStatus.running: "[cyan]▶[/]",
@@ -26,6 +27,7 @@ _STYLES = {
     "succeeded": "green",
     "failed": "red",
     "skipped": "dim",
+    "claimed": "dim",
     "cancelled": "yellow",
     "running": "cyan",
     "pending": "cyan",
@@ -98,10 +100,10 @@ def _status(view: InstanceView) -> str:
     """The status, marked when the process running the instance is gone."""
     if view.abandoned:
         return "[red]running (abandoned)[/]"
-    return _styled(view.status)
+    return styled(view.status)
 
 
-def _styled(status: str) -> str:
+def styled(status: str) -> str:
     return f"[{_STYLES.get(status, 'white')}]{status}[/]"
 
 
@@ -118,7 +120,7 @@ def instance_summary(view: InstanceView) -> None:
     for attempt in view.steps or []:
         last[attempt.step] = attempt
     table = Table(
-        title=f"instance {view.id} · {view.definition} · {_styled(view.status)}",
+        title=f"instance {view.id} · {view.definition} · {styled(view.status)}",
         title_justify="left",
     )
     for column in ("step", "status", "attempts", "duration"):
@@ -132,7 +134,7 @@ def instance_summary(view: InstanceView) -> None:
         )
         table.add_row(
             step,
-            _styled(attempt.status),
+            styled(attempt.status),
             str(attempt.attempt),
             _duration(attempt.started_at, attempt.finished_at),
             detail,
@@ -140,7 +142,7 @@ def instance_summary(view: InstanceView) -> None:
     console.print(table)
     took = _duration(view.started_at, view.finished_at)
     console.print(
-        f"instance {view.id} {_styled(view.status)} in {took}"
+        f"instance {view.id} {styled(view.status)} in {took}"
         + (f": {view.error}" if view.error else "")
     )
 
@@ -172,7 +174,7 @@ def instance_detail(view: InstanceView) -> None:
         table.add_row(
             a.step,
             str(a.attempt),
-            _styled(a.status),
+            styled(a.status),
             started,
             _duration(a.started_at, a.finished_at),
             detail,
@@ -217,3 +219,20 @@ def plan(data: dict[str, Any]) -> None:
         extra = "" if edge["on"] == "success" else f" on {edge['on']}"
         extra += f" if {edge['condition']}" if edge["condition"] else ""
         out.print(f"  {edge['from']} → {edge['to']}{extra}")
+
+
+def tick_list(claims: list[TickView]) -> None:
+    table = Table()
+    for column in ("definition", "tick", "trigger", "instance", "outcome"):
+        table.add_column(column)
+    for c in claims:
+        table.add_row(
+            c.definition,
+            c.scheduled_for.isoformat(),
+            c.trigger,
+            str(c.instance_id or "-"),
+            styled(c.status)
+            if c.status
+            else f"[yellow]skipped[/]: {escape(c.skipped_reason or '')}",
+        )
+    out.print(table)

@@ -56,3 +56,19 @@ def show(instance_id: int, as_json: bool, config: Config) -> None:
 def cancel(instance_id: int, config: Config) -> None:
     """Stop instance ID: no new step starts, running steps and the instance end cancelled."""
     click.echo(config.store().request_cancel(instance_id), err=True)
+
+
+@runs.command("ticks")
+@click.option("--definition", help="Only ticks of this definition name.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+@pass_config
+def ticks(definition: str | None, limit: int, as_json: bool, config: Config) -> None:
+    """Claimed cron ticks, latest first: the instance each started, or why it was skipped."""
+    claims = config.store().ticks.recent(definition, limit)
+    if as_json:
+        click.echo(json.dumps([c.model_dump(mode="json") for c in claims], indent=2))
+    else:
+        from engine.cli import render
+
+        render.tick_list(claims)

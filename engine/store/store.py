@@ -19,14 +19,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from engine.config import DEFAULT_DATABASE_URL
-from engine.errors import InstanceNotFound, ResumeRefused, StoreError
+from engine.errors import InstanceNotFound, ResumeRefused, StoreError, TickTaken
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
+from engine.store.ticks import TickClaims, insert_claim
 from engine.store.types import utcnow
 from engine.store.views import InstanceView, StepAttemptView
 
@@ -61,6 +62,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         ensure_current(self.engine, self.safe_url)
+        self.ticks = TickClaims(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -100,7 +102,13 @@ class Store:
         trigger: str,
         params: dict[str, Any],
         scheduled_for: datetime | None = None,
+        tick_claimed_by: str | None = None,
     ) -> int:
+        """Create a pending instance.
+
+        With `tick_claimed_by`, the instance's tick (`scheduled_for`) is claimed in the same
+        transaction: TickTaken when another scheduler or backfill has it.
+        """
         row = {
             "definition_id": definition_id,
             "definition_name": name,
@@ -110,12 +118,46 @@ class Store:
             "scheduled_for": scheduled_for,
             "created_at": utcnow(),
         }
-        with self.engine.begin() as conn:
-            return _new_id(conn.execute(insert(instances).values(row)))
+        if tick_claimed_by is None:
+            with self.engine.begin() as conn:
+                return _new_id(conn.execute(insert(instances).values(row)))
+        assert scheduled_for is not None, "a tick claim needs the tick"
+        try:
+            with self.engine.begin() as conn:
+                instance_id = _new_id(conn.execute(insert(instances).values(row)))
+                insert_claim(
+                    conn, name, scheduled_for, trigger, tick_claimed_by, instance_id=instance_id
+                )
+                return instance_id
+        except IntegrityError:
+            raise TickTaken(f"{name} tick {scheduled_for.isoformat()} is already claimed") from None
 
     def set_instance(self, instance_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
+
+    def start_pending(self, instance_id: int, owner: str, expires: datetime) -> None:
+        """Take a new (pending) instance to run it; of several takers exactly one wins.
+
+        Raises ResumeRefused for the others: another process runs it, or it was cancelled.
+        """
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(instances)
+                .where(
+                    instances.c.id == instance_id,
+                    instances.c.status == InstanceStatus.pending.value,
+                )
+                .values(
+                    status=InstanceStatus.running.value,
+                    started_at=utcnow(),
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+            ).rowcount
+        if taken != 1:
+            status = self.get_instance(instance_id).status
+            raise ResumeRefused(f"instance {instance_id} is {status}: another process took it")
 
     def claim(self, instance_id: int, owner: str, expires: datetime) -> None:
         """Take the lease of an instance to resume it; exactly one of several claimants wins.

@@ -1,0 +1,163 @@
+"""Tick claims (`batch_tick`): the row whose uniqueness makes each cron tick run once.
+
+A claim is an INSERT that fails on the unique (definition, tick) pair when any other scheduler
+or backfill got there first: no lock service, no elected leader, on SQLite and PostgreSQL
+alike. A tick that fires is claimed in the same transaction that creates its instance, so a
+crash leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from engine.errors import TickTaken
+from engine.status import InstanceStatus, Trigger
+from engine.store.tables import instances, ticks
+from engine.store.types import utcnow
+from engine.store.views import Timestamp
+
+SCHEDULED = (Trigger.cron.value, Trigger.backfill.value)
+"""The triggers whose instances the overlap policy looks at."""
+
+
+class TickView(BaseModel):
+    """One claimed tick: the instance it started, or why it was skipped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    definition: str
+    scheduled_for: Timestamp
+    trigger: str
+    instance_id: int | None
+    status: str | None
+    """The instance's status; None for a skipped tick."""
+    skipped_reason: str | None
+    claimed_by: str
+    claimed_at: Timestamp
+
+
+class ActiveRun(BaseModel):
+    """A scheduled instance that has not ended, as the overlap policy sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    status: str
+    abandoned: bool
+    """Running, but its process stopped renewing the lease: it blocks nothing."""
+
+
+def insert_claim(
+    conn: Connection,
+    name: str,
+    at: datetime,
+    trigger: str,
+    claimed_by: str,
+    instance_id: int | None = None,
+    skipped_reason: str | None = None,
+) -> None:
+    """Claim a tick inside the caller's transaction; raises IntegrityError when taken."""
+    conn.execute(
+        insert(ticks).values(
+            definition_name=name,
+            scheduled_for=at,
+            trigger=trigger,
+            instance_id=instance_id,
+            skipped_reason=skipped_reason,
+            claimed_by=claimed_by,
+            created_at=utcnow(),
+        )
+    )
+
+
+class TickClaims:
+    """Queries and claims on `batch_tick`, and the scheduled instances overlap looks at."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def skip(self, name: str, at: datetime, trigger: str, claimed_by: str, reason: str) -> None:
+        """Record a tick as skipped, with its reason; raises TickTaken when already claimed."""
+        try:
+            with self.engine.begin() as conn:
+                insert_claim(conn, name, at, trigger, claimed_by, skipped_reason=reason)
+        except IntegrityError:
+            raise TickTaken(f"{name} tick {at.isoformat()} is already claimed") from None
+
+    def last(self, name: str, trigger: str = Trigger.cron.value) -> datetime | None:
+        """The latest tick claimed by `trigger`: where a starting scheduler takes over."""
+        query = (
+            select(ticks.c.scheduled_for)
+            .where(ticks.c.definition_name == name, ticks.c.trigger == trigger)
+            .order_by(ticks.c.scheduled_for.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            found: datetime | None = conn.execute(query).scalar()
+        return found
+
+    def find(self, name: str, at: datetime) -> TickView | None:
+        rows = self._views(
+            _tick_query().where(ticks.c.definition_name == name, ticks.c.scheduled_for == at)
+        )
+        return rows[0] if rows else None
+
+    def recent(self, name: str | None = None, limit: int = 20) -> list[TickView]:
+        """Claimed ticks, latest first."""
+        query = _tick_query().order_by(ticks.c.scheduled_for.desc(), ticks.c.id.desc())
+        if name:
+            query = query.where(ticks.c.definition_name == name)
+        return self._views(query.limit(limit))
+
+    def active(self, name: str) -> list[ActiveRun]:
+        """Scheduled instances of `name` that have not ended, oldest first."""
+        query = (
+            select(instances.c.id, instances.c.status, instances.c.lease_expires_at)
+            .where(
+                instances.c.definition_name == name,
+                instances.c.trigger.in_(SCHEDULED),
+                instances.c.status.in_(
+                    [InstanceStatus.pending.value, InstanceStatus.running.value]
+                ),
+            )
+            .order_by(instances.c.id)
+        )
+        now = utcnow()
+        with self.engine.connect() as conn:
+            return [
+                ActiveRun(
+                    id=row.id,
+                    status=row.status,
+                    abandoned=row.status == InstanceStatus.running
+                    and row.lease_expires_at is not None
+                    and row.lease_expires_at < now,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def _views(self, query: Any) -> list[TickView]:
+        with self.engine.connect() as conn:
+            return [
+                TickView(
+                    definition=row.definition_name,
+                    scheduled_for=row.scheduled_for,
+                    trigger=row.trigger,
+                    instance_id=row.instance_id,
+                    status=row.status,
+                    skipped_reason=row.skipped_reason,
+                    claimed_by=row.claimed_by,
+                    claimed_at=row.created_at,
+                )
+                for row in conn.execute(query)
+            ]
+
+
+def _tick_query() -> Any:
+    return select(ticks, instances.c.status).outerjoin(
+        instances, instances.c.id == ticks.c.instance_id
+    )
