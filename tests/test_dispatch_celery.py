@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +54,41 @@ def engine(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_a_step_runs_only_on_workers_listening_on_its_queue(sqlite_store, session_queue, tmp_path):
-    workers = Workers(broker_url("redis"), tmp_path)
-    other = f"{session_queue}-other"
+def _workers(kind: str, queue: str, logs: Path) -> Iterator[Workers]:
+    """Started once for the module: `plain` on `queue`, `both` on it and `queue-other`, and `solo`
+    with one process on `queue-solo`. SIGTERM must stop each cleanly."""
+    workers = Workers(broker_url(kind), logs)
     try:
-        workers.start("plain", session_queue)
-        workers.start("both", f"{session_queue},{other}")
+        workers.start("plain", queue)
+        workers.start("both", f"{queue},{queue}-other")
+        workers.start("solo", f"{queue}-solo", concurrency=1)
         workers.wait_ready()
-        steps = "".join(f"  - {{id: s{i}, runner: where, queue: {other}}}\n" for i in range(4))
-        text = f"name: queues\nconcurrency: 4\ndefaults: {{queue: {session_queue}}}\nsteps:\n"
-        view = run(sqlite_store, workers.broker, text + steps)
+        yield workers
     finally:
         workers.stop()
+    for name, proc in workers.procs.items():
+        assert proc.returncode == 0, workers.log(name)
+
+
+@pytest.fixture(scope="module")
+def redis_workers(
+    session_queue: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workers]:
+    yield from _workers("redis", f"{session_queue}-c", tmp_path_factory.mktemp("redis-workers"))
+
+
+@pytest.fixture(scope="module")
+def amqp_workers(session_queue: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    yield from _workers("amqp", f"{session_queue}-c", tmp_path_factory.mktemp("amqp-workers"))
+
+
+def test_a_step_runs_only_on_workers_listening_on_its_queue(
+    sqlite_store, redis_workers, session_queue
+):
+    queue = f"{session_queue}-c"
+    steps = "".join(f"  - {{id: s{i}, runner: where, queue: {queue}-other}}\n" for i in range(4))
+    text = f"name: queues\nconcurrency: 4\ndefaults: {{queue: {queue}}}\nsteps:\n"
+    view = run(sqlite_store, redis_workers.broker, text + steps)
     assert view.status == "succeeded"
     assert {s.result["worker"] for s in view.steps} == {"both"}
 
@@ -132,55 +156,41 @@ def test_a_worker_killed_mid_step_leaves_every_step_ended_once(
     assert [r.status for r in by_step["victim"]] == expected
 
 
-def test_a_timed_out_attempt_is_terminated_on_its_worker_and_sigterm_stops_it_cleanly(
-    sqlite_store, session_queue, tmp_path
+def test_a_timed_out_attempt_is_terminated_on_its_worker(
+    sqlite_store, redis_workers, session_queue
 ):
-    """The worker has one process: the step after the timed-out one can only run there once the
+    """`solo` has one process: the step after the timed-out one can only run there once the
     timed-out runner (sleeping 60 s) has been stopped."""
-    queue = f"{session_queue}-timeout"
-    workers = Workers(broker_url("redis"), tmp_path)
-    try:
-        workers.start("solo", queue, concurrency=1)
-        workers.wait_ready()
-        view = run(
-            sqlite_store,
-            workers.broker,
-            f"""
-            name: terminate
-            defaults: {{queue: {queue}}}
-            steps:
-              - id: slow
-                runner: sleep
-                inputs: {{seconds: 60}}
-                timeoutSeconds: 1
-                nextSteps: [{{step: after, on: always}}]
-              - {{id: after, runner: echo}}
-            """,
-        )
-    finally:
-        workers.stop()
+    view = run(
+        sqlite_store,
+        redis_workers.broker,
+        f"""
+        name: terminate
+        defaults: {{queue: {session_queue}-c-solo}}
+        steps:
+          - id: slow
+            runner: sleep
+            inputs: {{seconds: 60}}
+            timeoutSeconds: 1
+            nextSteps: [{{step: after, on: always}}]
+          - {{id: after, runner: echo}}
+        """,
+    )
     assert [(s.step, s.status) for s in view.steps] == [("slow", "failed"), ("after", "succeeded")]
-    assert "Terminating" in workers.log("solo")
-    assert workers.procs["solo"].returncode == 0, workers.log("solo")
+    assert "Terminating" in redis_workers.log("solo")
 
 
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
 def test_a_runner_that_kills_its_process_fails_its_attempt(
-    sqlite_store, session_queue, tmp_path, kind
+    sqlite_store, session_queue, kind, request
 ):
     """Not put back on the queue: it would kill one process after another."""
-    queue = f"{session_queue}-suicide-{kind}"
-    workers = Workers(broker_url(kind), tmp_path)
-    try:
-        workers.start("a", queue)
-        workers.wait_ready()
-        view = run(
-            sqlite_store,
-            workers.broker,
-            f"name: suicide\nsteps:\n  - {{id: s, runner: kills_itself, queue: {queue}}}\n",
-        )
-    finally:
-        workers.stop()
+    workers: Workers = request.getfixturevalue(f"{kind}_workers")
+    view = run(
+        sqlite_store,
+        workers.broker,
+        f"name: suicide\nsteps:\n  - {{id: s, runner: kills_itself, queue: {session_queue}-c}}",
+    )
     assert view.status == "failed"
     [row] = view.steps
     assert row.error.startswith("worker lost: Worker exited prematurely: signal 9 (SIGKILL)")
