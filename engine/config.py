@@ -15,6 +15,12 @@ LEASE_ENV = "ENGINE_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
 DISPATCHER_ENV = "ENGINE_DISPATCHER"
 """`direct` (the default), a name from `engine.dispatch.DISPATCHERS`, or `module:Class`."""
-
+BROKER_URL_ENV = "ENGINE_BROKER_URL"
+"""The Celery broker of `ENGINE_DISPATCHER=celery` and `engine worker`: `redis://…` or `amqp://…`."""
+RESULT_BACKEND_ENV = "ENGINE_RESULT_BACKEND"
+"""Where workers put outcomes; default: the broker itself for `redis://`, `rpc://` for `amqp://`."""
+WORKER_LOST_ENV = "ENGINE_WORKER_LOST_SECONDS"
+"""How long a started attempt may go without a worker heartbeat before it fails as lost."""
+DEFAULT_WORKER_LOST_SECONDS = 30.0
 API_TOKEN_ENV = "ENGINE_API_TOKEN"
 """The bearer token every HTTP route but `/healthz` requires; needed to listen beyond loopback."""

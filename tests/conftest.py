@@ -1,4 +1,5 @@
-"""Shared fixtures: fresh registries, and stores on real SQLite and PostgreSQL.
+"""Shared fixtures: fresh registries, stores on real SQLite and PostgreSQL, Celery workers on real
+Redis and RabbitMQ.
 
 A service a test needs is real. When it is unreachable the test skips, except with
 ENGINE_REQUIRE_SERVICES=1 (set by .ci/run), where it fails: CI must really run it.
@@ -6,7 +7,12 @@ ENGINE_REQUIRE_SERVICES=1 (set by .ci/run), where it fails: CI must really run i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +26,13 @@ from engine.store import Store
 POSTGRES_URL = os.environ.get(
     "ENGINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+BROKER_URLS = {
+    "redis": os.environ.get("ENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "amqp": os.environ.get("ENGINE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+"""Celery brokers by kind; the defaults are for local convenience only."""
 REQUIRE_SERVICES = os.environ.get("ENGINE_REQUIRE_SERVICES") == "1"
+TESTS = Path(__file__).resolve().parent
 
 
 def unavailable(service: str, reason: str) -> None:
@@ -76,3 +88,81 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
     yield store
     store.close()
+
+
+def broker_url(kind: str) -> str:
+    """The test broker of `kind` (redis or amqp), once it answers."""
+    from engine.dispatch.celery_app import check_broker, make_app
+    from engine.errors import DispatchError
+
+    app = make_app(BROKER_URLS[kind])
+    try:
+        check_broker(app)
+    except DispatchError as exc:
+        unavailable({"redis": "Redis", "amqp": "RabbitMQ"}[kind], str(exc))
+    finally:
+        app.close()
+    return BROKER_URLS[kind]
+
+
+class Workers:
+    """`engine worker` subprocesses on one broker, each in its own process group (the worker and
+    its pool), all stopped and reaped by `stop`."""
+
+    def __init__(self, broker: str, logs: Path, **env: str) -> None:
+        self.broker = broker
+        self.logs = logs
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, queues: str, concurrency: int = 2) -> None:
+        env = {**os.environ, "ENGINE_BROKER_URL": self.broker, "ENGINE_TEST_WORKER": name}
+        env.pop("ENGINE_RUNNERS", None)
+        command = [str(Path(sys.executable).with_name("engine")), "worker"]
+        command += ["--queues", queues, "--concurrency", str(concurrency)]
+        command += ["--runners", str(TESTS / "worker_runners.py")]
+        with open(self.logs / f"{name}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                command,
+                env={**env, **self.env},
+                cwd=self.logs,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until every worker consumes (Celery logs `ready.`)."""
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            while b" ready." not in (self.logs / f"{name}.log").read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"worker {name} did not start:\n{self.log(name)}")
+                time.sleep(0.1)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a worker and its pool at once, as when its machine dies."""
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # pool processes left by their parent
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def session_queue() -> str:
+    """A queue name of this test session's own: parallel sessions on one broker do not meet."""
+    return "engine-test-" + uuid.uuid4().hex[:10]

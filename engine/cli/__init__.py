@@ -55,6 +55,7 @@ def main() -> None:
         runs,
         schedule,
         serve,
+        worker,
     )
 
     cli()

@@ -35,6 +35,15 @@ class Config:
         return discover(self.runners)
 
 
+runners_option = click.option(
+    "--runners",
+    "runners",
+    multiple=True,
+    metavar="MODULE|PATH",
+    help="Extra runner modules or folders (also $ENGINE_RUNNERS, comma-separated).",
+)
+
+
 def pass_config(fn: F) -> F:
     """Add `--db` and `--runners` and pass the command a `Config` as `config`."""
 
@@ -45,13 +54,7 @@ def pass_config(fn: F) -> F:
         show_default=True,
         help=f"Database URL (or ${DATABASE_ENV}).",
     )
-    @click.option(
-        "--runners",
-        "runners",
-        multiple=True,
-        metavar="MODULE|PATH",
-        help="Extra runner modules or folders (also $ENGINE_RUNNERS, comma-separated).",
-    )
+    @runners_option
     @functools.wraps(fn)
     def wrapper(*args: Any, db: str, runners: tuple[str, ...], **kwargs: Any) -> Any:
         return fn(*args, config=Config(db, runners), **kwargs)

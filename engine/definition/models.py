@@ -116,7 +116,8 @@ class StepSettings(DslModel):
     timeout_seconds: float | None = Field(None, gt=0)
     """Bound of one attempt; a timed-out attempt fails with a timeout error."""
     queue: str | None = None
-    """With the Celery dispatcher: only workers listening on this queue take the step."""
+    """With the Celery dispatcher: only workers listening on this queue take the step (unset: the
+    queue `default`). The direct dispatcher ignores it."""
 
 
 class Step(StepSettings):

@@ -10,7 +10,10 @@ from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
 
-DISPATCHERS = {"direct": "engine.dispatch.direct:DirectDispatcher"}
+DISPATCHERS = {
+    "direct": "engine.dispatch.direct:DirectDispatcher",
+    "celery": "engine.dispatch.celery:CeleryDispatcher",
+}
 """Short names; anything else is read as `package.module:Class`."""
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from engine.context import StepContext
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
-from engine.errors import RunnerNotFound
-from engine.jsondata import NotJsonData, json_copy
+from engine.dispatch.calling import call, call_async, prepare
 from engine.registry import JobRegistry
 
 
@@ -65,31 +64,23 @@ class DirectDispatcher(Dispatcher):
         self._running: dict[tuple[int, str, int], tuple[StepContext, Any]] = {}
 
     def submit(self, task: StepTask, done: Done) -> None:
-        """Run `task` on a thread (or the event loop, for async runners).
-
-        The runner gets its own copy of everything, as JSON would carry it to a remote worker:
-        what one runner changes in its inputs or context, no other step sees.
-        """
-        try:
-            runner = self.registry.get(task.runner)
-            inputs, params, results, run = json_copy(
-                [task.inputs, task.params, task.results, task.run]
-            )
-        except (RunnerNotFound, NotJsonData) as exc:
-            done(StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}"))
+        """Run `task` on a thread (or the event loop, for async runners)."""
+        prepared = prepare(self.registry, task)
+        if isinstance(prepared, StepOutcome):
+            done(prepared)
             return
-        ctx = StepContext(task.instance_id, task.step_id, task.attempt, params, results, run)
+        runner, inputs, ctx = prepared
         key = (task.instance_id, task.step_id, task.attempt)
         if runner.is_async:
             future = asyncio.run_coroutine_threadsafe(
-                self._run_async(runner.resolve(), task, inputs, ctx), self._event_loop()
+                call_async(runner.resolve(), task, inputs, ctx), self._event_loop()
             )
             self._running[key] = (ctx, future)
             future.add_done_callback(lambda f: self._finish(key, done, _settled(task, f)))
         else:
             self._running[key] = (ctx, None)
             self._pool.submit(
-                lambda: self._finish(key, done, _call(runner.resolve, task, inputs, ctx))
+                lambda: self._finish(key, done, call(runner.resolve, task, inputs, ctx))
             )
 
     def _finish(self, key: tuple[int, str, int], done: Done, outcome: StepOutcome) -> None:
@@ -104,17 +95,6 @@ class DirectDispatcher(Dispatcher):
         ctx.cancel_event.set()
         if future is not None:
             future.cancel()
-
-    @staticmethod
-    async def _run_async(
-        fn: Callable[..., Any], task: StepTask, inputs: Any, ctx: StepContext
-    ) -> StepOutcome:
-        try:
-            return StepOutcome.success(task, await fn(inputs, ctx))
-        except (Exception, asyncio.CancelledError, SystemExit, KeyboardInterrupt) as exc:
-            # A cancelled coroutine reports too, and sys.exit() must not kill the event loop;
-            # GeneratorExit (a coroutine being closed) is left alone.
-            return StepOutcome.failure(task, exc)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:
@@ -148,12 +128,3 @@ def _settled(task: StepTask, future: concurrent.futures.Future[StepOutcome]) -> 
     if future.cancelled():
         return StepOutcome(task, ok=False, error="cancelled")
     return future.result()
-
-
-def _call(
-    resolve: Callable[[], Callable[..., Any]], task: StepTask, inputs: Any, ctx: StepContext
-) -> StepOutcome:
-    try:
-        return StepOutcome.success(task, resolve()(inputs, ctx))
-    except BaseException as exc:  # SystemExit from a runner must not kill the worker silently
-        return StepOutcome.failure(task, exc)

@@ -1,0 +1,204 @@
+"""Dispatch overhead of the direct and the Celery dispatchers, on I/O-bound steps.
+
+    .venv/bin/python bench/dispatch.py [--steps 64] [--sleep 0.2] [--concurrency 16]
+        [--workers 2] [--worker-concurrency 8] [--chain 50] [--repeat 3]
+        [--broker redis://127.0.0.1:6379/0] [--broker amqp://guest:guest@127.0.0.1:5672//]
+
+A fan-out of `--steps` steps that each sleep `--sleep` seconds, at `concurrency: --concurrency`,
+runs through `BatchService.run` on a fresh SQLite file: once in-process (direct), and once per
+broker through `engine worker` subprocesses (`--workers` of `--worker-concurrency` processes each,
+started before and stopped after, on a queue of their own). A chain of `--chain` no-op steps shows
+the round trip of one step alone. docs/performance.md gives the figures and what they mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dispatch_runners  # a sibling module: bench/ is not a package
+
+from engine.definition import load_text
+from engine.dispatch.base import Dispatcher
+from engine.dispatch.direct import DirectDispatcher
+from engine.service import BatchService
+from engine.store import Store
+
+HERE = Path(__file__).resolve().parent
+
+
+def fanout_yaml(steps: int, sleep: float, concurrency: int, queue: str) -> str:
+    """Independent steps: `nextSteps: []` on the first switches to DAG mode without edges."""
+    lines = [f"name: fanout\nconcurrency: {concurrency}\ndefaults: {{queue: {queue}}}\nsteps:"]
+    lines += [
+        f"  - {{id: s{i}, runner: io_sleep, inputs: {{seconds: {sleep}}}"
+        + (", nextSteps: []}" if i == 0 else "}")
+        for i in range(steps)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chain_yaml(steps: int, queue: str) -> str:
+    lines = [f"name: chain\ndefaults: {{queue: {queue}}}\nsteps:"]
+    lines += [f"  - {{id: c{i}, runner: noop}}" for i in range(steps)]
+    return "\n".join(lines) + "\n"
+
+
+def timed_run(text: str, make: Callable[[], Dispatcher], folder: Path) -> float:
+    """Seconds of `BatchService.run` (the whole instance) on a fresh SQLite file."""
+    loaded = load_text(text, "bench.yaml", dispatch_runners.registry)
+    store = Store(f"sqlite:///{folder / (uuid.uuid4().hex + '.db')}")
+    dispatcher = make()
+    try:
+        start = time.perf_counter()
+        view = BatchService(store, dispatcher).run(loaded, {})
+        seconds = time.perf_counter() - start
+    finally:
+        dispatcher.close()
+        store.close()
+    if view.status != "succeeded":
+        raise SystemExit(f"the benchmark run {view.status}: {view.error}")
+    return seconds
+
+
+@contextmanager
+def workers(broker: str, queue: str, count: int, concurrency: int, logs: Path) -> Iterator[None]:
+    """`engine worker` subprocesses, ready when this yields; stopped (SIGTERM) afterwards."""
+    engine = str(Path(sys.executable).with_name("engine"))
+    env = {**os.environ, "ENGINE_BROKER_URL": broker}
+    procs = []
+    for n in range(count):
+        log = logs / f"worker-{n}.log"
+        with open(log, "wb") as out:
+            command = [engine, "worker", "-Q", queue, "-c", str(concurrency)]
+            command += ["--runners", str(HERE / "dispatch_runners.py")]
+            procs.append(
+                (
+                    log,
+                    subprocess.Popen(
+                        command, env=env, cwd=logs, stdout=out, stderr=out, start_new_session=True
+                    ),
+                )
+            )
+    try:
+        for log, proc in procs:
+            while b" ready." not in log.read_bytes():
+                if proc.poll() is not None:
+                    raise SystemExit(f"a worker did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield
+    finally:
+        for _, proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in procs:
+            proc.wait(timeout=30)
+
+
+def measure(
+    name: str, make: Callable[[], Dispatcher], args: argparse.Namespace, queue: str, folder: Path
+) -> dict[str, Any]:
+    fanout = fanout_yaml(args.steps, args.sleep, args.concurrency, queue)
+    chain = chain_yaml(args.chain, queue)
+    timed_run(fanout, make, folder)  # warm: imports, worker pools, connections
+    walls = [timed_run(fanout, make, folder) for _ in range(args.repeat)]
+    chains = [timed_run(chain, make, folder) for _ in range(args.repeat)]
+    wall = statistics.median(walls)
+    ideal = args.steps * args.sleep / args.concurrency
+    row = {
+        "dispatcher": name,
+        "wall": wall,
+        "ideal": ideal,
+        "ratio": wall / ideal,
+        # each of the `concurrency` slots runs steps/concurrency steps back to back
+        "slot_overhead_ms": (wall * args.concurrency / args.steps - args.sleep) * 1000,
+        "chain_ms": statistics.median(chains) / args.chain * 1000,
+    }
+    print(f"  .. {name}: {', '.join(f'{w:.3f}' for w in walls)} s", file=sys.stderr, flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    add = parser.add_argument
+    add("--steps", type=int, default=64)
+    add("--sleep", type=float, default=0.2)
+    add("--concurrency", type=int, default=16, help="the definition's concurrency")
+    add("--workers", type=int, default=2)
+    add("--worker-concurrency", type=int, default=8)
+    add("--chain", type=int, default=50, help="no-op steps in the chain (0: none)")
+    add("--repeat", type=int, default=3)
+    add("--broker", action="append", help="a Celery broker URL; repeat for more")
+    args = parser.parse_args(argv)
+    brokers = args.broker or ["redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672//"]
+    queue = "bench-" + uuid.uuid4().hex[:8]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        folder = Path(tmp)
+        rows.append(
+            measure(
+                "direct",
+                lambda: DirectDispatcher(dispatch_runners.registry),
+                args,
+                queue,
+                folder,
+            )
+        )
+        from engine.dispatch.celery import CeleryDispatcher
+
+        for broker in brokers:
+            kind = broker.partition("://")[0]
+            name = f"celery {kind} {args.workers}x{args.worker_concurrency}"
+            with workers(broker, queue, args.workers, args.worker_concurrency, folder):
+                rows.append(
+                    measure(
+                        name,
+                        lambda broker=broker: CeleryDispatcher(
+                            dispatch_runners.registry, broker=broker
+                        ),
+                        args,
+                        queue,
+                        folder,
+                    )
+                )
+    print(
+        f"fan-out of {args.steps} steps sleeping {args.sleep:g} s at concurrency "
+        f"{args.concurrency}; chain of {args.chain} no-op steps; median of {args.repeat}; "
+        f"{os.cpu_count()} CPUs; load average at end {os.getloadavg()[0]:.1f}"
+    )
+    head = ["dispatcher", "fan-out s", "ideal s", "ratio", "overhead ms/step", "chain ms/step"]
+    cells = [head] + [
+        [
+            r["dispatcher"],
+            f"{r['wall']:.3f}",
+            f"{r['ideal']:.3f}",
+            f"{r['ratio']:.2f}x",
+            f"{r['slot_overhead_ms']:.1f}",
+            f"{r['chain_ms']:.1f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    for row in cells:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
