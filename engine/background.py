@@ -1,6 +1,6 @@
-"""Instances run in the background of a long-lived process (`engine serve`), a bounded number at
-once. The HTTP API and the scheduler hand a created or claimed instance over and return at once;
-the rest wait in order, `pending` in the database, until a slot frees.
+"""Instances run in the background of a long-lived process (`engine serve`, `engine schedule`),
+a bounded number at once. The HTTP API and the scheduler hand a created or claimed instance over
+and return at once; the rest wait in order, `pending` in the database, until a slot frees.
 """
 
 from __future__ import annotations
@@ -123,7 +123,10 @@ class BackgroundRunner:
                 ids = sorted(self._running)
                 log.warning("grace period over: cancelling instance(s) %s", ids)
                 for job in self._running.values():
-                    job.cancellation.cancel(f"server stopped: not finished within {grace:g}s")
+                    job.cancellation.cancel(
+                        f"stopped: not finished within {grace:g}s of shutdown; "
+                        f"`engine resume {job.instance_id}` runs the rest"
+                    )
                 self._lock.wait_for(lambda: not self._running, 10.0)
 
     def _submit(self, job: _Job) -> None:

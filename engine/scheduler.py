@@ -22,15 +22,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
-from engine.errors import EngineError, ResumeRefused, TickTaken
-from engine.executor import Cancellation
+from engine.errors import EngineError, ParamsError, ScheduleError, TickTaken
 from engine.registry import JobRegistry
 from engine.service import BatchService, PreparedRun
 from engine.status import InstanceStatus, Trigger
@@ -56,13 +55,30 @@ def process_name(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def schedulable(definitions: Iterable[LoadedDefinition]) -> list[LoadedDefinition]:
+    """The definitions with a cron. Refuses (ParamsError) one whose params cannot be resolved
+    without input, since a tick gives none, and (ScheduleError) a list without any cron."""
+    scheduled = [loaded for loaded in definitions if loaded.definition.cron]
+    problems = []
+    for loaded in scheduled:
+        try:
+            BatchService.prepare(loaded, {})
+        except ParamsError as error:
+            problems += [f"{loaded.file}: a cron run gets no params: {e}" for e in error.errors]
+    if problems:
+        raise ParamsError(problems)
+    if not scheduled:
+        raise ScheduleError("no definition has a cron")
+    return scheduled
+
+
 class Scheduler:
     """Fires the cron ticks of definitions through one `BatchService`.
 
     Args:
         definitions: the definitions to schedule; those without `cron` are ignored.
-        launch: runs a created instance in the background; by default a thread each, which
-            `run` stops on its way out.
+        launch: runs a created instance in the background (`BackgroundRunner.launch`); a
+            queued instance may be launched again each round until it starts.
         clock: the current time (UTC, aware); tests pass a fake one and call `poll`.
         misfire_grace: how late (seconds) a tick may be seen and still count as on time.
     """
@@ -72,7 +88,7 @@ class Scheduler:
         service: BatchService,
         definitions: Iterable[LoadedDefinition],
         registry: JobRegistry,
-        launch: Launch | None = None,
+        launch: Launch,
         clock: Callable[[], datetime] = utcnow,
         misfire_grace: float = 60.0,
     ) -> None:
@@ -86,13 +102,11 @@ class Scheduler:
         self.owner = process_name("scheduler")
         self.clock = clock
         self.grace = timedelta(seconds=misfire_grace)
-        self.threads = ThreadLauncher(service) if launch is None else None
-        self.launch: Launch = launch or self.threads  # type: ignore[assignment]
+        self.launch = launch
         self.wake = threading.Event()
         """Set to start a round early (an instance of ours ended: a queued tick may start)."""
-        if self.threads:
-            self.threads.on_end = self.wake.set
         self._warned: set[int] = set()
+        self._announced: set[int] = set()
 
     def upcoming(self, count: int) -> dict[str, list[datetime]]:
         """The next `count` ticks of each definition, for `engine schedule --list`."""
@@ -102,9 +116,9 @@ class Scheduler:
             for loaded, schedule in self.schedules
         }
 
-    def run(self, stop: threading.Event, stop_grace: float = 30.0) -> None:
-        """Run rounds until `stop` is set; then let our instances finish within `stop_grace`
-        seconds and cancel the rest (they stay resumable with `engine resume`)."""
+    def run(self, stop: threading.Event) -> None:
+        """Run rounds until `stop` is set. Stopping the instances launched is the launcher's
+        owner's business."""
         names = ", ".join(
             f"{loaded.name} ({loaded.definition.cron})" for loaded, _ in self.schedules
         )
@@ -119,8 +133,6 @@ class Scheduler:
                 due, backoff = self.clock() + timedelta(seconds=backoff), min(backoff * 2, 30.0)
             self._sleep_until(due, stop)
         log.info("scheduler stopping: no new ticks are claimed")
-        if self.threads:
-            self.threads.stop(stop_grace)
 
     def _sleep_until(self, due: datetime, stop: threading.Event) -> None:
         """Wait for `due` (at most IDLE_SECONDS), waking early on `stop` or `wake`."""
@@ -253,72 +265,10 @@ class Scheduler:
                 return
             pending = pending[:1]
         for run in pending:
-            if self.threads and run.id in self.threads.running:
-                continue
-            log.info("%s: starting queued instance %d", loaded.name, run.id)
+            if run.id not in self._announced:
+                self._announced.add(run.id)
+                log.info("%s: starting queued instance %d", loaded.name, run.id)
             self.launch(self.service.stored_run(run.id, self.registry), run.id)
-
-
-class ThreadLauncher:
-    """Runs each instance in a thread of its own, and stops them on the way out."""
-
-    def __init__(self, service: BatchService) -> None:
-        self.service = service
-        self.running: dict[int, Cancellation] = {}
-        self.on_end: Callable[[], None] = lambda: None
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, prepared: PreparedRun, instance_id: int) -> None:
-        cancellation = Cancellation()
-        with self._lock:
-            self.running[instance_id] = cancellation
-            self._threads = [t for t in self._threads if t.is_alive()]
-            thread = threading.Thread(
-                target=self._run,
-                args=(prepared, instance_id, cancellation),
-                name=f"instance-{instance_id}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-        thread.start()
-
-    def _run(self, prepared: PreparedRun, instance_id: int, cancellation: Cancellation) -> None:
-        try:
-            view = self.service.execute(prepared, instance_id, cancellation=cancellation)
-            level = logging.INFO if view.status == "succeeded" else logging.WARNING
-            log.log(
-                level,
-                "%s instance %d %s%s",
-                view.definition,
-                instance_id,
-                view.status,
-                f": {view.error}" if view.error else "",
-            )
-        except ResumeRefused as exc:  # another scheduler started this queued instance first
-            log.debug("%s", exc)
-        except Exception:  # a broken store or executor must not stop the scheduler
-            log.exception("instance %d: the engine failed", instance_id)
-        finally:
-            with self._lock:
-                self.running.pop(instance_id, None)
-            self.on_end()
-
-    def stop(self, grace: float) -> None:
-        """Wait up to `grace` seconds for running instances; cancel those still running."""
-        deadline = utcnow() + timedelta(seconds=grace)
-        for thread in self._alive():
-            thread.join(max((deadline - utcnow()).total_seconds(), 0.0))
-        with self._lock:
-            left = dict(self.running)
-        for instance_id, cancellation in left.items():
-            cancellation.cancel(f"the scheduler stopped; resume with `engine resume {instance_id}`")
-        for thread in self._alive():
-            thread.join(10.0)
-
-    def _alive(self) -> Sequence[threading.Thread]:
-        with self._lock:
-            return [t for t in self._threads if t.is_alive()]
 
 
 def _first_line(exc: BaseException) -> str:

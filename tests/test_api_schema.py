@@ -48,7 +48,7 @@ def api_schema(
         for _ in range(3):
             assert client.post("/batch/run", json={"definition": "sum"}).status_code == 202
         app.state.engine.runner.drain(30)
-        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+        yield schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH)
     dispatcher.close()
     store.close()
 

@@ -102,7 +102,7 @@ def test_three_schedulers_fire_every_tick_exactly_once(tmp_path, db_url):
 
 def test_sigterm_stops_claiming_and_leaves_a_long_run_resumable(tmp_path, db_url):
     cwd = project(tmp_path, "* * * * * *", runner="slow", overlap="skip")
-    proc = engine(cwd, db_url, "schedule", "defs", "--stop-grace", "0.5")
+    proc = engine(cwd, db_url, "schedule", "defs", "--grace", "0.5")
     store = Store(db_url)
     deadline = time.monotonic() + 30
     while not store.list_instances("tick", "running") and time.monotonic() < deadline:
@@ -157,7 +157,7 @@ def test_schedule_refuses_paths_without_a_cron(tmp_path):
         [ENGINE, "schedule", "defs"], cwd=cwd, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: no definition with a cron in defs"
+    assert done.stderr.strip() == "error: no definition has a cron"
 
 
 def test_racing_backfill_processes_run_each_tick_once(tmp_path, db_url):

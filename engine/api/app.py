@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from engine.api.routes import public, router
-from engine.api.security import BodyLimit
+from engine.api.security import BodyLimit, require_token
 from engine.api.state import ServedState
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
@@ -77,6 +78,9 @@ def create_app(
         summary="Trigger, follow, resume and cancel batch instances.",
         version="1",
         lifespan=lifespan,
+        openapi_url=None,  # served below, behind the token like every route but /healthz
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = state
     app.add_middleware(BodyLimit)
@@ -84,9 +88,24 @@ def create_app(
     app.include_router(router)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
+    _serve_docs(app)
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """`/openapi.json` and the Swagger UI at `/docs`. With a token they need it too: the
+    schema is fetched with the header, and the UI is for servers without one."""
+    guarded = [Depends(require_token)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="engine API")
 
 
 def _without_security(app: FastAPI) -> Callable[[], dict[str, Any]]:

@@ -17,42 +17,9 @@ import click
 from engine.cli import EXIT_FAILED, cli
 from engine.cli.commands import follow
 from engine.cli.options import Config, json_option, pass_config
-from engine.errors import DefinitionError, ScheduleError
 
 if TYPE_CHECKING:
     from engine.backfill import TickOutcome
-    from engine.definition import LoadedDefinition
-    from engine.registry import JobRegistry
-
-
-def load_scheduled(paths: tuple[str, ...], registry: JobRegistry) -> list[LoadedDefinition]:
-    """The definitions with a cron under `paths`; every problem of every file at once."""
-    from engine.definition import load_file
-    from engine.definition.paths import definition_files
-    from engine.service import BatchService
-
-    problems = []
-    found: dict[str, LoadedDefinition] = {}
-    for file in definition_files(paths):
-        try:
-            loaded = load_file(file, registry)
-        except DefinitionError as error:
-            problems += error.problems
-            continue
-        if not loaded.definition.cron:
-            continue
-        if loaded.name in found:
-            raise ScheduleError(
-                f"{file}: definition {loaded.name!r} is also in {found[loaded.name].file}; "
-                "a name is scheduled once"
-            )
-        BatchService.prepare(loaded, {})  # a required param without default: refuse now
-        found[loaded.name] = loaded
-    if problems:
-        raise DefinitionError(problems)
-    if not found:
-        raise ScheduleError(f"no definition with a cron in {', '.join(paths)}")
-    return list(found.values())
 
 
 @cli.command()
@@ -74,12 +41,19 @@ def load_scheduled(paths: tuple[str, ...], registry: JobRegistry) -> list[Loaded
     "missed and follow `catchup`.",
 )
 @click.option(
-    "--stop-grace",
+    "--grace",
     type=click.FloatRange(0),
     default=30.0,
     show_default=True,
-    help="On SIGTERM, seconds running instances get to finish before they are "
-    "cancelled (resumable).",
+    help="On SIGTERM, seconds running instances get to finish before they are cancelled "
+    "(resumable).",
+)
+@click.option(
+    "--max-instances",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Instances run at once; the rest wait, pending.",
 )
 @pass_config
 def schedule(
@@ -87,22 +61,25 @@ def schedule(
     list_only: bool,
     count: int,
     misfire_grace: float,
-    stop_grace: float,
+    grace: float,
+    max_instances: int,
     config: Config,
 ) -> None:
     """Run the cron scheduler for the definitions in PATHS, in the foreground.
 
     Any number of schedulers may run against one database: each tick runs once.
     """
+    from engine.background import BackgroundRunner
     from engine.cli import render
     from engine.cron import CronSchedule
+    from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
-    from engine.scheduler import Scheduler
+    from engine.scheduler import Scheduler, schedulable
     from engine.service import BatchService
     from engine.store.types import utcnow
 
     registry = config.registry()
-    scheduled = load_scheduled(paths, registry)
+    scheduled = schedulable(load_paths(paths, registry).values())
     if list_only:
         now = utcnow()
         for loaded in scheduled:
@@ -123,7 +100,13 @@ def schedule(
     dispatcher = resolve_dispatcher(None, registry)
     try:
         service = BatchService(config.store(), dispatcher)
-        Scheduler(service, scheduled, registry, misfire_grace=misfire_grace).run(stop, stop_grace)
+        runner = BackgroundRunner(service, max_instances)
+        scheduler = Scheduler(
+            service, scheduled, registry, runner.launch, misfire_grace=misfire_grace
+        )
+        runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
+        scheduler.run(stop)
+        runner.stop(grace)
     finally:
         dispatcher.close()
 

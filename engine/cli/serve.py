@@ -15,11 +15,9 @@ import click
 from engine.cli import cli
 from engine.cli.options import Config, pass_config
 from engine.config import API_TOKEN_ENV
-from engine.errors import ParamsError
 
 if TYPE_CHECKING:
     from engine.background import BackgroundRunner
-    from engine.definition import LoadedDefinition
 
 
 def is_loopback(host: str) -> bool:
@@ -29,19 +27,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _check_schedulable(loaded: LoadedDefinition) -> None:
-    """A cron run gets no params: refuse at start a definition that needs some, as
-    `engine schedule` does."""
-    from engine.service import BatchService
-
-    try:
-        BatchService.prepare(loaded, {})
-    except ParamsError as error:
-        raise ParamsError(
-            [f"{loaded.file}: a cron run gets no params: {e}" for e in error.errors]
-        ) from None
 
 
 def _stopped(signum: int, frame: Any) -> None:
@@ -94,19 +79,19 @@ def serve(
         ) from None
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
-    from engine.scheduler import Scheduler
+    from engine.scheduler import Scheduler, schedulable
     from engine.service import BatchService
 
     registry = config.registry()
     definitions = load_paths(paths, registry)
-    for loaded in definitions.values():
-        if loaded.definition.cron:
-            _check_schedulable(loaded)
+    scheduled = [d for d in definitions.values() if d.definition.cron]
+    if scheduled:
+        schedulable(scheduled)
     dispatcher = resolve_dispatcher(None, registry)
     service = BatchService(config.store(), dispatcher)
 
     def schedule(runner: BackgroundRunner, stop: threading.Event) -> None:
-        scheduler = Scheduler(service, definitions.values(), registry, launch=runner.launch)
+        scheduler = Scheduler(service, scheduled, registry, runner.launch)
         runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
         scheduler.run(stop)
 
