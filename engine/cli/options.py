@@ -65,3 +65,22 @@ def pass_config(fn: F) -> F:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON on stdout and nothing else there."
 )
+
+
+def background_options(fn: F) -> F:
+    """`--max-instances` and `--grace`, for the long-running commands (`schedule`, `serve`)."""
+    fn = click.option(
+        "--grace",
+        type=click.FloatRange(0),
+        default=30.0,
+        show_default=True,
+        help="On SIGTERM, seconds running instances get to finish before they are cancelled "
+        "(resumable).",
+    )(fn)
+    return click.option(
+        "--max-instances",
+        type=click.IntRange(1, 256),
+        default=4,
+        show_default=True,
+        help="Instances run at once; the rest wait, pending.",
+    )(fn)

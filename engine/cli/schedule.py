@@ -16,7 +16,7 @@ import click
 
 from engine.cli import EXIT_FAILED, cli
 from engine.cli.commands import follow
-from engine.cli.options import Config, json_option, pass_config
+from engine.cli.options import Config, background_options, json_option, pass_config
 
 if TYPE_CHECKING:
     from engine.backfill import TickOutcome
@@ -40,21 +40,7 @@ if TYPE_CHECKING:
     help="Seconds a tick may be seen late and still be on time; older ones were "
     "missed and follow `catchup`.",
 )
-@click.option(
-    "--grace",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="On SIGTERM, seconds running instances get to finish before they are cancelled "
-    "(resumable).",
-)
-@click.option(
-    "--max-instances",
-    type=click.IntRange(1, 256),
-    default=4,
-    show_default=True,
-    help="Instances run at once; the rest wait, pending.",
-)
+@background_options
 @pass_config
 def schedule(
     paths: tuple[str, ...],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from engine.cli import cli
-from engine.cli.options import Config, pass_config
+from engine.cli.options import Config, background_options, pass_config
 from engine.config import API_TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -39,20 +39,7 @@ def _stopped(signum: int, frame: Any) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option(
-    "--max-instances",
-    type=click.IntRange(1, 256),
-    default=4,
-    show_default=True,
-    help="Instances run at once; the rest wait, pending.",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="Seconds running instances get to finish on SIGTERM before they are cancelled.",
-)
+@background_options
 @pass_config
 def serve(
     paths: tuple[str, ...],
