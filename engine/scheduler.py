@@ -108,14 +108,6 @@ class Scheduler:
         self._warned: set[int] = set()
         self._announced: set[int] = set()
 
-    def upcoming(self, count: int) -> dict[str, list[datetime]]:
-        """The next `count` ticks of each definition, for `engine schedule --list`."""
-        now = self.clock()
-        return {
-            loaded.name: list(itertools.islice(schedule.following(now), count))
-            for loaded, schedule in self.schedules
-        }
-
     def run(self, stop: threading.Event) -> None:
         """Run rounds until `stop` is set. Stopping the instances launched is the launcher's
         owner's business."""
