@@ -20,6 +20,7 @@ from engine.executor import Cancellation, Listener
 from engine.scheduler import process_name
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
+from engine.store.ticks import TickView
 from engine.store.types import utcnow
 
 WAIT_SECONDS = 0.5
@@ -73,8 +74,8 @@ def backfill(
     for tick in ticks_in_range(loaded, start, end):
         if cancellation is not None and cancellation.reason:
             break
-        if ticks.find(loaded.name, tick) is not None:
-            done(_earlier(service, loaded.name, tick))
+        if (claim := ticks.find(loaded.name, tick)) is not None:
+            done(_earlier(claim))
             continue
         reason = _overlap_wait(service, loaded, cancellation)
         if reason is not None:
@@ -82,13 +83,13 @@ def backfill(
                 ticks.skip(loaded.name, tick, Trigger.backfill.value, owner, reason)
                 done(TickOutcome(tick, "skipped", None, reason))
             except TickTaken:
-                done(_earlier(service, loaded.name, tick))
+                done(_earlier(_claim_of(service, loaded.name, tick)))
             continue
         prepared = service.prepare(loaded, {}, Trigger.backfill, tick)
         try:
             instance_id = service.start(prepared, tick_claimed_by=owner)
         except TickTaken:
-            done(_earlier(service, loaded.name, tick))
+            done(_earlier(_claim_of(service, loaded.name, tick)))
             continue
         view = service.execute(prepared, instance_id, listener, cancellation)
         done(TickOutcome(tick, view.status, instance_id, view.error or ""))
@@ -112,10 +113,15 @@ def _overlap_wait(
     return None
 
 
-def _earlier(service: BatchService, name: str, tick: datetime) -> TickOutcome:
-    """The outcome of a tick someone else claimed."""
+def _claim_of(service: BatchService, name: str, tick: datetime) -> TickView:
     claim = service.store.ticks.find(name, tick)
     assert claim is not None, "a claimed tick's row is never deleted"
+    return claim
+
+
+def _earlier(claim: TickView) -> TickOutcome:
+    """The outcome of a tick someone else claimed."""
+    tick = claim.scheduled_for
     if claim.instance_id is None:
         return TickOutcome(tick, "claimed", None, f"skipped earlier: {claim.skipped_reason}")
     verb = "claimed" if claim.status in (InstanceStatus.pending, InstanceStatus.running) else "ran"

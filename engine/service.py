@@ -30,28 +30,36 @@ class PreparedRun:
     scheduled_for: datetime | None
 
     def plan(self) -> dict[str, Any]:
-        graph = self.loaded.graph
-        steps = {s.id: s for s in self.loaded.definition.steps}
         return {
             "definition": self.loaded.name,
             "version": self.loaded.version,
             "params": self.params,
-            "order": graph.topological_order(),
-            "steps": [
-                {
-                    "step": step_id,
-                    "runner": steps[step_id].runner_key,
-                    "condition": steps[step_id].condition,
-                    "join": steps[step_id].join.value,
-                    "upstream": [e.source for e in graph.incoming[step_id]],
-                }
-                for step_id in graph.topological_order()
-            ],
-            "edges": [
-                {"from": e.source, "to": e.target, "on": e.on.value, "condition": e.condition}
-                for e in graph.edges
-            ],
+            **step_plan(self.loaded),
         }
+
+
+def step_plan(loaded: LoadedDefinition) -> dict[str, Any]:
+    """The step graph as data: the order steps become ready in, each step, each edge."""
+    graph = loaded.graph
+    steps = {s.id: s for s in loaded.definition.steps}
+    order = graph.topological_order()
+    return {
+        "order": order,
+        "steps": [
+            {
+                "step": step_id,
+                "runner": steps[step_id].runner_key,
+                "condition": steps[step_id].condition,
+                "join": steps[step_id].join.value,
+                "upstream": [e.source for e in graph.incoming[step_id]],
+            }
+            for step_id in order
+        ],
+        "edges": [
+            {"from": e.source, "to": e.target, "on": e.on.value, "condition": e.condition}
+            for e in graph.edges
+        ],
+    }
 
 
 @dataclass(frozen=True)

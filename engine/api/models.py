@@ -74,7 +74,7 @@ class ParamInfo(BaseModel):
     enum: list[Any] | None
 
 
-class DefinitionSummary(BaseModel):
+class _DefinitionHead(BaseModel):
     name: str
     description: str | None
     version: str
@@ -82,22 +82,18 @@ class DefinitionSummary(BaseModel):
     cron: str | None
     timezone: str
     params: dict[str, ParamInfo]
+
+
+class DefinitionSummary(_DefinitionHead):
     steps: list[str]
 
 
-class DefinitionDetail(BaseModel):
+class DefinitionDetail(_DefinitionHead):
     """A definition with its step graph (as in a plan) and its YAML source."""
 
-    name: str
-    description: str | None
-    version: str
-    file: str
-    cron: str | None
-    timezone: str
     catchup: str
     overlap: str
     concurrency: int
-    params: dict[str, ParamInfo]
     order: list[str]
     steps: list[PlanStep]
     edges: list[PlanEdge]

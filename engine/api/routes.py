@@ -22,7 +22,7 @@ from engine.api.models import (
 from engine.api.security import require_token
 from engine.api.state import ServedState
 from engine.definition import LoadedDefinition
-from engine.service import BatchService, PreparedRun
+from engine.service import BatchService, step_plan
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
 
@@ -157,16 +157,13 @@ def list_definitions(state: State) -> list[DefinitionSummary]:
 def show_definition(state: State, name: str) -> DefinitionDetail:
     """One definition with its step graph and YAML source."""
     loaded = state.definition(name)
-    graph = PreparedRun(loaded, {}, {}, Trigger.http, None).plan()
     definition = loaded.definition
     return DefinitionDetail(
         **_summary(loaded).model_dump(exclude={"steps"}),
         catchup=definition.catchup,
         overlap=definition.overlap,
         concurrency=definition.concurrency,
-        order=graph["order"],
-        steps=graph["steps"],
-        edges=graph["edges"],
+        **step_plan(loaded),
         source=loaded.source,
     )
 
