@@ -16,7 +16,7 @@ from datetime import datetime
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
 from engine.errors import ScheduleError, TickTaken
-from engine.executor import Cancellation, Listener
+from engine.execution import Cancellation, Listener
 from engine.scheduler import process_name
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger

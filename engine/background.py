@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.errors import ResumeRefused
-from engine.executor import Cancellation
+from engine.errors import LeaseLost, ResumeRefused
+from engine.execution import Cancellation
 from engine.lease import Lease
 from engine.service import BatchService, Claim, PreparedRun
 from engine.store import InstanceView
@@ -186,6 +186,14 @@ class BackgroundRunner:
                 leased = [j for j in self._queue if j.lease is not None]
             for job in leased:
                 assert job.lease is not None
-                if job.lease.beat():
+                try:
+                    cancel = job.lease.beat()
+                except LeaseLost as lost:
+                    log.warning("%s", lost)
+                    with self._lock:
+                        if job in self._queue:
+                            self._queue.remove(job)
+                    continue
+                if cancel:
                     self.cancel(job.instance_id)
             time.sleep(0.5)

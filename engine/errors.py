@@ -82,6 +82,11 @@ class IdempotencyKeyReused(EngineError):
     """An idempotency key was sent again with another definition or other params."""
 
 
+class LeaseLost(EngineError):
+    """Another process took over (or cancelled) this process's instance: it stopped and wrote
+    nothing more."""
+
+
 class ResumeRefused(EngineError):
     """The instance cannot be resumed: it succeeded, or a live process is running it."""
 

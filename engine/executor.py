@@ -15,14 +15,15 @@ import heapq
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from engine.definition import LoadedDefinition
 from engine.definition.models import Join, On, Retry
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
+from engine.errors import LeaseLost
+from engine.execution import Cancellation, Listener, Outcome, PriorAttempt, StepEvent
 from engine.expressions import Compiled, TemplateTree
 from engine.jsondata import storable_text
 from engine.lease import Lease
@@ -30,57 +31,6 @@ from engine.status import InstanceStatus, StepStatus
 from engine.store import AttemptEnd, AttemptStart, Store
 from engine.store.attempts import AttemptWriter
 from engine.store.types import utcnow
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """A step attempt started or ended; what progress displays are fed."""
-
-    step: str
-    attempt: int
-    status: StepStatus
-    at: datetime
-    error: str | None = None
-    retry_in: float | None = None
-    """Seconds until the next attempt, when a failed attempt will be retried."""
-
-
-Listener = Callable[[StepEvent], None]
-
-
-@dataclass(frozen=True)
-class PriorAttempt:
-    """The last attempt of a step in an instance being resumed."""
-
-    attempt: int
-    status: StepStatus
-    result: Any = None
-
-
-class Cancellation:
-    """A request to stop an instance. `cancel` may be called from another thread or a signal
-    handler: it only sets the reason and wakes the executor (`SimpleQueue.put` is reentrant)."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self._wakers: list[Callable[[], None]] = []
-
-    def subscribe(self, wake: Callable[[], None]) -> None:
-        self._wakers.append(wake)
-
-    def cancel(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        for wake in self._wakers:
-            wake()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an instance ended."""
-
-    status: InstanceStatus
-    error: str | None = None
 
 
 @dataclass
@@ -135,14 +85,14 @@ class Executor:
         loaded: LoadedDefinition,
         store: Store,
         dispatcher: Dispatcher,
+        *,
         instance_id: int,
         params: dict[str, Any],
         run: dict[str, Any],
+        lease: Lease,
         listener: Listener | None = None,
         cancellation: Cancellation | None = None,
-        lease: Lease | None = None,
         history: Mapping[str, PriorAttempt] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.definition = loaded.definition
         self.store = store
@@ -151,7 +101,6 @@ class Executor:
         self.params = params
         self.run_info = run
         self.listener = listener
-        self.clock = clock
         self.concurrency = self.definition.concurrency
         self.plans = _plans(loaded)
         self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
@@ -172,10 +121,17 @@ class Executor:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> Outcome:
-        with self.store.attempt_writer(self.instance_id) as writer:
+        """Run the instance to its end.
+
+        Raises LeaseLost, having stopped its attempts and written nothing more, once another
+        process holds the instance (found by the heartbeat, or by a fenced write).
+        """
+        lease = self.lease
+        with self.store.attempt_writer(self.instance_id, lease.owner, lease.seconds) as writer:
             try:
                 self._settle(self._resume_history())
                 while self.cancellation.reason is None:
+                    self._check_lease()
                     tasks = self._start_runnable()
                     self._flush(writer)
                     for task in tasks:
@@ -183,12 +139,15 @@ class Executor:
                     if not (self._in_flight or self._retries or self._runnable):
                         break
                     self._wait()
-                    if self.lease is not None and self.lease.beat():
-                        self.cancellation.cancel("cancelled by engine cancel")
+                self._check_lease()
                 if self.cancellation.reason is not None:
                     self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
                     self._flush(writer)
                     return Outcome(InstanceStatus.cancelled, self.cancellation.reason)
+            except LeaseLost:
+                for task in self._in_flight.values():
+                    self.dispatcher.cancel(task)
+                raise
             except KeyboardInterrupt:  # no signal handler installed: stop as if cancelled
                 self._abandon(writer, StepStatus.cancelled, "interrupted")
                 return Outcome(InstanceStatus.cancelled, "interrupted")
@@ -196,6 +155,10 @@ class Executor:
                 self._abandon(writer, StepStatus.failed, f"engine error: {exc!r}")
                 raise
         return self._outcome()
+
+    def _check_lease(self) -> None:
+        if self.cancellation.lease_lost is not None:
+            raise LeaseLost(self.cancellation.lease_lost)
 
     def _resume_history(self) -> list[str]:
         """Take the steps that already succeeded as ended; return the steps ready to decide.
@@ -239,16 +202,14 @@ class Executor:
     def _wait(self) -> None:
         """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
         timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
-        if self.lease is not None:
-            timers.append(self.clock() + self.lease.interval)
-        timeout = max(0.0, min(timers) - self.clock()) if timers else None
+        timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
         try:
             self._handle(self._outcomes.get(timeout=timeout))
             while True:
                 self._handle(self._outcomes.get_nowait())
         except queue.Empty:
             pass
-        now = self.clock()
+        now = time.monotonic()
         while self._retries and self._retries[0].due <= now:
             timer = heapq.heappop(self._retries)
             heapq.heappush(self._runnable, (timer.index, timer.step))
@@ -292,16 +253,18 @@ class Executor:
                 continue
             plan.attempt += 1
             task = StepTask(
-                self.instance_id,
-                step,
-                plan.attempt,
-                plan.runner,
-                inputs,
-                self.params,
-                {up.source: self.scope["steps"][up.source]["result"] for up in plan.incoming},
-                self.run_info,
-                plan.timeout,
-                plan.queue,
+                instance_id=self.instance_id,
+                step_id=step,
+                attempt=plan.attempt,
+                runner=plan.runner,
+                inputs=inputs,
+                params=self.params,
+                results={
+                    up.source: self.scope["steps"][up.source]["result"] for up in plan.incoming
+                },
+                run=self.run_info,
+                timeout=plan.timeout,
+                queue=plan.queue,
             )
             now = utcnow()
             self._starts.append(AttemptStart(step, plan.attempt, StepStatus.running, now))
@@ -309,7 +272,7 @@ class Executor:
             if plan.timeout is not None:
                 heapq.heappush(
                     self._deadlines,
-                    _Timer(self.clock() + plan.timeout, plan.index, step, plan.attempt),
+                    _Timer(time.monotonic() + plan.timeout, plan.index, step, plan.attempt),
                 )
             self._emit(StepEvent(step, plan.attempt, StepStatus.running, now))
             tasks.append(task)
@@ -354,7 +317,7 @@ class Executor:
         if task.attempt < plan.retry.max_attempts:
             delay = plan.retry.delay(task.attempt)
             heapq.heappush(
-                self._retries, _Timer(self.clock() + delay, plan.index, plan.id, task.attempt)
+                self._retries, _Timer(time.monotonic() + delay, plan.index, plan.id, task.attempt)
             )
             self._emit(
                 StepEvent(
@@ -434,18 +397,18 @@ def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:
             for j, edge in enumerate(graph.incoming[step.id])
         ]
         plans[step.id] = _Plan(
-            index,
-            step.id,
-            step.runner_key,
-            retry,
-            timeout,
-            queue_name,
-            step.allow_failure,
-            step.join,
-            loaded.conditions.get(step.id),
-            loaded.inputs.get(step.id, step.inputs),
-            incoming,
-            [edge.target for edge in graph.outgoing[step.id]],
+            index=index,
+            id=step.id,
+            runner=step.runner_key,
+            retry=retry,
+            timeout=timeout,
+            queue=queue_name,
+            allow_failure=step.allow_failure,
+            join=step.join,
+            condition=loaded.conditions.get(step.id),
+            inputs=loaded.inputs.get(step.id, step.inputs),
+            incoming=incoming,
+            downstream=[edge.target for edge in graph.outgoing[step.id]],
             waiting=len(incoming),
         )
     return plans

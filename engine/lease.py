@@ -1,24 +1,35 @@
-"""Leases on running instances: how a crashed process is told from a slow one.
+"""Leases on running instances: how a crashed or stalled process is told from a slow one, and
+how a process that lost its instance is kept from writing to it.
 
-The process running an instance holds its lease: its name in `lease_owner` and an expiry it
-renews every third of the lease (at least every second, when it also looks for a cancel
-request). A process killed outright (kill -9, a lost machine) stops
-renewing; once the expiry is past, every other process sees the instance as abandoned. Telling
-takes at most one lease (`ENGINE_LEASE_SECONDS`, default 30 s).
+The process running an instance holds its lease: its name in `lease_owner` and an expiry that a
+heartbeat thread renews every third of the lease (at least every second, when it also looks for
+a cancel request). The heartbeat has its own thread and connection, so nothing the executor does
+(a slow template, a progress display blocked on a full pipe) lets the lease lapse. A process
+killed outright (kill -9, a lost machine) or stalled (SIGSTOP, a VM pause) stops renewing; once
+the expiry is past, every other process sees the instance as abandoned and may claim it.
+
+Fencing: every write of a running instance is conditional on `lease_owner` still naming this
+process (the attempt writer's rounds, the final status, the heartbeat itself). A process that
+wakes from a stall to find its instance claimed by another writes nothing more and stops.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from engine.config import DEFAULT_LEASE_SECONDS, LEASE_ENV
+from engine.errors import LeaseLost
 from engine.store import Store
 from engine.store.types import utcnow
+
+log = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
@@ -44,8 +55,59 @@ class Lease:
         return utcnow() + timedelta(seconds=self.seconds)
 
     def beat(self) -> bool:
-        """Renew the lease when it is due; True once a cancel has been requested."""
+        """Renew the lease when it is due; True once a cancel has been requested.
+
+        Raises LeaseLost when another process holds the instance now.
+        """
         if self._clock() < self._due:
             return False
         self._due = self._clock() + self.interval
-        return self.store.renew_lease(self.instance_id, self.expiry())
+        return self.store.renew_lease(self.instance_id, self.owner, self.expiry())
+
+
+class Heartbeat:
+    """Keeps a lease renewed on a thread of its own while an instance runs.
+
+    `on_cancel` is called once a cancel is requested, `on_lost` (with the reason) once the lease
+    is found lost; both may be called from the heartbeat's thread. A renewal that fails (the
+    database is unreachable) is logged and tried again: the fenced writes decide in the end.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        on_cancel: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.lease = lease
+        self._on_cancel = on_cancel
+        self._on_lost = on_lost
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"engine-lease-{lease.instance_id}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        cancel_seen = False
+        while not self._stopped.wait(self.lease.interval):
+            try:
+                cancel = self.lease.store.renew_lease(
+                    self.lease.instance_id, self.lease.owner, self.lease.expiry()
+                )
+            except LeaseLost as lost:
+                self._on_lost(str(lost))
+                return
+            except Exception as exc:  # a heartbeat that dies would let the lease lapse
+                log.warning("instance %d: lease renewal failed: %s", self.lease.instance_id, exc)
+                continue
+            if cancel and not cancel_seen:
+                cancel_seen = True
+                self._on_cancel()

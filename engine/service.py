@@ -3,6 +3,7 @@ run it. The CLI, the scheduler and the HTTP API call this and nothing below it."
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,9 +11,10 @@ from zoneinfo import ZoneInfo
 
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
-from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken
-from engine.executor import Cancellation, Executor, Listener, PriorAttempt
-from engine.lease import Lease
+from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken, LeaseLost
+from engine.execution import Cancellation, Listener, PriorAttempt
+from engine.executor import Executor
+from engine.lease import Heartbeat, Lease
 from engine.registry import JobRegistry
 from engine.status import InstanceStatus, StepStatus, Trigger
 from engine.store import InstanceView, Store
@@ -201,7 +203,7 @@ class BatchService:
         """The second half of `resume`: run what did not succeed in a claimed instance."""
         instance_id = claim.instance_id
         self.store.close_open_attempts(
-            instance_id, "abandoned: the process running this attempt stopped"
+            instance_id, claim.lease.owner, "abandoned: the process running this attempt stopped"
         )
         history = {
             step: PriorAttempt(attempt, StepStatus(status), result)
@@ -236,38 +238,43 @@ class BatchService:
         cancellation: Cancellation | None,
         history: dict[str, PriorAttempt],
     ) -> InstanceView:
-        run = {**prepared.run, "id": instance_id}
+        """Run an instance whose lease this process holds, keeping the lease renewed meanwhile.
+
+        Every write is fenced by the lease: LeaseLost, with nothing more written, once another
+        process holds the instance.
+        """
+        cancellation = cancellation or Cancellation()
         executor = Executor(
             prepared.loaded,
             self.store,
             self.dispatcher,
-            instance_id,
-            prepared.params,
-            run,
-            listener,
-            cancellation,
-            lease,
-            history,
+            instance_id=instance_id,
+            params=prepared.params,
+            run={**prepared.run, "id": instance_id},
+            lease=lease,
+            listener=listener,
+            cancellation=cancellation,
+            history=history,
+        )
+        heartbeat = Heartbeat(
+            lease, lambda: cancellation.cancel("cancelled by engine cancel"), cancellation.lose
         )
         try:
-            outcome = executor.run()
+            with heartbeat:
+                outcome = executor.run()
+        except LeaseLost:
+            raise
         except BaseException as exc:
             # Leave no instance "running" behind a crash of the executor itself.
-            self.store.set_instance(
-                instance_id,
-                status=InstanceStatus.failed.value,
-                finished_at=utcnow(),
-                error=f"engine error: {type(exc).__name__}: {exc}",
-                lease_expires_at=None,
-            )
+            with contextlib.suppress(LeaseLost):
+                self.store.finish_instance(
+                    instance_id,
+                    lease.owner,
+                    InstanceStatus.failed,
+                    f"engine error: {type(exc).__name__}: {exc}",
+                )
             raise
-        self.store.set_instance(
-            instance_id,
-            status=outcome.status.value,
-            finished_at=utcnow(),
-            error=outcome.error,
-            lease_expires_at=None,
-        )
+        self.store.finish_instance(instance_id, lease.owner, outcome.status, outcome.error)
         return self.store.get_instance(instance_id)
 
     def run(

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from engine.definition import load_text
 from engine.definition.models import Retry
 from engine.dispatch.direct import DirectDispatcher
-from engine.executor import StepEvent
+from engine.execution import StepEvent
 from engine.service import BatchService
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,7 @@ import pytest
 
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
-from engine.executor import Cancellation
+from engine.execution import Cancellation
 from engine.service import BatchService
 from engine.store.attempts import AttemptWriter
 

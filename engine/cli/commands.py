@@ -15,7 +15,7 @@ from engine.cli.options import Config, json_option, pass_config
 from engine.errors import DefinitionError, ParamsError
 
 if TYPE_CHECKING:
-    from engine.executor import Cancellation, Listener
+    from engine.execution import Cancellation, Listener
     from engine.registry import JobRegistry
     from engine.service import BatchService
     from engine.store import InstanceView
@@ -124,7 +124,7 @@ def follow(
     """
     from engine.cli import render
     from engine.dispatch import resolve_dispatcher
-    from engine.executor import Cancellation
+    from engine.execution import Cancellation
     from engine.service import BatchService
 
     render.show_runner_logs()

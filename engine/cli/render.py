@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.executor import StepEvent
+from engine.execution import StepEvent
 from engine.status import StepStatus
 from engine.store import InstanceView
 from engine.store.ticks import TickView

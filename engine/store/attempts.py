@@ -9,9 +9,9 @@ that depends on it starts, at one commit per round where a naive loop pays two p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, insert, update
@@ -19,7 +19,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from engine.store.tables import step_results
+from engine.store.tables import instances, step_results
+from engine.store.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,21 @@ _end = (
 )
 
 
+_fence = (
+    update(instances)
+    .where(
+        and_(
+            instances.c.id == bindparam("instance_id"),
+            instances.c.lease_owner == bindparam("owner"),
+            instances.c.status == bindparam("running"),
+        )
+    )
+    .values(lease_expires_at=bindparam("expires"))
+)
+"""The first statement of every round: it renews the lease only while this process holds it, and
+holds the instance's row until the round commits, so that no claim can come in between."""
+
+
 class _DriverStatement:
     """A statement compiled for one dialect, with the bind processors of its parameters."""
 
@@ -103,10 +119,22 @@ class _DriverStatement:
 
 
 class AttemptWriter:
-    """Writes the attempts of one instance on one connection held for the whole run."""
+    """Writes the attempts of one instance on one connection held for the whole run, fenced by
+    the lease of `owner`: a round of a process that lost the instance writes nothing."""
 
-    def __init__(self, engine: Engine, instance_id: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        instance_id: int,
+        owner: str,
+        lease_seconds: float,
+        lost: Callable[[], Exception],
+    ) -> None:
         self.instance_id = instance_id
+        self._fence_values = {"instance_id": instance_id, "owner": owner, "running": "running"}
+        self._lease = timedelta(seconds=lease_seconds)
+        self._lost = lost
+        self._fence = _DriverStatement(_fence, engine.dialect)
         self._insert = _DriverStatement(_insert, engine.dialect)
         self._end = _DriverStatement(_end, engine.dialect)
         self._connection = engine.raw_connection()
@@ -115,12 +143,17 @@ class AttemptWriter:
         """Open `started` and complete `ended` attempts in one committed transaction.
 
         Opening first lets one round both start and end an attempt (a run interrupted between
-        writing and handing over its attempts).
+        writing and handing over its attempts). Raises what `lost` makes (LeaseLost), having
+        written nothing, when this process no longer holds the instance.
         """
         if not (ended or started):
             return
         cursor = self._connection.cursor()
         try:
+            fence = {**self._fence_values, "expires": utcnow() + self._lease}
+            cursor.execute(self._fence.sql, self._fence.rows([fence])[0])
+            if cursor.rowcount != 1:
+                raise self._lost()
             if started:
                 cursor.executemany(self._insert.sql, self._insert.rows(self._opened(started)))
             if ended:

@@ -25,6 +25,7 @@ from engine.config import DEFAULT_DATABASE_URL
 from engine.errors import (
     IdempotencyKeyTaken,
     InstanceNotFound,
+    LeaseLost,
     ResumeRefused,
     StoreError,
     TickTaken,
@@ -227,16 +228,56 @@ class Store:
             f"instance {instance_id} is {view.status} in a live process: it cannot be resumed twice"
         )
 
-    def renew_lease(self, instance_id: int, expires: datetime) -> bool:
-        """Extend the lease; True when a cancel has been requested meanwhile."""
+    def renew_lease(self, instance_id: int, owner: str, expires: datetime) -> bool:
+        """Extend `owner`'s lease; True when a cancel has been requested meanwhile.
+
+        Raises LeaseLost when `owner` no longer holds the instance.
+        """
         with self.engine.begin() as conn:
-            requested = conn.execute(
+            row = conn.execute(
                 update(instances)
-                .where(instances.c.id == instance_id)
+                .where(_held_by(instance_id, owner, "pending", "running"))
                 .values(lease_expires_at=expires)
                 .returning(instances.c.cancel_requested_at)
-            ).scalar()
-        return requested is not None
+            ).first()
+        if row is None:
+            raise self.lease_lost(instance_id, owner)
+        return row.cancel_requested_at is not None
+
+    def finish_instance(
+        self, instance_id: int, owner: str, status: InstanceStatus, error: str | None
+    ) -> None:
+        """Record how an instance ended, if `owner` still holds it; else raise LeaseLost."""
+        with self.engine.begin() as conn:
+            ended = conn.execute(
+                update(instances)
+                .where(_held_by(instance_id, owner, "running"))
+                .values(
+                    status=status.value,
+                    finished_at=utcnow(),
+                    error=error,
+                    lease_expires_at=None,
+                )
+            ).rowcount
+        if ended != 1:
+            raise self.lease_lost(instance_id, owner)
+
+    def lease_lost(self, instance_id: int, owner: str) -> LeaseLost:
+        """The error for `owner` finding its instance taken: who has it now, or how it ended."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(instances.c.status, instances.c.lease_owner).where(
+                    instances.c.id == instance_id
+                )
+            ).one()
+        if row.status == "running":
+            now = f"process {row.lease_owner} runs it now"
+        else:
+            now = f"it is {row.status} now"
+        return LeaseLost(
+            f"instance {instance_id}: this process ({owner}) lost its lease, {now}; "
+            "it stopped and wrote nothing more"
+        )
 
     def request_cancel(self, instance_id: int) -> str:
         """Cancel an instance; return what was done, in words.
@@ -289,9 +330,19 @@ class Store:
             raise InstanceNotFound(f"no instance with id {instance_id}")
         return row
 
-    def close_open_attempts(self, instance_id: int, error: str) -> None:
-        """End the attempts a dead process left running: they failed, with `error`."""
+    def close_open_attempts(self, instance_id: int, owner: str, error: str) -> None:
+        """End the attempts a dead process left running: they failed, with `error`.
+
+        `owner` has just claimed the instance; LeaseLost if another process took it since.
+        """
         with self.engine.begin() as conn:
+            held = conn.execute(
+                update(instances)
+                .where(_held_by(instance_id, owner, "running"))
+                .values(lease_owner=owner)
+            ).rowcount
+            if held != 1:
+                raise self.lease_lost(instance_id, owner)
             conn.execute(
                 update(step_results)
                 .where(
@@ -318,9 +369,16 @@ class Store:
                 r.step_key: (r.attempt, r.status, r.result_payload) for r in conn.execute(query)
             }
 
-    def attempt_writer(self, instance_id: int) -> AttemptWriter:
-        """The writer of one instance's attempts, for the executor's rounds."""
-        return AttemptWriter(self.engine, instance_id)
+    def attempt_writer(self, instance_id: int, owner: str, lease_seconds: float) -> AttemptWriter:
+        """The writer of one instance's attempts for the executor's rounds, each round fenced
+        by `owner`'s lease (and renewing it for `lease_seconds`)."""
+        return AttemptWriter(
+            self.engine,
+            instance_id,
+            owner,
+            lease_seconds,
+            lambda: self.lease_lost(instance_id, owner),
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -329,7 +387,7 @@ class Store:
             row = conn.execute(_instance_query().where(instances.c.id == instance_id)).first()
             if row is None:
                 raise InstanceNotFound(f"no instance with id {instance_id}")
-            attempts = conn.execute(
+            rows = conn.execute(
                 select(step_results)
                 .where(step_results.c.batch_instance_id == instance_id)
                 .order_by(step_results.c.id)
@@ -344,7 +402,7 @@ class Store:
                 started_at=a.started_at,
                 finished_at=a.finished_at,
             )
-            for a in attempts
+            for a in rows
         ]
         return _view(row, steps)
 
@@ -358,6 +416,15 @@ class Store:
             query = query.where(instances.c.status == status)
         with self.engine.connect() as conn:
             return [_view(row, None) for row in conn.execute(query)]
+
+
+def _held_by(instance_id: int, owner: str, *statuses: str) -> Any:
+    """The fence: the instance is in one of `statuses` and `owner` holds its lease."""
+    return and_(
+        instances.c.id == instance_id,
+        instances.c.lease_owner == owner,
+        instances.c.status.in_(statuses),
+    )
 
 
 def _new_id(result: CursorResult[Any]) -> int:
