@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 from engine.errors import LeaseLost, ResumeRefused
 from engine.execution import Cancellation
-from engine.lease import Lease
+from engine.lease import Lease, lease_expiry
 from engine.service import BatchService, Claim, PreparedRun
 from engine.store import InstanceView
-from engine.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,21 @@ class BackgroundRunner:
         for job in waiting:
             if job.lease is not None:
                 self._release(job)
-                self.service.store.request_cancel(instance_id)
+                self.service.store.leases.request_cancel(instance_id)
+
+    def holds(self, instance_id: int) -> bool:
+        """Whether the instance runs or waits here."""
+        with self._lock:
+            return instance_id in self._running or any(
+                j.instance_id == instance_id for j in self._queue
+            )
+
+    def free_slots(self) -> int:
+        """How many more instances would start at once; 0 once stopping."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return max(0, self.max_instances - len(self._running) - len(self._queue))
 
     def counts(self) -> tuple[int, int]:
         """(running, waiting) instances."""
@@ -144,9 +157,10 @@ class BackgroundRunner:
 
     def _release(self, job: _Job) -> None:
         """Hand a waiting instance back: a claimed one's lease expires now, so any process
-        may resume it; a created one just stays pending."""
+        may resume it; a created one stays pending, for another server to start once its
+        pending lease expires."""
         if job.lease is not None:
-            self.service.store.set_instance(job.instance_id, lease_expires_at=utcnow())
+            self.service.store.leases.release(job.instance_id, job.lease.owner)
 
     def _work(self) -> None:
         while True:
@@ -177,23 +191,33 @@ class BackgroundRunner:
                 self.on_end()
 
     def _keep_leases(self) -> None:
-        """Renew the leases of claimed instances waiting for a slot, and drop those that
-        `engine cancel` asked to stop meanwhile."""
+        """Renew the leases of the instances waiting here for a slot (so that recovery
+        elsewhere leaves them alone), and drop the claimed ones that `engine cancel` asked to
+        stop meanwhile."""
         while True:
             with self._lock:
                 if self._closed:
                     return
-                leased = [j for j in self._queue if j.lease is not None]
-            for job in leased:
-                assert job.lease is not None
-                try:
-                    cancel = job.lease.beat()
-                except LeaseLost as lost:
-                    log.warning("%s", lost)
-                    with self._lock:
-                        if job in self._queue:
-                            self._queue.remove(job)
-                    continue
-                if cancel:
-                    self.cancel(job.instance_id)
+                waiting = list(self._queue)
+            try:
+                self._renew(waiting)
+            except Exception as exc:  # the database is unreachable: try again next round
+                log.warning("renewing the leases of waiting instances failed: %s", exc)
             time.sleep(0.5)
+
+    def _renew(self, waiting: list[_Job]) -> None:
+        created = [j.instance_id for j in waiting if j.lease is None]
+        self.service.store.leases.keep_pending(created, lease_expiry())
+        for job in waiting:
+            if job.lease is None:
+                continue
+            try:
+                cancel = job.lease.beat()
+            except LeaseLost as lost:
+                log.warning("%s", lost)
+                with self._lock:
+                    if job in self._queue:
+                        self._queue.remove(job)
+                continue
+            if cancel:
+                self.cancel(job.instance_id)

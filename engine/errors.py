@@ -82,6 +82,10 @@ class IdempotencyKeyReused(EngineError):
     """An idempotency key was sent again with another definition or other params."""
 
 
+class ConfigError(EngineError):
+    """An `ENGINE_*` variable has a value the engine cannot use."""
+
+
 class LeaseLost(EngineError):
     """Another process took over (or cancelled) this process's instance: it stopped and wrote
     nothing more."""

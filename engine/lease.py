@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from engine.config import DEFAULT_LEASE_SECONDS, LEASE_ENV
+from engine.config import DEFAULT_LEASE_SECONDS, LEASE_ENV, env_number
 from engine.errors import LeaseLost
 from engine.store import Store
 from engine.store.types import utcnow
@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
-    return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_SECONDS)
+    return env_number(LEASE_ENV, DEFAULT_LEASE_SECONDS, minimum=0.1)
+
+
+def lease_expiry() -> datetime:
+    """When a lease taken or renewed now expires."""
+    return utcnow() + timedelta(seconds=lease_seconds())
 
 
 class Lease:
@@ -62,7 +67,7 @@ class Lease:
         if self._clock() < self._due:
             return False
         self._due = self._clock() + self.interval
-        return self.store.renew_lease(self.instance_id, self.owner, self.expiry())
+        return self.store.leases.renew(self.instance_id, self.owner, self.expiry())
 
 
 class Heartbeat:
@@ -99,7 +104,7 @@ class Heartbeat:
         cancel_seen = False
         while not self._stopped.wait(self.lease.interval):
             try:
-                cancel = self.lease.store.renew_lease(
+                cancel = self.lease.store.leases.renew(
                     self.lease.instance_id, self.lease.owner, self.lease.expiry()
                 )
             except LeaseLost as lost:

@@ -14,7 +14,7 @@ from engine.dispatch import Dispatcher
 from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken, LeaseLost
 from engine.execution import Cancellation, Listener, PriorAttempt
 from engine.executor import Executor
-from engine.lease import Heartbeat, Lease
+from engine.lease import Heartbeat, Lease, lease_expiry
 from engine.registry import JobRegistry
 from engine.status import InstanceStatus, StepStatus, Trigger
 from engine.store import InstanceView, Store
@@ -123,6 +123,7 @@ class BatchService:
             prepared.scheduled_for,
             tick_claimed_by,
             idempotency_key,
+            lease_expiry(),
         )
 
     def start_once(
@@ -166,7 +167,7 @@ class BatchService:
         pending.
         """
         lease = Lease(self.store, instance_id)
-        self.store.start_pending(instance_id, lease.owner, lease.expiry())
+        self.store.leases.start(instance_id, lease.owner, lease.expiry())
         return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
 
     def resume(
@@ -191,7 +192,7 @@ class BatchService:
         """
         prepared = self.stored_run(instance_id, registry)
         lease = Lease(self.store, instance_id)
-        self.store.claim(instance_id, lease.owner, lease.expiry())
+        self.store.leases.claim(instance_id, lease.owner, lease.expiry())
         return Claim(prepared, instance_id, lease)
 
     def run_claimed(
@@ -202,7 +203,7 @@ class BatchService:
     ) -> InstanceView:
         """The second half of `resume`: run what did not succeed in a claimed instance."""
         instance_id = claim.instance_id
-        self.store.close_open_attempts(
+        self.store.leases.close_open_attempts(
             instance_id, claim.lease.owner, "abandoned: the process running this attempt stopped"
         )
         history = {
@@ -267,14 +268,14 @@ class BatchService:
         except BaseException as exc:
             # Leave no instance "running" behind a crash of the executor itself.
             with contextlib.suppress(LeaseLost):
-                self.store.finish_instance(
+                self.store.leases.finish(
                     instance_id,
                     lease.owner,
                     InstanceStatus.failed,
                     f"engine error: {type(exc).__name__}: {exc}",
                 )
             raise
-        self.store.finish_instance(instance_id, lease.owner, outcome.status, outcome.error)
+        self.store.leases.finish(instance_id, lease.owner, outcome.status, outcome.error)
         return self.store.get_instance(instance_id)
 
     def run(

@@ -90,7 +90,7 @@ def test_overlap_skip_records_a_tick_while_a_scheduled_run_is_running(service, r
     loaded = load_text(text(), "hourly.yaml", registry)
     prepared = service.prepare(loaded, {}, Trigger.cron, START - timedelta(hours=1))
     running = service.start(prepared, tick_claimed_by="scheduler-elsewhere")
-    service.store.start_pending(running, "elsewhere", utcnow() + timedelta(hours=1))
+    service.store.leases.start(running, "elsewhere", utcnow() + timedelta(hours=1))
     [outcome] = backfill(service, loaded, START, START, report=lambda _: None)
     assert outcome.status == "skipped"
     assert outcome.detail == f"overlap: instance {running} is still running"

@@ -71,6 +71,6 @@ def test_an_abandoned_instance_is_cancelled_directly(store, registry):
     )
     store.set_instance(view.id, status="running", lease_expires_at=utcnow() - timedelta(1))
     assert store.get_instance(view.id).abandoned
-    assert store.request_cancel(view.id) == f"instance {view.id} cancelled"
+    assert store.leases.request_cancel(view.id) == f"instance {view.id} cancelled"
     after = store.get_instance(view.id)
     assert after.status == "cancelled" and not after.abandoned

@@ -123,7 +123,7 @@ def test_an_executor_blocked_in_its_listener_keeps_its_lease(registry, db_url, m
         for _ in range(3):
             time.sleep(0.5)
             try:
-                other.claim(instance_id, "intruder", Lease(other, instance_id).expiry())
+                other.leases.claim(instance_id, "intruder", Lease(other, instance_id).expiry())
             except ResumeRefused as refused:
                 refusals.append(str(refused))
             else:
@@ -151,10 +151,10 @@ def test_a_process_that_lost_its_lease_cannot_renew_it_or_finish_the_instance(
     loaded = load_text("name: f\nsteps:\n  - {id: a, runner: x}\n", "f.yaml")
     service = BatchService(store, DirectDispatcher(registry))
     instance_id = service.start(service.prepare(loaded, {}))
-    store.start_pending(instance_id, "first", Lease(store, instance_id).expiry())
+    store.leases.start(instance_id, "first", Lease(store, instance_id).expiry())
     store.set_instance(instance_id, lease_owner="second")
     with pytest.raises(LeaseLost, match="process second runs it now"):
-        store.finish_instance(instance_id, "first", status, None)
+        store.leases.finish(instance_id, "first", status, None)
     with pytest.raises(LeaseLost, match=r"\(first\) lost its lease"):
-        store.renew_lease(instance_id, "first", Lease(store, instance_id).expiry())
+        store.leases.renew(instance_id, "first", Lease(store, instance_id).expiry())
     assert store.get_instance(instance_id).status == "running"

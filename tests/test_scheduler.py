@@ -68,7 +68,7 @@ class Launches:
         if self.run:
             self.service.execute(prepared, instance_id)
         else:
-            self.service.store.start_pending(
+            self.service.store.leases.start(
                 instance_id, "elsewhere", utcnow() + timedelta(hours=1)
             )
 

@@ -28,6 +28,7 @@ from engine.errors import (
     ParamsError,
     ResumeRefused,
 )
+from engine.recovery import recovering
 from engine.registry import JobRegistry
 from engine.service import BatchService
 
@@ -46,12 +47,14 @@ def create_app(
     max_instances: int = 4,
     grace: float = 30.0,
     scheduler: SchedulerLoop | None = None,
+    recover: bool = False,
 ) -> FastAPI:
     """The API over `service` for `definitions`.
 
     Starting the application starts `max_instances` background slots and `scheduler` in a
-    thread; stopping it stops the scheduler, then lets running instances finish within `grace`
-    seconds (see `BackgroundRunner.stop`).
+    thread, and with `recover` the adoption of orphaned instances (`engine.recovery`); stopping
+    it stops both, then lets running instances finish within `grace` seconds (see
+    `BackgroundRunner.stop`).
     """
     state = ServedState(service, definitions, registry, token)
 
@@ -66,7 +69,8 @@ def create_app(
             )
             thread.start()
         try:
-            yield
+            with recovering(state.runner, registry, recover):
+                yield
         finally:
             stop.set()
             if thread is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from engine.errors import (
+    ConfigError,
     DefinitionError,
     EngineError,
     ParamsError,
@@ -22,10 +23,9 @@ EXIT_REFUSED = 2
 
 
 def exit_code(error: EngineError) -> int:
-    """Refused input (definition, params, runners, schedule) is 2; anything else is 1."""
-    if isinstance(
-        error, DefinitionError | ParamsError | RunnerError | ResumeRefused | ScheduleError
-    ):
+    """Refused input (configuration, definition, params, runners, schedule) is 2; else 1."""
+    refused = ConfigError | DefinitionError | ParamsError | RunnerError | ResumeRefused
+    if isinstance(error, refused | ScheduleError):
         return EXIT_REFUSED
     return EXIT_FAILED
 

@@ -68,7 +68,14 @@ json_option = click.option(
 
 
 def background_options(fn: F) -> F:
-    """`--max-instances` and `--grace`, for the long-running commands (`schedule`, `serve`)."""
+    """`--max-instances`, `--grace` and `--no-recover`, for the long-running commands
+    (`schedule`, `serve`)."""
+    fn = click.option(
+        "--no-recover",
+        "no_recover",
+        is_flag=True,
+        help="Do not adopt instances whose process died (see docs/operations.md, Recovery).",
+    )(fn)
     fn = click.option(
         "--grace",
         type=click.FloatRange(0),

@@ -55,7 +55,7 @@ def show(instance_id: int, as_json: bool, config: Config) -> None:
 @pass_config
 def cancel(instance_id: int, config: Config) -> None:
     """Stop instance ID: no new step starts, running steps and the instance end cancelled."""
-    click.echo(config.store().request_cancel(instance_id), err=True)
+    click.echo(config.store().leases.request_cancel(instance_id), err=True)
 
 
 @runs.command("ticks")

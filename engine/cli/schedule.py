@@ -49,6 +49,7 @@ def schedule(
     misfire_grace: float,
     grace: float,
     max_instances: int,
+    no_recover: bool,
     config: Config,
 ) -> None:
     """Run the cron scheduler for the definitions in PATHS, in the foreground.
@@ -60,6 +61,7 @@ def schedule(
     from engine.cron import CronSchedule
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
+    from engine.recovery import recovering
     from engine.scheduler import Scheduler, schedulable
     from engine.service import BatchService
     from engine.store.types import utcnow
@@ -91,7 +93,8 @@ def schedule(
             service, scheduled, registry, runner.launch, misfire_grace=misfire_grace
         )
         runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
-        scheduler.run(stop)
+        with recovering(runner, registry, not no_recover):
+            scheduler.run(stop)
         runner.stop(grace)
     finally:
         dispatcher.close()

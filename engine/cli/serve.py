@@ -47,6 +47,7 @@ def serve(
     port: int,
     max_instances: int,
     grace: float,
+    no_recover: bool,
     config: Config,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs) and schedule the definitions in PATHS."""
@@ -90,6 +91,7 @@ def serve(
         max_instances=max_instances,
         grace=grace,
         scheduler=schedule,
+        recover=not no_recover,
     )
     click.echo(
         f"serving {len(definitions)} definition(s) on http://{host}:{port} "

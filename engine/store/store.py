@@ -11,11 +11,9 @@ from typing import Any
 from sqlalchemy import (
     CursorResult,
     Engine,
-    and_,
     create_engine,
     event,
     insert,
-    or_,
     select,
     update,
 )
@@ -25,13 +23,12 @@ from engine.config import DEFAULT_DATABASE_URL
 from engine.errors import (
     IdempotencyKeyTaken,
     InstanceNotFound,
-    LeaseLost,
-    ResumeRefused,
     StoreError,
     TickTaken,
 )
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
+from engine.store.leases import InstanceLeases
 from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
 from engine.store.ticks import TickClaims, insert_claim
@@ -70,6 +67,7 @@ class Store:
         self.engine = make_engine(url)
         ensure_current(self.engine, self.safe_url)
         self.ticks = TickClaims(self.engine)
+        self.leases = InstanceLeases(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -122,8 +120,10 @@ class Store:
         scheduled_for: datetime | None = None,
         tick_claimed_by: str | None = None,
         idempotency_key: str | None = None,
+        lease_expires_at: datetime | None = None,
     ) -> int:
-        """Create a pending instance.
+        """Create a pending instance, its lease expiring at `lease_expires_at` unless renewed
+        (by whoever queues it) or taken (by whoever runs it).
 
         With `tick_claimed_by`, the instance's tick (`scheduled_for`) is claimed in the same
         transaction: TickTaken when another scheduler or backfill has it. With
@@ -138,6 +138,7 @@ class Store:
             "params": params,
             "scheduled_for": scheduled_for,
             "idempotency_key": idempotency_key,
+            "lease_expires_at": lease_expires_at,
             "created_at": utcnow(),
         }
         try:
@@ -171,152 +172,6 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
 
-    def start_pending(self, instance_id: int, owner: str, expires: datetime) -> None:
-        """Take a new (pending) instance to run it; of several takers exactly one wins.
-
-        Raises ResumeRefused for the others: another process runs it, or it was cancelled.
-        """
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(instances)
-                .where(
-                    instances.c.id == instance_id,
-                    instances.c.status == InstanceStatus.pending.value,
-                )
-                .values(
-                    status=InstanceStatus.running.value,
-                    started_at=utcnow(),
-                    lease_owner=owner,
-                    lease_expires_at=expires,
-                )
-            ).rowcount
-        if taken != 1:
-            status = self.get_instance(instance_id).status
-            raise ResumeRefused(f"instance {instance_id} is {status}: another process took it")
-
-    def claim(self, instance_id: int, owner: str, expires: datetime) -> None:
-        """Take the lease of an instance to resume it; exactly one of several claimants wins.
-
-        Claimable: pending, failed or cancelled instances, and running ones whose lease has
-        expired (their process died). The claim is one conditional UPDATE, atomic on both
-        databases. Raises ResumeRefused (or InstanceNotFound) for the losers.
-        """
-        now = utcnow()
-        claimable = or_(
-            instances.c.status.in_(["pending", "failed", "cancelled"]),
-            and_(instances.c.status == "running", instances.c.lease_expires_at < now),
-        )
-        with self.engine.begin() as conn:
-            claimed = conn.execute(
-                update(instances)
-                .where(instances.c.id == instance_id, claimable)
-                .values(
-                    status="running",
-                    lease_owner=owner,
-                    lease_expires_at=expires,
-                    cancel_requested_at=None,
-                    finished_at=None,
-                    error=None,
-                )
-            ).rowcount
-        if claimed == 1:
-            return
-        view = self.get_instance(instance_id)
-        if view.status == "succeeded":
-            raise ResumeRefused(f"instance {instance_id} succeeded: nothing to resume")
-        raise ResumeRefused(
-            f"instance {instance_id} is {view.status} in a live process: it cannot be resumed twice"
-        )
-
-    def renew_lease(self, instance_id: int, owner: str, expires: datetime) -> bool:
-        """Extend `owner`'s lease; True when a cancel has been requested meanwhile.
-
-        Raises LeaseLost when `owner` no longer holds the instance.
-        """
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                update(instances)
-                .where(_held_by(instance_id, owner, "pending", "running"))
-                .values(lease_expires_at=expires)
-                .returning(instances.c.cancel_requested_at)
-            ).first()
-        if row is None:
-            raise self.lease_lost(instance_id, owner)
-        return row.cancel_requested_at is not None
-
-    def finish_instance(
-        self, instance_id: int, owner: str, status: InstanceStatus, error: str | None
-    ) -> None:
-        """Record how an instance ended, if `owner` still holds it; else raise LeaseLost."""
-        with self.engine.begin() as conn:
-            ended = conn.execute(
-                update(instances)
-                .where(_held_by(instance_id, owner, "running"))
-                .values(
-                    status=status.value,
-                    finished_at=utcnow(),
-                    error=error,
-                    lease_expires_at=None,
-                )
-            ).rowcount
-        if ended != 1:
-            raise self.lease_lost(instance_id, owner)
-
-    def lease_lost(self, instance_id: int, owner: str) -> LeaseLost:
-        """The error for `owner` finding its instance taken: who has it now, or how it ended."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(instances.c.status, instances.c.lease_owner).where(
-                    instances.c.id == instance_id
-                )
-            ).one()
-        if row.status == "running":
-            now = f"process {row.lease_owner} runs it now"
-        else:
-            now = f"it is {row.status} now"
-        return LeaseLost(
-            f"instance {instance_id}: this process ({owner}) lost its lease, {now}; "
-            "it stopped and wrote nothing more"
-        )
-
-    def request_cancel(self, instance_id: int) -> str:
-        """Cancel an instance; return what was done, in words.
-
-        A running instance is marked, and the process running it stops it at its next lease
-        renewal. One that no process runs (pending, or abandoned) is cancelled here directly.
-        """
-        view = self.get_instance(instance_id)
-        if view.status in ("succeeded", "failed", "cancelled"):
-            return f"instance {instance_id} already ended {view.status}: nothing to cancel"
-        now = utcnow()
-        with self.engine.begin() as conn:
-            if view.status == "running" and not view.abandoned:
-                conn.execute(
-                    update(instances)
-                    .where(instances.c.id == instance_id)
-                    .values(cancel_requested_at=now)
-                )
-                return f"instance {instance_id}: cancel requested; the process running it stops it"
-            conn.execute(
-                update(instances)
-                .where(instances.c.id == instance_id)
-                .values(
-                    status="cancelled",
-                    finished_at=now,
-                    lease_expires_at=None,
-                    error="cancelled (no process was running it)",
-                )
-            )
-            conn.execute(
-                update(step_results)
-                .where(
-                    step_results.c.batch_instance_id == instance_id,
-                    step_results.c.status == "running",
-                )
-                .values(status="cancelled", finished_at=now, error="cancelled")
-            )
-        return f"instance {instance_id} cancelled"
-
     def resume_record(self, instance_id: int) -> Any:
         """What a resume needs: the definition version it ran, its params and run details."""
         query = (
@@ -329,28 +184,6 @@ class Store:
         if row is None:
             raise InstanceNotFound(f"no instance with id {instance_id}")
         return row
-
-    def close_open_attempts(self, instance_id: int, owner: str, error: str) -> None:
-        """End the attempts a dead process left running: they failed, with `error`.
-
-        `owner` has just claimed the instance; LeaseLost if another process took it since.
-        """
-        with self.engine.begin() as conn:
-            held = conn.execute(
-                update(instances)
-                .where(_held_by(instance_id, owner, "running"))
-                .values(lease_owner=owner)
-            ).rowcount
-            if held != 1:
-                raise self.lease_lost(instance_id, owner)
-            conn.execute(
-                update(step_results)
-                .where(
-                    step_results.c.batch_instance_id == instance_id,
-                    step_results.c.status == "running",
-                )
-                .values(status="failed", error=error, finished_at=utcnow())
-            )
 
     def last_attempts(self, instance_id: int) -> dict[str, tuple[int, str, Any]]:
         """Each step's last attempt: (attempt, status, result)."""
@@ -377,7 +210,7 @@ class Store:
             instance_id,
             owner,
             lease_seconds,
-            lambda: self.lease_lost(instance_id, owner),
+            lambda: self.leases.lost(instance_id, owner),
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -416,15 +249,6 @@ class Store:
             query = query.where(instances.c.status == status)
         with self.engine.connect() as conn:
             return [_view(row, None) for row in conn.execute(query)]
-
-
-def _held_by(instance_id: int, owner: str, *statuses: str) -> Any:
-    """The fence: the instance is in one of `statuses` and `owner` holds its lease."""
-    return and_(
-        instances.c.id == instance_id,
-        instances.c.lease_owner == owner,
-        instances.c.status.in_(statuses),
-    )
 
 
 def _new_id(result: CursorResult[Any]) -> int:

@@ -66,6 +66,10 @@ class BatchInstance(SQLModel, table=True):
     """Set by `engine cancel`; the running process sees it when it renews its lease."""
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(200)))
     """The `Idempotency-Key` of the HTTP request that created it: a retry finds it again."""
+    recoveries: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    """How often a server adopted it after its process died (ENGINE_MAX_RECOVERIES bounds it)."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

@@ -1,0 +1,121 @@
+"""Recovery: the long-running processes (`engine serve`, `engine schedule`) adopt the instances
+no live process holds any more, so that a crash strands nothing.
+
+An instance is an orphan once its lease expired: a running one whose process died or stalled
+(it is claimed as `engine resume` claims it, and resumed: what succeeded is kept), or a pending
+one whose creating process died before starting it (it is started). Each process looks every
+quarter lease (between 0.5 and 5 seconds) and takes only as many orphans as it has free slots,
+so that replicas share them; the adoption is one conditional UPDATE, so each orphan is taken by
+exactly one. An instance abandoned more than `ENGINE_MAX_RECOVERIES` times is failed instead:
+its runner may be what kills the process, and adopting it again would crash-loop the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from engine.background import BackgroundRunner
+from engine.config import DEFAULT_MAX_RECOVERIES, MAX_RECOVERIES_ENV, env_number
+from engine.errors import EngineError
+from engine.lease import Lease, lease_expiry, lease_seconds
+from engine.registry import JobRegistry
+from engine.service import Claim
+from engine.store.leases import Orphan
+
+log = logging.getLogger(__name__)
+
+
+def max_recoveries() -> int:
+    return int(env_number(MAX_RECOVERIES_ENV, DEFAULT_MAX_RECOVERIES, minimum=0, integer=True))
+
+
+class Recovery:
+    """A thread adopting orphaned instances into `runner`'s free slots until stopped."""
+
+    def __init__(self, runner: BackgroundRunner, registry: JobRegistry) -> None:
+        self.runner = runner
+        self.registry = registry
+        self.max_recoveries = max_recoveries()
+        self.interval = min(max(lease_seconds() / 4, 0.5), 5.0)
+        self._unrunnable: set[int] = set()
+        """Orphans this process cannot load (a runner it lacks): warned about once."""
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-recovery", daemon=True)
+
+    def __enter__(self) -> Recovery:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.adopt_orphans()
+            except Exception as exc:  # the database is unreachable: look again next round
+                log.warning("recovery: looking for orphaned instances failed: %s", exc)
+
+    def adopt_orphans(self) -> int:
+        """Adopt as many orphans as there are free slots; return how many were adopted."""
+        free = self.runner.free_slots()
+        if not free:
+            return 0
+        store = self.runner.service.store
+        adopted = 0
+        for orphan in store.leases.orphans(free + len(self._unrunnable)):
+            if adopted == free or self._stopped.is_set():
+                break
+            if orphan.id in self._unrunnable or self.runner.holds(orphan.id):
+                continue
+            if orphan.status == "running" and orphan.recoveries >= self.max_recoveries:
+                if store.leases.give_up(orphan.id, self.max_recoveries):
+                    log.error(
+                        "instance %d abandoned again after %d recoveries: failed, not adopted",
+                        orphan.id,
+                        self.max_recoveries,
+                    )
+                continue
+            adopted += self._adopt(orphan)
+        return adopted
+
+    def _adopt(self, orphan: Orphan) -> int:
+        service = self.runner.service
+        try:
+            prepared = service.stored_run(orphan.id, self.registry)
+        except EngineError as exc:
+            self._unrunnable.add(orphan.id)
+            log.warning("recovery: instance %d cannot run here, left to others: %s", orphan.id, exc)
+            return 0
+        leases = service.store.leases
+        if orphan.status == "pending":
+            if not leases.adopt_pending(orphan.id, lease_expiry()):
+                return 0
+            log.warning("recovery: starting instance %d, whose creating process died", orphan.id)
+            self.runner.launch(prepared, orphan.id)
+            return 1
+        lease = Lease(service.store, orphan.id)
+        if not leases.adopt(orphan.id, lease.owner, lease.expiry(), self.max_recoveries):
+            return 0
+        log.warning(
+            "recovery: resuming instance %d, whose process stopped (recovery %d of %d)",
+            orphan.id,
+            orphan.recoveries + 1,
+            self.max_recoveries,
+        )
+        self.runner.launch_claimed(Claim(prepared, orphan.id, lease))
+        return 1
+
+
+@contextlib.contextmanager
+def recovering(runner: BackgroundRunner, registry: JobRegistry, enabled: bool) -> Iterator[None]:
+    """Adopt orphans into `runner` while the block runs, unless disabled (`--no-recover`)."""
+    if not enabled:
+        yield
+        return
+    with Recovery(runner, registry):
+        yield
