@@ -67,7 +67,8 @@ class Recovery:
             return 0
         store = self.runner.service.store
         adopted = 0
-        for orphan in store.leases.orphans(free + len(self._unrunnable)):
+        # More candidates than slots: a replica racing for the first ones takes later ones.
+        for orphan in store.leases.orphans(4 * free + len(self._unrunnable)):
             if adopted == free or self._stopped.is_set():
                 break
             if orphan.id in self._unrunnable or self.runner.holds(orphan.id):
