@@ -109,6 +109,9 @@ class JobRegistry:
     def keys(self) -> list[str]:
         return sorted(self._runners)
 
+    def runners(self) -> list[Runner]:
+        return [self._runners[key] for key in self.keys()]
+
     def describe_keys(self) -> str:
         return ", ".join(self.keys()) or "(none)"
 

@@ -1,8 +1,8 @@
 """The dispatcher contract: one suite, run through the service against every dispatcher, each
 giving the same final statuses and results for the same definitions.
 
-The Celery dispatchers run steps in real `engine worker` subprocesses, two per broker, started once
-for this module. Add a dispatcher: one entry in DISPATCHERS, and a fixture that makes it.
+The process dispatcher runs steps in worker processes of its own; the Celery dispatchers in real
+`engine worker` subprocesses, two per broker, started once for this module. Add a dispatcher: one entry in DISPATCHERS, and a fixture that makes it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from conftest import Workers, broker_url
 from engine.definition import load_text
 from engine.dispatch.base import Dispatcher
 from engine.dispatch.direct import DirectDispatcher
+from engine.dispatch.process import ProcessDispatcher
 from engine.registry import JobRegistry
 from engine.service import BatchService
 
 pytestmark = pytest.mark.timeout(120)
 
-DISPATCHERS = ["direct", "celery-redis", "celery-amqp"]
+DISPATCHERS = ["direct", "process", "celery-redis", "celery-amqp"]
 
 MakeDispatcher = Callable[[JobRegistry], Dispatcher]
 
@@ -55,6 +56,8 @@ def amqp_workers(session_queue: str, tmp_path_factory: pytest.TempPathFactory) -
 def make_dispatcher(request: pytest.FixtureRequest) -> MakeDispatcher:
     if request.param == "direct":
         return DirectDispatcher
+    if request.param == "process":
+        return ProcessDispatcher
     from engine.dispatch.celery import CeleryDispatcher
 
     workers: Workers = request.getfixturevalue(request.param.replace("celery-", "") + "_workers")

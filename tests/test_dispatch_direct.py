@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
+import os
 import threading
 import time
 from collections import Counter
@@ -327,6 +329,34 @@ def test_system_exit_in_a_runner_is_a_failed_outcome_and_the_worker_lives_on(dis
     assert all(not o.ok and "SystemExit" in o.error for o in out.items)
     dispatcher.submit(task("after"), out)
     assert out.wait(4)[-1].result == "still here"
+
+
+def test_os_exit_in_a_runner_fails_the_attempt_and_the_engine_lives_on(dispatcher, registry):
+    async def leave_async(inputs, ctx):
+        os._exit(0)
+
+    registry.add("leave", lambda inputs, ctx: os._exit(0))
+    registry.add("leave_async", leave_async)
+    out = Outcomes()
+    dispatcher.submit(task("leave"), out)
+    dispatcher.submit(task("leave_async"), out)
+    for outcome in out.wait(2):
+        assert not outcome.ok
+        assert outcome.error.startswith("SystemExit: os._exit(0) called by the runner: refused")
+
+
+def test_a_process_forked_by_a_runner_still_exits_with_os_exit(dispatcher, registry):
+    def fork(inputs, ctx):
+        child = multiprocessing.get_context("fork").Process(target=lambda: None)
+        child.start()
+        child.join(10)
+        return child.exitcode
+
+    registry.add("fork", fork)
+    out = Outcomes()
+    dispatcher.submit(task("fork"), out)
+    (outcome,) = out.wait(1)
+    assert outcome.result == 0, outcome.error
 
 
 def test_class_runners_get_a_fresh_instance_per_attempt(dispatcher, registry):

@@ -19,6 +19,7 @@ from served import Server
 ENGINE = str(Path(sys.executable).parent / "engine")
 
 RUNNERS = """
+import os
 import time
 from pathlib import Path
 from engine import job_handler
@@ -26,6 +27,10 @@ from engine import job_handler
 @job_handler("add")
 def add(inputs, ctx):
     return {"sum": inputs["a"] + inputs["b"]}
+
+@job_handler("bail")
+def bail(inputs, ctx):
+    os._exit(0)
 
 @job_handler("hold")
 def hold(inputs, ctx):
@@ -45,6 +50,12 @@ steps:
   - {id: again, runner: add, inputs: {a: "{{ steps.add.result.sum }}", b: 1}}
 """
 
+BAIL = """
+name: bail
+steps:
+  - {id: bail, runner: bail}
+"""
+
 HOLD = """
 name: hold
 steps:
@@ -59,6 +70,7 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "sum.yaml").write_text(SUM)
     (tmp_path / "defs" / "hold.yaml").write_text(HOLD)
+    (tmp_path / "defs" / "bail.yaml").write_text(BAIL)
     return tmp_path
 
 
@@ -91,6 +103,20 @@ def test_trigger_poll_and_read_the_results(serve: Any) -> None:
         ("add", {"sum": 41}),
         ("again", {"sum": 42}),
     ]
+    assert server.terminate() == 0
+
+
+def test_a_runner_ending_its_process_fails_its_instance_and_the_server_lives_on(
+    serve: Any,
+) -> None:
+    server = serve()
+    bailed = server.client.post("/batch/run", json={"definition": "bail"}).json()["instance_id"]
+    doc = server.wait(bailed, "succeeded", "failed")
+    assert doc["status"] == "failed"
+    assert doc["steps"][0]["error"].startswith("worker process exited with code 0")
+    ran = server.client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}})
+    assert server.wait(ran.json()["instance_id"], "succeeded", "failed")["status"] == "succeeded"
+    assert server.proc.poll() is None
     assert server.terminate() == 0
 
 

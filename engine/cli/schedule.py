@@ -85,7 +85,7 @@ def schedule(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    dispatcher = resolve_dispatcher(None, registry)
+    dispatcher = resolve_dispatcher(None, registry, default="process")
     try:
         service = BatchService(config.store(), dispatcher)
         runner = BackgroundRunner(service, max_instances)

@@ -75,7 +75,7 @@ def serve(
     scheduled = [d for d in definitions.values() if d.definition.cron]
     if scheduled:
         schedulable(scheduled)
-    dispatcher = resolve_dispatcher(None, registry)
+    dispatcher = resolve_dispatcher(None, registry, default="process")
     service = BatchService(config.store(), dispatcher)
 
     def schedule(runner: BackgroundRunner, stop: threading.Event) -> None:

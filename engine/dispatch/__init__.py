@@ -12,17 +12,20 @@ from engine.registry import JobRegistry
 
 DISPATCHERS = {
     "direct": "engine.dispatch.direct:DirectDispatcher",
+    "process": "engine.dispatch.process:ProcessDispatcher",
     "celery": "engine.dispatch.celery:CeleryDispatcher",
 }
 """Short names; anything else is read as `package.module:Class`."""
 
 
-def resolve_dispatcher(name: str | None, registry: JobRegistry) -> Dispatcher:
-    """The dispatcher named `name` (default: $ENGINE_DISPATCHER, else `direct`).
+def resolve_dispatcher(
+    name: str | None, registry: JobRegistry, default: str = "direct"
+) -> Dispatcher:
+    """The dispatcher named `name` (default: $ENGINE_DISPATCHER, else `default`).
 
     Never falls back to another dispatcher: an unknown or broken one is a DispatchError.
     """
-    name = name or os.environ.get(DISPATCHER_ENV) or "direct"
+    name = name or os.environ.get(DISPATCHER_ENV) or default
     path = DISPATCHERS.get(name, name)
     module_name, _, class_name = path.partition(":")
     if not class_name:

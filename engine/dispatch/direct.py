@@ -2,22 +2,54 @@
 event loop thread.
 
 The threads are daemons so that a runner ignoring its timeout cannot keep the process alive after
-the instance has ended: it is abandoned, its result discarded.
+the instance has ended: it is abandoned, its result discarded. A runner calling `os._exit` would
+end the engine with it, under an exit code of the runner's choosing (0: the instance left
+`running`, the run reported a success): in a runner thread it raises SystemExit instead, which
+fails the attempt. Crashes in native code cannot be caught in-process: the process dispatcher
+isolates those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.context import StepContext
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
 from engine.dispatch.calling import call, call_async, prepare
 from engine.registry import JobRegistry
+
+_runner_thread = threading.local()
+"""`active` is set in the threads that run runners."""
+
+
+def _mark_runner_thread() -> None:
+    _runner_thread.active = True
+
+
+def _guard_process_exit() -> None:
+    """Make `os._exit` in a runner thread of this process raise SystemExit; elsewhere (the
+    engine, a process forked by a runner) it exits as always."""
+    real = os._exit
+    if getattr(real, "engine_guard", False):
+        return
+    engine_pid = os.getpid()
+
+    def guarded(code: int) -> NoReturn:
+        if getattr(_runner_thread, "active", False) and os.getpid() == engine_pid:
+            raise SystemExit(
+                f"os._exit({code}) called by the runner: refused, it would end the engine "
+                "(ENGINE_DISPATCHER=process runs each attempt in a process of its own)"
+            )
+        real(code)
+
+    guarded.engine_guard = True  # type: ignore[attr-defined]
+    os._exit = guarded
 
 
 class _ThreadPool:
@@ -47,6 +79,7 @@ class _ThreadPool:
             self._threads = self._idle = 0
 
     def _work(self) -> None:
+        _mark_runner_thread()
         while (work := self._tasks.get()) is not None:
             work()
             with self._lock:
@@ -57,6 +90,7 @@ class DirectDispatcher(Dispatcher):
     """Runs attempts in this process, through the given registry."""
 
     def __init__(self, registry: JobRegistry) -> None:
+        _guard_process_exit()
         self.registry = registry
         self._pool = _ThreadPool()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +134,7 @@ class DirectDispatcher(Dispatcher):
         with self._loop_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
+                loop.call_soon_threadsafe(_mark_runner_thread)
                 threading.Thread(
                     target=loop.run_forever, name="engine-async-runners", daemon=True
                 ).start()
