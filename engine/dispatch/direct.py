@@ -40,13 +40,13 @@ def _guard_process_exit() -> None:
         return
     engine_pid = os.getpid()
 
-    def guarded(code: int) -> NoReturn:
+    def guarded(status: int) -> NoReturn:
         if getattr(_runner_thread, "active", False) and os.getpid() == engine_pid:
             raise SystemExit(
-                f"os._exit({code}) called by the runner: refused, it would end the engine "
+                f"os._exit({status}) called by the runner: refused, it would end the engine "
                 "(ENGINE_DISPATCHER=process runs each attempt in a process of its own)"
             )
-        real(code)
+        real(status)
 
     guarded.engine_guard = True  # type: ignore[attr-defined]
     os._exit = guarded
