@@ -1,11 +1,12 @@
-"""Dispatch overhead of the direct and the Celery dispatchers, on I/O-bound steps.
+"""Dispatch overhead of the direct, the process and the Celery dispatchers, on I/O-bound steps.
 
     .venv/bin/python bench/dispatch.py [--steps 64] [--sleep 0.2] [--concurrency 16]
         [--workers 2] [--worker-concurrency 8] [--chain 50] [--repeat 3]
         [--broker redis://127.0.0.1:6379/0] [--broker amqp://guest:guest@127.0.0.1:5672//]
 
 A fan-out of `--steps` steps that each sleep `--sleep` seconds, at `concurrency: --concurrency`,
-runs through `BatchService.run` on a fresh SQLite file: once in-process (direct), and once per
+runs through `BatchService.run` on a fresh SQLite file: in-process (direct), in worker processes
+of the engine's own (process), and once per
 broker through `engine worker` subprocesses (`--workers` of `--worker-concurrency` processes each,
 started before and stopped after, on a queue of their own). A chain of `--chain` no-op steps shows
 the round trip of one step alone. docs/performance.md gives the figures and what they mean.
@@ -34,6 +35,7 @@ import dispatch_runners  # a sibling module: bench/ is not a package
 from engine.definition import load_text
 from engine.dispatch.base import Dispatcher
 from engine.dispatch.direct import DirectDispatcher
+from engine.dispatch.process import ProcessDispatcher
 from engine.service import BatchService
 from engine.store import Store
 
@@ -57,17 +59,15 @@ def chain_yaml(steps: int, queue: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed_run(text: str, make: Callable[[], Dispatcher], folder: Path) -> float:
+def timed_run(text: str, dispatcher: Dispatcher, folder: Path) -> float:
     """Seconds of `BatchService.run` (the whole instance) on a fresh SQLite file."""
     loaded = load_text(text, "bench.yaml", dispatch_runners.registry)
     store = Store(f"sqlite:///{folder / (uuid.uuid4().hex + '.db')}")
-    dispatcher = make()
     try:
         start = time.perf_counter()
         view = BatchService(store, dispatcher).run(loaded, {})
         seconds = time.perf_counter() - start
     finally:
-        dispatcher.close()
         store.close()
     if view.status != "succeeded":
         raise SystemExit(f"the benchmark run {view.status}: {view.error}")
@@ -110,11 +110,17 @@ def workers(broker: str, queue: str, count: int, concurrency: int, logs: Path) -
 def measure(
     name: str, make: Callable[[], Dispatcher], args: argparse.Namespace, queue: str, folder: Path
 ) -> dict[str, Any]:
+    """One dispatcher for every run, as a long-running `engine serve` keeps one: the first
+    run warms it (imports, worker processes, connections) and is not counted."""
     fanout = fanout_yaml(args.steps, args.sleep, args.concurrency, queue)
     chain = chain_yaml(args.chain, queue)
-    timed_run(fanout, make, folder)  # warm: imports, worker pools, connections
-    walls = [timed_run(fanout, make, folder) for _ in range(args.repeat)]
-    chains = [timed_run(chain, make, folder) for _ in range(args.repeat)]
+    dispatcher = make()
+    try:
+        cold = timed_run(fanout, dispatcher, folder)
+        walls = [timed_run(fanout, dispatcher, folder) for _ in range(args.repeat)]
+        chains = [timed_run(chain, dispatcher, folder) for _ in range(args.repeat)]
+    finally:
+        dispatcher.close()
     wall = statistics.median(walls)
     ideal = args.steps * args.sleep / args.concurrency
     row = {
@@ -125,6 +131,7 @@ def measure(
         # each of the `concurrency` slots runs steps/concurrency steps back to back
         "slot_overhead_ms": (wall * args.concurrency / args.steps - args.sleep) * 1000,
         "chain_ms": statistics.median(chains) / args.chain * 1000,
+        "cold": cold,
     }
     print(f"  .. {name}: {', '.join(f'{w:.3f}' for w in walls)} s", file=sys.stderr, flush=True)
     return row
@@ -156,6 +163,15 @@ def main(argv: list[str] | None = None) -> None:
                 folder,
             )
         )
+        rows.append(
+            measure(
+                "process",
+                lambda: ProcessDispatcher(dispatch_runners.registry),
+                args,
+                queue,
+                folder,
+            )
+        )
         from engine.dispatch.celery import CeleryDispatcher
 
         for broker in brokers:
@@ -178,10 +194,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.concurrency}; chain of {args.chain} no-op steps; median of {args.repeat}; "
         f"{os.cpu_count()} CPUs; load average at end {os.getloadavg()[0]:.1f}"
     )
-    head = ["dispatcher", "fan-out s", "ideal s", "ratio", "overhead ms/step", "chain ms/step"]
+    head = ["dispatcher", "cold fan-out s", "fan-out s", "ideal s", "ratio", "overhead ms/step",
+            "chain ms/step"]
     cells = [head] + [
         [
             r["dispatcher"],
+            f"{r['cold']:.3f}",
             f"{r['wall']:.3f}",
             f"{r['ideal']:.3f}",
             f"{r['ratio']:.2f}x",
