@@ -12,6 +12,7 @@ step that depends on it starts.
 from __future__ import annotations
 
 import heapq
+import logging
 import queue
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from engine.status import InstanceStatus, StepStatus
 from engine.store import AttemptEnd, AttemptStart, Store
 from engine.store.attempts import AttemptWriter
 from engine.store.types import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -383,8 +386,12 @@ class Executor:
         self._in_flight.clear()
 
     def _emit(self, event: StepEvent) -> None:
+        """Tell the listener; a listener that fails (a progress display) never fails the run."""
         if self.listener is not None:
-            self.listener(event)
+            try:
+                self.listener(event)
+            except Exception:
+                log.exception("instance %d: the listener failed on %s", self.instance_id, event)
 
 
 def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:

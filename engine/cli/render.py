@@ -1,4 +1,11 @@
-"""Human output on stderr: live step progress and summary tables (rich, imported only here)."""
+"""Human output on stderr: live step progress and summary tables (rich, imported only here).
+
+User data (errors, results, params, log lines) is never read as Rich markup: both consoles have
+markup and emoji codes off, styles are applied as `Text` spans, and every user string goes
+through `shown`, which makes control characters visible (an escape sequence in a runner's error
+cannot drive the terminal) and cuts it to a bound, so that printing is linear in what is shown
+and cannot fail an instance however large or odd the text.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from engine.execution import StepEvent
 from engine.status import StepStatus
@@ -17,11 +24,11 @@ from engine.store import InstanceView
 from engine.store.ticks import TickView
 
 _MARKS = {
-    StepStatus.running: "[cyan]▶[/]",
-    StepStatus.succeeded: "[green]✓[/]",
-    StepStatus.failed: "[red]✗[/]",
-    StepStatus.skipped: "[dim]↷[/]",
-    StepStatus.cancelled: "[yellow]■[/]",
+    StepStatus.running: ("▶", "cyan"),
+    StepStatus.succeeded: ("✓", "green"),
+    StepStatus.failed: ("✗", "red"),
+    StepStatus.skipped: ("↷", "dim"),
+    StepStatus.cancelled: ("■", "yellow"),
 }
 _STYLES = {
     "succeeded": "green",
@@ -33,10 +40,23 @@ _STYLES = {
     "pending": "cyan",
 }
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 """Progress and run summaries: stderr, so that `--json` output alone is on stdout."""
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 """What a command was asked to show: lists, details, plans."""
+
+SHOWN_CHARS = 300
+"""How much of one error or result a table cell or progress line shows (`--json` has it all)."""
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if chr(c) not in "\n\t"}
+
+
+def shown(value: str | None, limit: int = SHOWN_CHARS) -> str:
+    """`value` fit for a terminal: control characters visible, at most `limit` characters."""
+    value = value or ""
+    text = value[:limit].translate(_CONTROL)
+    if len(value) > limit:
+        text += f"… ({len(value) - limit:,} more characters)"
+    return text
 
 
 class RunnerLogHandler(logging.Handler):
@@ -51,8 +71,10 @@ class RunnerLogHandler(logging.Handler):
             else ("yellow" if record.levelno >= logging.WARNING else "dim")
         )
         level = record.levelname.lower()
-        message = escape(self.format(record))
-        console.print(f"{clock}   [{style}]{step} {level}:[/] {message}", soft_wrap=True)
+        line = Text.assemble(
+            f"{clock}   ", (f"{step} {level}:", style), " ", shown(self.format(record), 2000)
+        )
+        console.print(line, soft_wrap=True)
 
 
 def show_runner_logs(level: int = logging.INFO) -> None:
@@ -70,48 +92,51 @@ class Progress:
 
     def __call__(self, event: StepEvent) -> None:
         clock = event.at.astimezone().strftime("%H:%M:%S")
-        line = f"{clock} {_MARKS[event.status]} {event.step}"
+        line = Text.assemble(f"{clock} ", _MARKS[event.status], f" {event.step}")
         if event.status is StepStatus.running:
             self._started[event.step] = event.at
-            line += f" [dim](attempt {event.attempt})[/]" if event.attempt > 1 else ""
+            if event.attempt > 1:
+                line.append(f" (attempt {event.attempt})", "dim")
         else:
             started = self._started.get(event.step, event.at)
-            line += (
+            line.append(
                 f" {event.status.value} in {(event.at - started).total_seconds():.2f}s"
                 if event.status is not StepStatus.skipped
                 else " skipped"
             )
             if event.error:
-                line += f": {first_line(event.error)}"
+                line.append(f": {first_line(event.error)}")
             if event.retry_in is not None:
-                line += f" [yellow](retry in {event.retry_in:g}s)[/]"
+                line.append(f" (retry in {event.retry_in:g}s)", "yellow")
         console.print(line, soft_wrap=True)
 
 
 def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+    """The first non-blank line of an error, as `shown`: the message without its traceback."""
+    head = (text or "")[: 4 * SHOWN_CHARS].strip()
+    return shown(head.splitlines()[0] if head else "")
 
 
 def _duration(start: datetime | None, end: datetime | None) -> str:
     return f"{(end - start).total_seconds():.2f}s" if start and end and end > start else "-"
 
 
-def _status(view: InstanceView) -> str:
+def _status(view: InstanceView) -> Text:
     """The status, marked when the process running the instance is gone."""
     if view.abandoned:
-        return "[red]running (abandoned)[/]"
+        return Text("running (abandoned)", "red")
     return styled(view.status)
 
 
-def styled(status: str) -> str:
-    return f"[{_STYLES.get(status, 'white')}]{status}[/]"
+def styled(status: str) -> Text:
+    return Text(status, _STYLES.get(status, "white"))
 
 
 def _brief(value: Any, width: int = 40) -> str:
     import json
 
     text = json.dumps(value, default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return shown(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def instance_summary(view: InstanceView) -> None:
@@ -120,7 +145,7 @@ def instance_summary(view: InstanceView) -> None:
     for attempt in view.steps or []:
         last[attempt.step] = attempt
     table = Table(
-        title=f"instance {view.id} · {view.definition} · {styled(view.status)}",
+        title=Text.assemble(f"instance {view.id} · {view.definition} · ", styled(view.status)),
         title_justify="left",
     )
     for column in ("step", "status", "attempts", "duration"):
@@ -135,23 +160,30 @@ def instance_summary(view: InstanceView) -> None:
         table.add_row(
             step,
             styled(attempt.status),
-            str(attempt.attempt),
+            "-" if attempt.status == StepStatus.skipped else str(attempt.attempt),
             _duration(attempt.started_at, attempt.finished_at),
             detail,
         )
     console.print(table)
     took = _duration(view.started_at, view.finished_at)
     console.print(
-        f"instance {view.id} {styled(view.status)} in {took}"
-        + (f": {view.error}" if view.error else "")
+        Text.assemble(
+            f"instance {view.id} ",
+            styled(view.status),
+            f" in {took}",
+            f": {first_line(view.error)}" if view.error else "",
+        )
     )
 
 
 def instance_detail(view: InstanceView) -> None:
     """Every attempt of an instance."""
     out.print(
-        f"instance {view.id} · {view.definition} ({view.version[:12]}) · "
-        f"{_status(view)} · trigger {view.trigger}"
+        Text.assemble(
+            f"instance {view.id} · {view.definition} ({view.version[:12]}) · ",
+            _status(view),
+            f" · trigger {view.trigger}",
+        )
     )
     out.print(f"params: {_brief(view.params, 200)}")
     if view.scheduled_for:
@@ -161,7 +193,7 @@ def instance_detail(view: InstanceView) -> None:
         f"finished {view.finished_at.isoformat() if view.finished_at else '-'}"
     )
     if view.error:
-        out.print(f"error: {view.error}")
+        out.print(f"error: {shown(view.error, 4000)}")
     table = Table()
     for column in ("step", "attempt", "status", "started", "duration"):
         table.add_column(column, no_wrap=True)
@@ -212,12 +244,12 @@ def plan(data: dict[str, Any]) -> None:
             step["runner"],
             ", ".join(step["upstream"]) or "-",
             step["join"] if len(step["upstream"]) > 1 else "",
-            step["condition"] or "",
+            shown(step["condition"] or ""),
         )
     out.print(table)
     for edge in data["edges"]:
         extra = "" if edge["on"] == "success" else f" on {edge['on']}"
-        extra += f" if {edge['condition']}" if edge["condition"] else ""
+        extra += f" if {shown(edge['condition'])}" if edge["condition"] else ""
         out.print(f"  {edge['from']} → {edge['to']}{extra}")
 
 
@@ -233,6 +265,6 @@ def tick_list(claims: list[TickView]) -> None:
             str(c.instance_id or "-"),
             styled(c.status)
             if c.status
-            else f"[yellow]skipped[/]: {escape(c.skipped_reason or '')}",
+            else Text.assemble(("skipped", "yellow"), f": {shown(c.skipped_reason)}"),
         )
     out.print(table)
