@@ -19,7 +19,14 @@ LEASE_ENV = "ENGINE_LEASE_SECONDS"
 """How long a running instance's lease lasts without renewal; default 30 (seconds)."""
 DEFAULT_LEASE_SECONDS = 30.0
 DISPATCHER_ENV = "ENGINE_DISPATCHER"
-"""`direct` (the default), a name from `engine.dispatch.DISPATCHERS`, or `module:Class`."""
+"""A name from DISPATCHERS (default: `direct`; `process` for serve and schedule), or
+`module:Class`."""
+DISPATCHERS = {
+    "direct": "engine.dispatch.direct:DirectDispatcher",
+    "process": "engine.dispatch.process:ProcessDispatcher",
+    "celery": "engine.dispatch.celery:CeleryDispatcher",
+}
+"""Short names; anything else is read as `package.module:Class`."""
 BROKER_URL_ENV = "ENGINE_BROKER_URL"
 """The Celery broker of `ENGINE_DISPATCHER=celery` and `engine worker`: `redis://…` or `amqp://…`."""
 RESULT_BACKEND_ENV = "ENGINE_RESULT_BACKEND"
@@ -32,6 +39,11 @@ API_TOKEN_ENV = "ENGINE_API_TOKEN"
 MAX_RECOVERIES_ENV = "ENGINE_MAX_RECOVERIES"
 """How often recovery adopts one instance after its process died before failing it instead."""
 DEFAULT_MAX_RECOVERIES = 3
+
+
+MAX_RESULT_BYTES_ENV = "ENGINE_MAX_RESULT_BYTES"
+"""The largest result a step may return, in bytes of JSON; a larger one fails its attempt."""
+DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 
 def env_number(name: str, default: float, minimum: float, integer: bool = False) -> float:
@@ -48,3 +60,30 @@ def env_number(name: str, default: float, minimum: float, integer: bool = False)
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r}: must be {kind} of at least {minimum:g}")
     return value
+
+
+NUMBERS: dict[str, tuple[float, float, bool]] = {
+    LEASE_ENV: (DEFAULT_LEASE_SECONDS, 0.1, False),
+    WORKER_LOST_ENV: (DEFAULT_WORKER_LOST_SECONDS, 1.0, False),
+    MAX_RECOVERIES_ENV: (DEFAULT_MAX_RECOVERIES, 0, True),
+    MAX_RESULT_BYTES_ENV: (DEFAULT_MAX_RESULT_BYTES, 1, True),
+}
+"""The numeric variables: (default, minimum, whole number)."""
+
+
+def number(name: str) -> float:
+    """The value of the numeric variable `name` (one of NUMBERS); ConfigError when unusable."""
+    default, minimum, integer = NUMBERS[name]
+    return env_number(name, default, minimum, integer)
+
+
+def check_environment() -> None:
+    """Refuse unusable `ENGINE_*` values before a command does anything (ConfigError)."""
+    for name in NUMBERS:
+        number(name)
+    dispatcher = os.environ.get(DISPATCHER_ENV, "").strip()
+    if dispatcher and dispatcher not in DISPATCHERS and ":" not in dispatcher:
+        raise ConfigError(
+            f"{DISPATCHER_ENV}={dispatcher!r}: must be one of {', '.join(DISPATCHERS)}, "
+            "or package.module:Class"
+        )

@@ -6,22 +6,42 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.config import MAX_RESULT_BYTES_ENV
+
 
 class NotJsonData(ValueError):
     """A value that cannot travel as JSON; the message says why."""
 
 
-def json_copy(value: Any) -> Any:
+MAX_TEXT_CHARS = 65_536
+"""The most of one error (message and traceback) that is stored; the middle is cut beyond."""
+
+
+def json_copy(value: Any, max_bytes: int | None = None) -> Any:
     """`value` as JSON would carry it (tuples as lists, keys as strings), as a fresh copy.
 
     Raises NotJsonData beyond what `json.dumps` refuses: NaN and infinities are not JSON, and
     PostgreSQL refuses the NUL character and lone surrogates, so a value that only SQLite would
-    take is refused everywhere.
+    take is refused everywhere; and a value over `max_bytes` of JSON, found without writing
+    more than that much of it.
     """
+    encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+    chunks: list[str] = []
+    size = 0
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        for chunk in encoder.iterencode(value):
+            size += len(chunk.encode("utf-8", "surrogatepass"))
+            if max_bytes is None or size <= max_bytes:
+                chunks.append(chunk)
+            else:
+                chunks.clear()  # count the rest, keep none of it
     except (TypeError, ValueError) as exc:
         raise NotJsonData(f"not JSON-serialisable: {exc}") from None
+    if max_bytes is not None and size > max_bytes:
+        raise NotJsonData(
+            f"{size:,} bytes as JSON, over the limit of {max_bytes:,} ({MAX_RESULT_BYTES_ENV})"
+        )
+    text = "".join(chunks)
     if "\\u0000" in text:
         raise NotJsonData("contains a NUL character (\\u0000), which PostgreSQL cannot store")
     try:
@@ -31,7 +51,11 @@ def json_copy(value: Any) -> Any:
     return json.loads(text)
 
 
-def storable_text(text: str) -> str:
-    """Text any TEXT column takes: NUL and lone surrogates written as escapes, not refused."""
+def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Text any TEXT column takes: NUL and lone surrogates written as escapes, not refused; at
+    most `limit` characters, its middle cut (the message's head and the traceback's end stay)."""
+    if len(text) > limit:
+        keep = limit // 2
+        text = f"{text[:keep]}\n… [{len(text) - 2 * keep:,} characters cut] …\n{text[-keep:]}"
     text = text.replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

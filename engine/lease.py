@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from engine.config import DEFAULT_LEASE_SECONDS, LEASE_ENV, env_number
+from engine.config import LEASE_ENV, number
 from engine.errors import LeaseLost
 from engine.store import Store
 from engine.store.types import utcnow
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
-    return env_number(LEASE_ENV, DEFAULT_LEASE_SECONDS, minimum=0.1)
+    return number(LEASE_ENV)
 
 
 def lease_expiry() -> datetime:

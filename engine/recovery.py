@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 
 from engine.background import BackgroundRunner
-from engine.config import DEFAULT_MAX_RECOVERIES, MAX_RECOVERIES_ENV, env_number
+from engine.config import MAX_RECOVERIES_ENV, number
 from engine.errors import EngineError
 from engine.lease import Lease, lease_expiry, lease_seconds
 from engine.registry import JobRegistry
@@ -28,17 +28,13 @@ from engine.store.leases import Orphan
 log = logging.getLogger(__name__)
 
 
-def max_recoveries() -> int:
-    return int(env_number(MAX_RECOVERIES_ENV, DEFAULT_MAX_RECOVERIES, minimum=0, integer=True))
-
-
 class Recovery:
     """A thread adopting orphaned instances into `runner`'s free slots until stopped."""
 
     def __init__(self, runner: BackgroundRunner, registry: JobRegistry) -> None:
         self.runner = runner
         self.registry = registry
-        self.max_recoveries = max_recoveries()
+        self.max_recoveries = int(number(MAX_RECOVERIES_ENV))
         self.interval = min(max(lease_seconds() / 4, 0.5), 5.0)
         self._unrunnable: set[int] = set()
         """Orphans this process cannot load (a runner it lacks): warned about once."""

@@ -146,3 +146,47 @@ def test_any_error_or_result_text_is_stored_whole_and_rendered(sqlite_store, err
     assert statuses == {"a": "succeeded", "b": "failed", "c": "succeeded"}
     assert view.steps[0].result == {"text": result}
     assert "\x1b" not in buffer.getvalue()
+
+
+SIZES = """
+from engine import job_handler
+
+@job_handler("big_error")
+def big_error(inputs, ctx):
+    raise ValueError("[/b] " + "x" * 20_000_000)
+
+@job_handler("big_result")
+def big_result(inputs, ctx):
+    return {"blob": "y" * 50_000_000}
+
+@job_handler("echo")
+def echo(inputs, ctx):
+    return inputs
+"""
+
+
+def test_a_huge_error_and_a_huge_result_are_bounded_and_the_handlers_run(tmp_path):
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "sizes.py").write_text(SIZES)
+    (tmp_path / "sizes.yaml").write_text(
+        "name: sizes\nsteps:\n"
+        "  - {id: err, runner: big_error, nextSteps: [{step: after_err, on: failure}]}\n"
+        "  - {id: after_err, runner: echo}\n"
+        "  - {id: res, runner: big_result, nextSteps: [{step: after_res, on: failure}]}\n"
+        "  - {id: after_res, runner: echo}\n"
+    )
+    ran = _engine(tmp_path, "run", "sizes.yaml", "--json")
+    assert ran.returncode == 1, ran.stderr[-2000:]
+    assert "Traceback" not in ran.stderr
+    assert len(ran.stderr) < 20_000, "what is printed is bounded"
+    steps = {s["step"]: s for s in json.loads(ran.stdout)["steps"]}
+    assert steps["after_err"]["status"] == steps["after_res"]["status"] == "succeeded"
+    error = steps["err"]["error"]
+    assert error.startswith("ValueError: [/b] xxx")
+    assert len(error) < 70_000 and "characters cut" in error
+    assert "Traceback" in error, "the end of the traceback is kept"
+    assert steps["res"]["error"] == (
+        "the result is 50,000,012 bytes as JSON, over the limit of 4,194,304 "
+        "(ENGINE_MAX_RESULT_BYTES)"
+    )
+    assert steps["res"]["result"] is None

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from engine.config import check_environment
 from engine.errors import (
     ConfigError,
     DefinitionError,
@@ -33,6 +34,7 @@ def exit_code(error: EngineError) -> int:
 class EngineGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            check_environment()
             return super().invoke(ctx)
         except EngineError as error:
             click.echo(

@@ -5,17 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 
-from engine.config import DISPATCHER_ENV
+from engine.config import DISPATCHER_ENV, DISPATCHERS
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
-
-DISPATCHERS = {
-    "direct": "engine.dispatch.direct:DirectDispatcher",
-    "process": "engine.dispatch.process:ProcessDispatcher",
-    "celery": "engine.dispatch.celery:CeleryDispatcher",
-}
-"""Short names; anything else is read as `package.module:Class`."""
 
 
 def resolve_dispatcher(

@@ -13,7 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.jsondata import NotJsonData, json_copy, storable_text
+from engine.config import MAX_RESULT_BYTES_ENV, number
+from engine.jsondata import MAX_TEXT_CHARS, NotJsonData, json_copy, storable_text
+
+_LINE = MAX_TEXT_CHARS // 8
+"""The most of one traceback line kept (the last one repeats the message)."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,18 @@ class StepOutcome:
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
         try:
-            return cls(task, ok=True, result=json_copy(value))
+            return cls(task, ok=True, result=json_copy(value, int(number(MAX_RESULT_BYTES_ENV))))
         except NotJsonData as exc:
             return cls(task, ok=False, error=f"the result is {exc}")
 
     @classmethod
     def failure(cls, task: StepTask, exc: BaseException) -> StepOutcome:
-        text = "".join(traceback.format_exception(exc))
-        return cls(task, ok=False, error=storable_text(f"{type(exc).__name__}: {exc}\n\n{text}"))
+        """The error as `Type: message`, then the traceback; each line of it bounded, so that
+        a huge message is neither stored twice nor formatted whole."""
+        lines = traceback.TracebackException.from_exception(exc).format()
+        text = "".join(line if len(line) <= _LINE else line[:_LINE] + " …\n" for line in lines)
+        head = f"{type(exc).__name__}: {exc}"
+        return cls(task, ok=False, error=storable_text(f"{head}\n\n{text}"))
 
 
 Done = Callable[[StepOutcome], None]

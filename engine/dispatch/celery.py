@@ -8,7 +8,6 @@ channels are not thread-safe, and the rpc:// backend answers the thread that sen
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.config import DEFAULT_WORKER_LOST_SECONDS, WORKER_LOST_ENV
+from engine.config import WORKER_LOST_ENV, number
 from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
 from engine.dispatch.celery_app import (
     DEFAULT_QUEUE,
@@ -70,9 +69,7 @@ class CeleryDispatcher(Dispatcher):
     ) -> None:
         self.app = make_app(broker, backend)
         check_broker(self.app)
-        self.lost_after = lost_after or float(
-            os.environ.get(WORKER_LOST_ENV) or DEFAULT_WORKER_LOST_SECONDS
-        )
+        self.lost_after = lost_after or number(WORKER_LOST_ENV)
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._sent: dict[str, _Sent] = {}
         self._ids: dict[_Key, str] = {}

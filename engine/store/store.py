@@ -19,11 +19,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from engine.config import DEFAULT_DATABASE_URL
+from engine.config import DATABASE_ENV, DEFAULT_DATABASE_URL
 from engine.errors import (
+    ConfigError,
     IdempotencyKeyTaken,
     InstanceNotFound,
-    StoreError,
     TickTaken,
 )
 from engine.status import InstanceStatus
@@ -53,7 +53,9 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        raise ConfigError(
+            f"cannot use database URL {url!r} (--db or {DATABASE_ENV}): {exc}"
+        ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
     return engine
