@@ -120,6 +120,7 @@ def test_keys_named_like_dict_methods_read_the_data():
 def test_inputs_render_everywhere_in_nested_lists_and_mappings():
     text = textwrap.dedent("""\
         name: x
+        params: {n: {type: integer}, day: {type: string}}
         steps:
           - id: a
           - id: b

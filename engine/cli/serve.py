@@ -93,8 +93,9 @@ def serve(
         scheduler=schedule,
         recover=not no_recover,
     )
+    where = f"http://{host}:{port}" if port else f"{host}, on a free port (uvicorn names it)"
     click.echo(
-        f"serving {len(definitions)} definition(s) on http://{host}:{port} "
+        f"serving {len(definitions)} definition(s) on {where} "
         f"({max_instances} instance(s) at once)",
         err=True,
     )
