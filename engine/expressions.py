@@ -15,7 +15,7 @@ from jinja2 import Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
 from engine.errors import EngineError
-from engine.sandbox import Sandbox
+from engine.sandbox import Sandbox, bounded, charge
 
 
 class ExpressionError(EngineError):
@@ -71,7 +71,9 @@ def compile_condition(source: str) -> Compiled:
         raise ExpressionError("an empty expression")
     ast = _parse("{{ (" + source + ") }}", source)
     expression = _compile_expression(source)
-    return Compiled(source, lambda scope: bool(expression(**scope)), _names(ast), _keys(ast))
+    return Compiled(
+        source, _budgeted(lambda scope: bool(expression(**scope))), _names(ast), _keys(ast)
+    )
 
 
 def _compile_expression(source: str) -> Callable[..., Any]:
@@ -94,12 +96,23 @@ def compile_template(source: str) -> Compiled:
             return Compiled(source, _lookup(root, keys), frozenset([root]), read)
         ast = _parse(source, source)
         expression = _compile_expression(lone["expr"])
-        return Compiled(
-            source, lambda scope: _defined(expression(**scope)), _names(ast), _keys(ast)
-        )
+        evaluate = _budgeted(lambda scope: _defined(expression(**scope)))
+        return Compiled(source, evaluate, _names(ast), _keys(ast))
     ast = _parse(source, source)
     template = _env.from_string(ast)
-    return Compiled(source, template.render, _names(ast), _keys(ast))
+    return Compiled(
+        source, _budgeted(lambda scope: charge(template.render(scope))), _names(ast), _keys(ast)
+    )
+
+
+def _budgeted(evaluate: Callable[[Scope], Any]) -> Callable[[Scope], Any]:
+    """`evaluate` under a budget of its own (`sandbox.bounded`); plain paths need none."""
+
+    def within_budget(scope: Scope) -> Any:
+        with bounded():
+            return evaluate(scope)
+
+    return within_budget
 
 
 _PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$")

@@ -347,6 +347,12 @@ EXHAUSTING = [
     "{{ ([[1] * 99999] * 99999) | tojson | length }}",
     "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
     _SQUARINGS,
+    # chains of calls each of an allowed size: the budget of one evaluation stops them
+    "{{ range(100000) | map('string') | map('center', 50000) | list | length }}",
+    "{{ range(1) | batch(20000, 'a' * 99999) | list }}",
+    "{{ range(1000) | list | tojson(indent=99999) }}",
+    "{{ range(99999) | map('string') | join(',' * 99999) }}",
+    "{{ range(99999) | map('string') | map('center', 99) | map('center', 99999) | list }}",
 ]
 
 
@@ -394,3 +400,16 @@ def test_loops_assignments_and_macros_are_refused_when_compiled(source):
     with pytest.raises(ExpressionError, match="is not allowed"):
         compile_template(source)
 
+
+
+def test_one_evaluation_has_a_time_budget(monkeypatch):
+    monkeypatch.setattr("engine.sandbox.MAX_SECONDS", 0.05)
+    slow = compile_template("{{ (range(99999) | list) | sort | unique | list | length }}")
+    with pytest.raises(ExpressionError, match="the expression ran longer than 0.05s"):
+        slow({"params": {}, "steps": {}, "run": {}})
+
+
+def test_the_budget_is_per_evaluation_not_per_process():
+    template = compile_template("{{ range(99999) | map('string') | list | length }}")
+    for _ in range(30):  # together far over the budget of one evaluation
+        assert template({"params": {}, "steps": {}, "run": {}}) == 99999
