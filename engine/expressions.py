@@ -14,13 +14,8 @@ from typing import Any
 from jinja2 import Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
-from engine.errors import EngineError
+from engine.errors import ExpressionError
 from engine.sandbox import Sandbox, bounded, charge
-
-
-class ExpressionError(EngineError):
-    """An expression or template does not compile, or failed while evaluating."""
-
 
 _env = Sandbox()
 

@@ -24,12 +24,11 @@ from pydantic import BaseModel, ValidationError
 
 from engine.definition.models import Definition
 from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
-from engine.errors import DefinitionError, Problem
+from engine.errors import DefinitionError, ExpressionError, Problem
 from engine.expressions import (
     KNOWN_NAMES,
     SCOPE_NAMES,
     Compiled,
-    ExpressionError,
     TemplateTree,
     compile_condition,
 )
