@@ -5,6 +5,7 @@ Every-second crons give real ticks without sleeping through minutes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -245,27 +246,22 @@ class Proxy:
             pass
         finally:
             for s in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         import socket
 
         self.up.clear()
         for s in self.sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.sockets.clear()
 
 
 def test_the_scheduler_rides_out_a_database_outage(tmp_path):
-    from sqlalchemy.engine import make_url
-
     from conftest import _postgres_schema_url
+    from sqlalchemy.engine import make_url
 
     urls = _postgres_schema_url()
     direct = next(urls)
