@@ -158,7 +158,7 @@ class Scheduler:
                 failed.append(exc)
         if failed and len(failed) == len(self.schedules):
             raise failed[-1]  # likely the database: the caller backs off
-        nexts = [schedule.after(now) for _, schedule in self.schedules]
+        nexts = [t for _, schedule in self.schedules if (t := schedule.after(now)) is not None]
         return min(nexts, default=now + timedelta(seconds=IDLE_SECONDS))
 
     def _due(
