@@ -18,6 +18,7 @@ from engine.config import API_TOKEN_ENV
 
 if TYPE_CHECKING:
     from engine.background import BackgroundRunner
+    from engine.health import SchedulerHealth
 
 
 def is_loopback(host: str) -> bool:
@@ -78,8 +79,8 @@ def serve(
     dispatcher = resolve_dispatcher(None, registry, default="process")
     service = BatchService(config.store(), dispatcher)
 
-    def schedule(runner: BackgroundRunner, stop: threading.Event) -> None:
-        scheduler = Scheduler(service, scheduled, registry, runner.launch)
+    def schedule(runner: BackgroundRunner, stop: threading.Event, health: SchedulerHealth) -> None:
+        scheduler = Scheduler(service, scheduled, registry, runner.launch, health=health)
         runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
         scheduler.run(stop)
 

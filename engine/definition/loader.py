@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from pydantic import BaseModel, ValidationError
 
+from engine import cron
 from engine.definition.models import Definition
 from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
 from engine.errors import DefinitionError, ExpressionError, Problem
@@ -237,8 +237,9 @@ class _Checker:
 
     def _check_schedule(self) -> None:
         d = self.definition
-        if d.cron is not None and not croniter.is_valid(d.cron):
-            self.add(("cron",), f"invalid cron expression {d.cron!r}")
+        why = cron.problem(d.cron) if d.cron is not None else None
+        if why:
+            self.add(("cron",), why)
         try:
             zoneinfo.ZoneInfo(d.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
