@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.background import BackgroundRunner
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
 from engine.errors import EngineError, ParamsError, ScheduleError, TickTaken
@@ -305,3 +306,20 @@ def _log_failure(exc: Exception, message: str, *args: object) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def scheduling_into(
+    runner: BackgroundRunner,
+    definitions: Iterable[LoadedDefinition],
+    registry: JobRegistry,
+    misfire_grace: float,
+    health: SchedulerHealth | None = None,
+) -> Scheduler:
+    """The scheduler of a long-running process: it launches into `runner`'s slots, and wakes as
+    soon as one of them frees (a queued tick may start)."""
+    scheduler = Scheduler(
+        runner.service, definitions, registry, runner.launch,
+        misfire_grace=misfire_grace, health=health,
+    )
+    runner.on_end = scheduler.wake.set
+    return scheduler

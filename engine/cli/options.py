@@ -85,8 +85,16 @@ json_option = click.option(
 
 
 def background_options(fn: F) -> F:
-    """`--max-instances`, `--grace` and `--no-recover`, for the long-running commands
-    (`schedule`, `serve`)."""
+    """`--max-instances`, `--grace`, `--no-recover` and `--misfire-grace`, for the long-running
+    commands (`schedule`, `serve`), which run instances and the cron scheduler."""
+    fn = click.option(
+        "--misfire-grace",
+        type=click.FloatRange(0),
+        default=60.0,
+        show_default=True,
+        help="Seconds a tick may be seen late and still be on time; older ones were "
+        "missed and follow `catchup`.",
+    )(fn)
     fn = click.option(
         "--no-recover",
         "no_recover",

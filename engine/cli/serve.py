@@ -49,6 +49,7 @@ def serve(
     max_instances: int,
     grace: float,
     no_recover: bool,
+    misfire_grace: float,
     config: Config,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs) and schedule the definitions in PATHS."""
@@ -68,7 +69,7 @@ def serve(
         ) from None
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
-    from engine.scheduler import Scheduler, schedulable
+    from engine.scheduler import schedulable, scheduling_into
     from engine.service import BatchService
 
     registry = config.registry()
@@ -80,9 +81,7 @@ def serve(
     service = BatchService(config.store(), dispatcher)
 
     def schedule(runner: BackgroundRunner, stop: threading.Event, health: SchedulerHealth) -> None:
-        scheduler = Scheduler(service, scheduled, registry, runner.launch, health=health)
-        runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
-        scheduler.run(stop)
+        scheduling_into(runner, scheduled, registry, misfire_grace, health).run(stop)
 
     app = create_app(
         service,
