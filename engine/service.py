@@ -224,7 +224,7 @@ class BatchService:
 
     def stored_run(self, instance_id: int, registry: JobRegistry) -> PreparedRun:
         """An existing instance as it was prepared: its definition version, params and run."""
-        record = self.store.resume_record(instance_id)
+        record = self.store.stored_instance(instance_id)
         loaded = load_text(
             record.source, f"{record.definition_name}@{record.version[:12]}", registry
         )

@@ -166,3 +166,11 @@ class Workers:
 def session_queue() -> str:
     """A queue name of this test session's own: parallel sessions on one broker do not meet."""
     return "engine-test-" + uuid.uuid4().hex[:10]
+
+
+def force(store: Store, instance_id: int, **values: object) -> None:
+    """Write raw columns of an instance: the states a crash or another process leaves."""
+    from engine.store.tables import instances
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(values))

@@ -8,6 +8,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from conftest import force
+
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
 from engine.service import BatchService
@@ -17,6 +19,7 @@ ENGINE = str(Path(sys.executable).parent / "engine")
 
 RUNNER = """
 from pathlib import Path
+
 from engine import job_handler
 
 @job_handler("wait")
@@ -69,7 +72,7 @@ def test_an_abandoned_instance_is_cancelled_directly(store, registry):
     view = BatchService(store, DirectDispatcher(registry)).run(
         load_text("name: x\nsteps:\n  - {id: a, runner: noop}\n", "x.yaml", registry), {}
     )
-    store.set_instance(view.id, status="running", lease_expires_at=utcnow() - timedelta(1))
+    force(store, view.id, status="running", lease_expires_at=utcnow() - timedelta(1))
     assert store.get_instance(view.id).abandoned
     assert store.leases.request_cancel(view.id) == f"instance {view.id} cancelled"
     after = store.get_instance(view.id)

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import force
 
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
@@ -152,7 +153,7 @@ def test_a_process_that_lost_its_lease_cannot_renew_it_or_finish_the_instance(
     service = BatchService(store, DirectDispatcher(registry))
     instance_id = service.start(service.prepare(loaded, {}))
     store.leases.start(instance_id, "first", Lease(store, instance_id).expiry())
-    store.set_instance(instance_id, lease_owner="second")
+    force(store, instance_id, lease_owner="second")
     with pytest.raises(LeaseLost, match="process second runs it now"):
         store.leases.finish(instance_id, "first", status, None)
     with pytest.raises(LeaseLost, match=r"\(first\) lost its lease"):

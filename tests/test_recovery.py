@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from conftest import force
 from sqlalchemy import select, update
 
 from engine.background import BackgroundRunner
@@ -62,7 +63,8 @@ def _abandoned(service: BatchService, registry: JobRegistry, recoveries: int = 0
             .where(step_results.c.step_key == "b")
             .values(status="running", finished_at=None, result_payload=None)
         )
-    store.set_instance(
+    force(
+        store,
         done.id,
         status="running",
         finished_at=None,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import force
 
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
@@ -71,7 +72,7 @@ def test_a_succeeded_instance_or_a_live_one_is_not_resumed(store, registry):
     with pytest.raises(ResumeRefused, match="succeeded: nothing to resume"):
         service.resume(done.id, registry)
 
-    store.set_instance(done.id, status="running", lease_expires_at=utcnow().replace(year=2100))
+    force(store, done.id, status="running", lease_expires_at=utcnow().replace(year=2100))
     with pytest.raises(ResumeRefused, match="live process"):
         service.resume(done.id, registry)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import force
 
 from engine.cron import CronSchedule
 from engine.definition import load_text
@@ -191,7 +192,7 @@ def test_overlap_queue_starts_the_queued_tick_when_the_previous_run_ends(service
     assert claims(service) == [(T0, "running"), (T0 + FIVE, "pending"), (T0 + 2 * FIVE, "pending")]
     assert len(held.ids) == 1, "queued ticks wait"
 
-    service.store.set_instance(held.ids[0], status="succeeded", finished_at=utcnow())
+    force(service.store, held.ids[0], status="succeeded", finished_at=utcnow())
     other = scheduler(service, registry, definition(overlap="queue"), clock, Launches(service))
     other.poll()  # any scheduler starts the queue, one at a time, oldest first
     assert claims(service) == [
@@ -218,7 +219,7 @@ def test_an_abandoned_run_does_not_block_the_next_tick(service, registry):
     held = Launches(service, run=False)
     s = scheduler(service, registry, definition(overlap="skip"), clock, held)
     s.poll()
-    service.store.set_instance(held.ids[0], lease_expires_at=utcnow() - timedelta(seconds=1))
+    force(service.store, held.ids[0], lease_expires_at=utcnow() - timedelta(seconds=1))
     clock.now += FIVE
     s.poll()
     assert claims(service) == [(T0, "running"), (T0 + FIVE, "running")]

@@ -15,7 +15,6 @@ from sqlalchemy import (
     event,
     insert,
     select,
-    update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -33,7 +32,7 @@ from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
 from engine.store.ticks import TickClaims, insert_claim
 from engine.store.types import utcnow
-from engine.store.views import InstanceView, StepAttemptView
+from engine.store.views import InstanceView, StepAttemptView, StoredInstance, is_abandoned
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -170,11 +169,7 @@ class Store:
             found = conn.execute(query).scalar()
         return None if found is None else int(found)
 
-    def set_instance(self, instance_id: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(instances).where(instances.c.id == instance_id).values(values))
-
-    def resume_record(self, instance_id: int) -> Any:
+    def stored_instance(self, instance_id: int) -> StoredInstance:
         """What a resume needs: the definition version it ran, its params and run details."""
         query = (
             select(instances, definitions.c.version, definitions.c.source)
@@ -185,7 +180,7 @@ class Store:
             row = conn.execute(query).first()
         if row is None:
             raise InstanceNotFound(f"no instance with id {instance_id}")
-        return row
+        return StoredInstance.model_validate(row._mapping)
 
     def last_attempts(self, instance_id: int) -> dict[str, tuple[int, str, Any]]:
         """Each step's last attempt: (attempt, status, result)."""
@@ -277,8 +272,6 @@ def _view(row: Any, steps: list[StepAttemptView] | None) -> InstanceView:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
-        abandoned=row.status == InstanceStatus.running
-        and row.lease_expires_at is not None
-        and row.lease_expires_at < utcnow(),
+        abandoned=is_abandoned(row.status, row.lease_expires_at, utcnow()),
         steps=steps,
     )

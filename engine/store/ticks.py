@@ -19,7 +19,7 @@ from engine.errors import TickTaken
 from engine.status import InstanceStatus, Trigger
 from engine.store.tables import instances, ticks
 from engine.store.types import utcnow
-from engine.store.views import Timestamp
+from engine.store.views import Timestamp, is_abandoned
 
 SCHEDULED = (Trigger.cron.value, Trigger.backfill.value)
 """The triggers whose instances the overlap policy looks at."""
@@ -133,9 +133,7 @@ class TickClaims:
                 ActiveRun(
                     id=row.id,
                     status=row.status,
-                    abandoned=row.status == InstanceStatus.running
-                    and row.lease_expires_at is not None
-                    and row.lease_expires_at < now,
+                    abandoned=is_abandoned(row.status, row.lease_expires_at, now),
                 )
                 for row in conn.execute(query)
             ]

@@ -11,6 +11,27 @@ Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="j
 """ISO 8601 with an explicit `+00:00` offset."""
 
 
+def is_abandoned(status: str, lease_expires_at: datetime | None, now: datetime) -> bool:
+    """A running instance whose process stopped renewing its lease: no process runs it."""
+    return status == "running" and lease_expires_at is not None and lease_expires_at < now
+
+
+class StoredInstance(BaseModel):
+    """What running an existing instance again needs: the definition version it started with,
+    its params, and how and when it was triggered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    definition_name: str
+    version: str
+    source: str
+    trigger: str
+    params: dict[str, Any]
+    scheduled_for: datetime | None
+    started_at: datetime | None
+    created_at: datetime
+
+
 class StepAttemptView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
