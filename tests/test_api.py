@@ -169,6 +169,46 @@ def test_refusals_404_and_422(api: Factory, store: Store, registry: JobRegistry)
     assert client.get("/batch/instances/0").status_code == 422
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_body_not_json_is_400_and_one_not_sent_as_json_is_415(
+    api: Factory, store: Store
+) -> None:
+    client = api()
+    json_type = {"Content-Type": "application/json"}
+    broken = client.post("/batch/run", content=b'{"definition": "sum",\n "params": }',
+                         headers=json_type)
+    assert broken.status_code == 400
+    assert broken.json() == {
+        "detail": "the body is not valid JSON: Expecting value: line 2 column 12 (char 33)"
+    }
+    not_utf8 = client.post("/batch/run", content=b'{"definition": "\xff"}', headers=json_type)
+    assert not_utf8.status_code == 400
+
+    body = b'{"definition": "sum", "params": {"a": 1}}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        refused = client.post("/batch/run", content=body, headers=headers)
+        assert refused.status_code == 415, content_type
+        assert refused.json() == {
+            "detail": "send the body as JSON, with Content-Type: application/json"
+        }
+    assert client.post("/batch/run", content=b"{", headers={"Content-Type": "text/plain"}
+                       ).status_code == 415
+    assert store.list_instances() == []
+
+    for content_type in ("application/json; charset=utf-8", "Application/JSON",
+                         "application/vnd.engine+json"):
+        accepted = client.post("/batch/run", content=body, headers={"Content-Type": content_type})
+        assert accepted.status_code == 202, content_type
+    not_an_object = client.post("/batch/run", content=b"[1]", headers=json_type)
+    assert not_an_object.status_code == 422 and not_an_object.json()["detail"][0]["loc"] == [
+        "body"
+    ]
+    assert client.post("/batch/run", headers=json_type).status_code == 422, "no body at all"
+    assert client.post("/batch/instances/999/cancel", headers={"Content-Type": "text/plain"}
+                       ).status_code == 404, "a route without a body ignores the content type"
+
+
 def test_instance_json_is_what_runs_show_prints(api: Factory, store: Store) -> None:
     client = api()
     instance_id = client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}}).json()[

@@ -106,6 +106,23 @@ def test_trigger_poll_and_read_the_results(serve: Any) -> None:
     assert server.terminate() == 0
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_malformed_json_is_400_and_another_content_type_415(serve: Any) -> None:
+    server = serve()
+    sent = [
+        (b'{"definition": ', "application/json"),
+        (b'{"definition": "sum", "params": {"a": 1}}', "text/plain"),
+    ]
+    codes = [
+        server.client.post("/batch/run", content=body, headers={"Content-Type": kind})
+        for body, kind in sent
+    ]
+    assert [r.status_code for r in codes] == [400, 415]
+    assert codes[0].json()["detail"].startswith("the body is not valid JSON: Expecting value")
+    assert server.client.get("/batch/instances").json() == []
+    assert server.terminate() == 0
+
+
 def test_a_runner_ending_its_process_fails_its_instance_and_the_server_lives_on(
     serve: Any,
 ) -> None:

@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from engine.api.body import invalid_request
 from engine.api.routes import public, router
 from engine.api.security import BodyLimit, require_token
 from engine.api.state import ServedState
@@ -93,6 +95,7 @@ def create_app(
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
     _serve_docs(app)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
     return app

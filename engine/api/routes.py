@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from engine.api.body import JSON_BODY_RESPONSES, require_json
 from engine.api.models import (
     Accepted,
     DefinitionDetail,
@@ -58,7 +59,9 @@ def healthz(state: State) -> Health:
     responses={
         200: {"model": Plan, "description": "With `dry_run=true`: the plan; nothing runs."},
         **_NOT_FOUND,
+        **JSON_BODY_RESPONSES,
     },
+    dependencies=[Depends(require_json)],
     tags=["instances"],
 )
 def run(
