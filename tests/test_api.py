@@ -94,6 +94,7 @@ def api(store: Store, registry: JobRegistry, jobs: Jobs) -> Iterator[Factory]:
                       [("sum", SUM), ("gate", GATE), ("flaky", FLAKY)])
         }
         options.setdefault("grace", 5.0)
+        options.setdefault("host", "testserver")  # the TestClient's Host
         app = create_app(BatchService(store, dispatcher), definitions, registry, **options)
         client = TestClient(app)
         client.__enter__()
@@ -417,6 +418,28 @@ def test_a_token_guards_every_route_but_healthz(api: Factory) -> None:
     assert client.get("/definitions", headers=good).status_code == 200
     run = client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}}, headers=good)
     assert run.status_code == 202
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_without_a_token_only_loopback_hosts_are_answered(api: Factory) -> None:
+    client = api()
+    for host in ("localhost", "LOCALHOST:8000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:80",
+                 "testserver:443"):
+        assert client.get("/definitions", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.2",
+                 "[::2]:8000", "localhost@evil.example", "", "[::1", "localhost:x"):
+        refused = client.get("/definitions", headers={"Host": host})
+        assert refused.status_code == 421, host
+        assert "set ENGINE_API_TOKEN to serve other names" in refused.json()["detail"]
+    rebound = client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}},
+                          headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 421, "a page served from another domain starts nothing"
+    assert client.get("/healthz", headers={"Host": "lb.internal"}).status_code == 200
+
+    with_token = api(token="t")
+    answered = with_token.get("/definitions", headers={"Host": "api.example",
+                                                       "Authorization": "Bearer t"})
+    assert answered.status_code == 200, "with a token, any Host"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

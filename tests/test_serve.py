@@ -200,6 +200,20 @@ def test_a_token_is_required_beyond_loopback_and_over_http(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_without_a_token_a_rebound_host_is_refused(serve: Any) -> None:
+    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own Host."""
+    server = serve("--host", "127.0.0.2")
+    port = server.url.rsplit(":", 1)[1]
+    body = {"definition": "sum", "params": {"a": 1}}
+    rebound = server.client.post("/batch/run", json=body, headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 421
+    assert server.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+    for host in (f"localhost:{port}", "127.0.0.1", "127.0.0.2", f"127.0.0.2:{port}"):
+        assert server.client.get("/batch/instances", headers={"Host": host}).json() == [], host
+    assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_an_invalid_definition_stops_the_start(workdir: Path, db_url: str) -> None:
     (workdir / "defs" / "bad.yaml").write_text("name: bad\nsteps:\n  - {id: a, nextStep: [b]}\n")
     (workdir / "defs" / "dup.yaml").write_text(SUM)

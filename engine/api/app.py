@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from engine.api.body import invalid_request
 from engine.api.routes import public, router
-from engine.api.security import BodyLimit, require_token
+from engine.api.security import BodyLimit, LoopbackHosts, require_token
 from engine.api.state import ServedState
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
@@ -46,6 +46,7 @@ def create_app(
     registry: JobRegistry,
     *,
     token: str | None = None,
+    host: str = "127.0.0.1",
     max_instances: int = 4,
     grace: float = 30.0,
     scheduler: SchedulerLoop | None = None,
@@ -57,6 +58,9 @@ def create_app(
     thread, and with `recover` the adoption of orphaned instances (`engine.recovery`); stopping
     it stops both, then lets running instances finish within `grace` seconds (see
     `BackgroundRunner.stop`).
+
+    Without `token`, only requests addressed to a loopback name or to `host` are answered
+    (see `LoopbackHosts`).
     """
     state = ServedState(service, definitions, registry, token)
 
@@ -90,6 +94,8 @@ def create_app(
     )
     app.state.engine = state
     app.add_middleware(BodyLimit)
+    if token is None:
+        app.add_middleware(LoopbackHosts, host=host)
     app.include_router(public)
     app.include_router(router)
     if token is None:

@@ -88,6 +88,7 @@ def serve(
         definitions,
         registry,
         token=token,
+        host=host,
         max_instances=max_instances,
         grace=grace,
         scheduler=schedule,
