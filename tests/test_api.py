@@ -228,6 +228,20 @@ def test_instance_json_is_what_runs_show_prints(api: Factory, store: Store) -> N
     assert client.get("/batch/instances").json() == json.loads(listed.stdout)
 
 
+def test_step_errors_come_without_their_traceback(api: Factory, store: Store) -> None:
+    client = api()
+    instance_id = client.post("/batch/run", json={"definition": "flaky"}).json()["instance_id"]
+    doc = wait_for(client, instance_id, "failed")
+    assert [s["error"] for s in doc["steps"]] == [None, "RuntimeError: not yet"]
+    stored = store.get_instance(instance_id).steps
+    assert stored is not None and stored[1].error is not None
+    assert stored[1].error.startswith("RuntimeError: not yet\n\nTraceback (most recent call")
+    assert __file__ in stored[1].error, "the database keeps the traceback"
+
+    shown = api(tracebacks=True).get(f"/batch/instances/{instance_id}").json()
+    assert shown["steps"][1]["error"] == stored[1].error
+
+
 def test_list_filters_as_the_cli(api: Factory, jobs: Jobs) -> None:
     client = api()
     jobs.fail = True

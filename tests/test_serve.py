@@ -28,6 +28,10 @@ from engine import job_handler
 def add(inputs, ctx):
     return {"sum": inputs["a"] + inputs["b"]}
 
+@job_handler("boom")
+def boom(inputs, ctx):
+    raise ValueError("no row for day 3")
+
 @job_handler("bail")
 def bail(inputs, ctx):
     os._exit(0)
@@ -210,6 +214,33 @@ def test_without_a_token_a_rebound_host_is_refused(serve: Any) -> None:
     assert server.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
     for host in (f"localhost:{port}", "127.0.0.1", "127.0.0.2", f"127.0.0.2:{port}"):
         assert server.client.get("/batch/instances", headers={"Host": host}).json() == [], host
+    assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_step_errors_over_http_lose_their_traceback_unless_asked(
+    serve: Any, workdir: Path, db_url: str
+) -> None:
+    (workdir / "defs" / "boom.yaml").write_text("name: boom\nsteps:\n  - {id: b, runner: boom}\n")
+    env = {**os.environ, "ENGINE_API_TRACEBACKS": "maybe"}
+    refused = subprocess.run([ENGINE, "serve", "defs", "--db", db_url, "--port", "0"],
+                             cwd=workdir, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr == "error: ENGINE_API_TRACEBACKS='maybe': must be 0, 1, true or false\n"
+
+    server = serve()
+    failed = server.client.post("/batch/run", json={"definition": "boom"}).json()["instance_id"]
+    doc = server.wait(failed, "failed")
+    assert doc["steps"][0]["error"] == "ValueError: no row for day 3"
+    assert server.terminate() == 0
+    shown = engine(workdir, "runs", "show", str(failed), "--json", "--db", db_url)
+    assert "Traceback (most recent call last)" in shown.stdout
+    assert str(workdir / "runners" / "jobs.py") in shown.stdout
+
+    server = serve(env={"ENGINE_API_TRACEBACKS": "1"})
+    error = server.client.get(f"/batch/instances/{failed}").json()["steps"][0]["error"]
+    assert error.startswith("ValueError: no row for day 3\n\nTraceback (most recent call last)")
+    assert str(workdir / "runners" / "jobs.py") in error
     assert server.terminate() == 0
 
 

@@ -47,6 +47,7 @@ def create_app(
     *,
     token: str | None = None,
     host: str = "127.0.0.1",
+    tracebacks: bool = False,
     max_instances: int = 4,
     grace: float = 30.0,
     scheduler: SchedulerLoop | None = None,
@@ -60,9 +61,9 @@ def create_app(
     `BackgroundRunner.stop`).
 
     Without `token`, only requests addressed to a loopback name or to `host` are answered
-    (see `LoopbackHosts`).
+    (see `LoopbackHosts`). Step errors lose their tracebacks unless `tracebacks`.
     """
-    state = ServedState(service, definitions, registry, token)
+    state = ServedState(service, definitions, registry, token, tracebacks)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from engine.api.models import (
 )
 from engine.api.security import require_token
 from engine.api.state import ServedState
+from engine.api.tracebacks import instance_json
 from engine.definition import LoadedDefinition
 from engine.service import BatchService, step_plan
 from engine.status import InstanceStatus, Trigger
@@ -112,8 +113,10 @@ def list_instances(
     tags=["instances"],
 )
 def show_instance(state: State, instance_id: InstanceId) -> Any:
-    """One instance with every step attempt (as `engine runs show --json`)."""
-    return JSONResponse(state.service.store.get_instance(instance_id).to_json())
+    """One instance with every step attempt (as `engine runs show --json`), each step error
+    without its traceback unless the server runs with `ENGINE_API_TRACEBACKS=1`."""
+    view = state.service.store.get_instance(instance_id)
+    return JSONResponse(instance_json(view, state.tracebacks))
 
 
 @router.post(
