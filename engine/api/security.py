@@ -52,8 +52,9 @@ class LoopbackHosts:
     could still reach it through DNS rebinding (its domain re-resolved to 127.0.0.1), and the
     Host header is what gives it away, as the browser sends the page's domain. 421 Misdirected
     Request (RFC 9110 §15.5.20) says this server does not answer for that name; 403 would say
-    the client may not, which no credential changes. Any port is accepted (an SSH tunnel or a
-    proxy changes it). `/healthz` answers any Host: it shows counts and changes nothing.
+    this client is forbidden, when the same request sent to `localhost` is answered. Any port
+    is accepted (an SSH tunnel or a proxy changes it). `/healthz` answers any Host: it shows
+    counts and changes nothing.
     Starlette's TrustedHostMiddleware does not fit: it checks every path and answers 400 in
     plain text.
     """
