@@ -1,7 +1,7 @@
 """Step errors over HTTP: the message without the traceback, whose lines name the server's files.
 
-The database keeps the whole error, and `engine runs show` prints it; `ENGINE_API_TRACEBACKS=1`
-shows it over HTTP too.
+The database keeps the whole error, and `engine runs show --json` prints it;
+`ENGINE_API_TRACEBACKS=1` shows it over HTTP too.
 """
 
 from __future__ import annotations
