@@ -435,7 +435,9 @@ def test_a_token_guards_every_route_but_healthz(api: Factory) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_without_a_token_only_loopback_hosts_are_answered(api: Factory) -> None:
+def test_without_a_token_only_loopback_hosts_and_origins_are_answered(
+    api: Factory, jobs: Jobs
+) -> None:
     client = api()
     for host in ("localhost", "LOCALHOST:8000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:80",
                  "testserver:443"):
@@ -450,10 +452,21 @@ def test_without_a_token_only_loopback_hosts_are_answered(api: Factory) -> None:
     assert rebound.status_code == 421, "a page served from another domain starts nothing"
     assert client.get("/healthz", headers={"Host": "lb.internal"}).status_code == 200
 
+    instance_id = client.post("/batch/run", json={"definition": "gate"}).json()["instance_id"]
+    for origin in ("http://evil.example", "https://localhost.evil.example", "null", "file://"):
+        forged = client.post(f"/batch/instances/{instance_id}/cancel", headers={"Origin": origin})
+        assert forged.status_code == 403, origin
+        assert forged.json()["detail"].startswith(f"refused for a page of {origin!r}")
+    assert client.get(f"/batch/instances/{instance_id}").json()["status"] != "cancelled"
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8000", "http://[::1]"):
+        page = client.get("/definitions", headers={"Origin": origin})
+        assert page.status_code == 200, origin
+
     with_token = api(token="t")
-    answered = with_token.get("/definitions", headers={"Host": "api.example",
-                                                       "Authorization": "Bearer t"})
-    assert answered.status_code == 200, "with a token, any Host"
+    answered = with_token.get("/definitions", headers={
+        "Host": "api.example", "Origin": "https://ui.example", "Authorization": "Bearer t"
+    })
+    assert answered.status_code == 200, "with a token, any Host and any Origin"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

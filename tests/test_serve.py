@@ -204,14 +204,17 @@ def test_a_token_is_required_beyond_loopback_and_over_http(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_without_a_token_a_rebound_host_is_refused(serve: Any) -> None:
-    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own Host."""
+def test_without_a_token_a_rebound_host_or_another_origin_is_refused(serve: Any) -> None:
+    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own Host; a page
+    posting to the loopback address itself sends its own Origin."""
     server = serve("--host", "127.0.0.2")
     port = server.url.rsplit(":", 1)[1]
     body = {"definition": "sum", "params": {"a": 1}}
     rebound = server.client.post("/batch/run", json=body, headers={"Host": f"evil.example:{port}"})
     assert rebound.status_code == 421
     assert server.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+    forged = server.client.post("/batch/instances/1/cancel", headers={"Origin": "http://evil.example"})
+    assert forged.status_code == 403, "a page of another site posting to 127.0.0.2 itself"
     for host in (f"localhost:{port}", "127.0.0.1", "127.0.0.2", f"127.0.0.2:{port}"):
         assert server.client.get("/batch/instances", headers={"Host": host}).json() == [], host
     assert server.terminate() == 0

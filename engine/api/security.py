@@ -46,15 +46,19 @@ _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:@/]+)(:[0-9]{1,5})?", re.IGNORECASE
 
 
 class LoopbackHosts:
-    """421 for a request whose Host is not a loopback name or `host`, the address listened on.
+    """421 for a request whose Host is not a loopback name or `host`, the address listened on;
+    403 for one sent by a page of another origin.
 
     For a server without a token, which listens on loopback only: a web page the user opens
     could still reach it through DNS rebinding (its domain re-resolved to 127.0.0.1), and the
     Host header is what gives it away, as the browser sends the page's domain. 421 Misdirected
     Request (RFC 9110 §15.5.20) says this server does not answer for that name; 403 would say
     this client is forbidden, when the same request sent to `localhost` is answered. Any port
-    is accepted (an SSH tunnel or a proxy changes it). `/healthz` answers any Host: it shows
-    counts and changes nothing.
+    is accepted (an SSH tunnel or a proxy changes it). A page may also post to
+    `http://127.0.0.1:8000` itself (cross-site request forgery: a cancel or a resume needs no
+    body, so no preflight); its browser then sends an `Origin` that is not a loopback name, and
+    that client is forbidden (403). A request without `Origin` is not from a page of another
+    site. `/healthz` answers any Host: it shows counts and changes nothing.
     Starlette's TrustedHostMiddleware does not fit: it checks every path and answers 400 in
     plain text.
     """
@@ -66,16 +70,27 @@ class LoopbackHosts:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/healthz":
-            host = Headers(scope=scope).get("host", "")
-            found = _HOST.fullmatch(host)
-            if found is None or found.group(1).lower() not in self.names:
-                detail = (
-                    f"this server answers only for {', '.join(sorted(self.names))}, not for "
-                    f"Host {host!r}; set {API_TOKEN_ENV} to serve other names"
-                )
-                await JSONResponse({"detail": detail}, 421)(scope, receive, send)
+            refusal = self._refusal(Headers(scope=scope))
+            if refusal is not None:
+                status, text = refusal
+                detail = f"{text}; set {API_TOKEN_ENV} to serve other names"
+                await JSONResponse({"detail": detail}, status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Headers) -> tuple[int, str] | None:
+        names = ", ".join(sorted(self.names))
+        host = headers.get("host", "")
+        if not self._served(host):
+            return 421, f"this server answers only for {names}, not for Host {host!r}"
+        origin = headers.get("origin")
+        if origin is not None and not self._served(origin.partition("://")[2]):
+            return 403, f"refused for a page of {origin!r}: only pages of {names} are answered"
+        return None
+
+    def _served(self, netloc: str) -> bool:
+        found = _HOST.fullmatch(netloc)
+        return found is not None and found.group(1).lower() in self.names
 
 
 class BodyLimit:
