@@ -75,7 +75,7 @@ class BackgroundRunner:
         )
 
     def cancel(self, instance_id: int) -> None:
-        """Stop an instance of this process, after `store.request_cancel`: a running one stops
+        """Stop an instance of this process, after `service.cancel`: a running one stops
         at once, a waiting one leaves the queue (a claimed one is then cancelled in the store)."""
         with self._lock:
             job = self._running.get(instance_id)
@@ -88,7 +88,7 @@ class BackgroundRunner:
         for job in waiting:
             if job.lease is not None:
                 self._release(job)
-                self.service.store.leases.request_cancel(instance_id)
+                self.service.cancel(instance_id)
 
     def holds(self, instance_id: int) -> bool:
         """Whether the instance runs or waits here."""

@@ -11,6 +11,8 @@ saving changes, as Vixie cron does:
 
 Ticks are UTC instants: that is what a tick claim is unique on, and what `run.scheduled_for`
 carries (with the zone's offset) into templates.
+
+Shorthands (`@daily`, ...) are expanded to their five fields before anything reads the fields.
 """
 
 from __future__ import annotations
@@ -19,24 +21,62 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 _EPSILON = timedelta(microseconds=1)
+
+SHORTHANDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""croniter's shorthands, in its own five-field form (read case-insensitively, as croniter does)."""
+
+_REFERENCE = datetime(2000, 1, 1)
+"""Where the search for a first tick starts. croniter looks 50 years ahead, more than the
+28-year cycle in which every day of the month falls on every weekday of every month."""
+
+
+def expand(expression: str) -> str:
+    """The five fields of a shorthand; any other expression unchanged."""
+    return SHORTHANDS.get(expression.strip().lower(), expression)
+
+
+def problem(expression: str) -> str | None:
+    """Why `expression` cannot be scheduled, or None when it can.
+
+    An expression that no calendar date matches (`0 0 30 2 *`: 30 February) is refused here,
+    since croniter only finds that out when asked for a tick. The year field, if any, is left
+    out of that check: whether a year is still to come depends on when one asks, and a stored
+    definition must load the same any day; a schedule whose years are past just has no tick.
+    """
+    fields = expand(expression)
+    if not croniter.is_valid(fields):
+        return f"invalid cron expression {expression!r}"
+    try:
+        croniter(" ".join(fields.split()[:6]), _REFERENCE).get_next(datetime)
+    except CroniterBadDateError:
+        return f"cron expression {expression!r} never fires: no calendar date matches it"
+    return None
 
 
 class CronSchedule:
     """The ticks of one cron expression in one time zone."""
 
     def __init__(self, expression: str, timezone: str = "UTC") -> None:
-        self.expression = expression
+        self.expression = expand(expression)
         self.zone = ZoneInfo(timezone)
-        hours = expression.split()[1]
+        hours = self.expression.split()[1]
         self._fixed_hours = hours != "*" and not hours.startswith("*/")
         """Hours named: a repeated wall time fires once (Vixie cron's rule)."""
 
-    def after(self, moment: datetime) -> datetime:
-        """The first tick strictly after `moment`."""
-        return next(self.following(moment))
+    def after(self, moment: datetime) -> datetime | None:
+        """The first tick strictly after `moment`, None when the expression never fires again."""
+        return next(self.following(moment), None)
 
     def before(self, moment: datetime) -> datetime | None:
         """The last tick at or before `moment`, None when the expression never fired."""
@@ -44,7 +84,7 @@ class CronSchedule:
         while True:
             try:
                 local = it.get_prev(datetime)
-            except (StopIteration, ValueError):  # pragma: no cover - croniter's floor
+            except CroniterBadDateError:  # croniter's floor, or years that never came
                 return None
             tick = self._tick(local)
             if tick is not None:
@@ -58,10 +98,14 @@ class CronSchedule:
             yield tick
 
     def following(self, moment: datetime) -> Iterator[datetime]:
-        """The ticks strictly after `moment`, endlessly."""
+        """The ticks strictly after `moment`, until the expression's years (if named) are past."""
         it = croniter(self.expression, moment.astimezone(self.zone))
         while True:
-            tick = self._tick(it.get_next(datetime))
+            try:
+                local = it.get_next(datetime)
+            except CroniterBadDateError:
+                return
+            tick = self._tick(local)
             if tick is not None and tick > moment:
                 yield tick
 

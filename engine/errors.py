@@ -82,6 +82,10 @@ class IdempotencyKeyReused(EngineError):
     """An idempotency key was sent again with another definition or other params."""
 
 
+class ExpressionError(EngineError):
+    """An expression or template does not compile, or failed while evaluating."""
+
+
 class ConfigError(EngineError):
     """An `ENGINE_*` variable has a value the engine cannot use."""
 

@@ -21,47 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.definition import LoadedDefinition
-from engine.definition.models import Join, On, Retry
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import LeaseLost
 from engine.execution import Cancellation, Listener, Outcome, PriorAttempt, StepEvent
-from engine.expressions import Compiled, TemplateTree
+from engine.expressions import TemplateTree
 from engine.jsondata import storable_text
 from engine.lease import Lease
 from engine.status import InstanceStatus, StepStatus
+from engine.step_state import StepState, step_states
 from engine.store import AttemptEnd, AttemptStart, Store
 from engine.store.attempts import AttemptWriter
 from engine.store.types import utcnow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Incoming:
-    source: str
-    on: On
-    condition: Compiled | None
-
-
-@dataclass
-class _Plan:
-    """One step as the executor needs it, precomputed so a round does no lookups."""
-
-    index: int
-    id: str
-    runner: str
-    retry: Retry
-    timeout: float | None
-    queue: str | None
-    allow_failure: bool
-    join: Join
-    condition: Compiled | None
-    inputs: TemplateTree | dict[str, Any]
-    incoming: list[_Incoming]
-    downstream: list[str]
-    waiting: int = 0
-    attempt: int = 0
-    status: StepStatus | None = None
 
 
 @dataclass(order=True)
@@ -70,14 +42,6 @@ class _Timer:
     index: int
     step: str = field(compare=False)
     attempt: int = field(compare=False)
-
-
-_FIRES = {
-    On.success: {"succeeded"},
-    On.failure: {"failed"},
-    On.always: {"succeeded", "failed", "skipped", "cancelled"},
-}
-"""Which ends of the upstream step make an edge fire, by the edge's `on`."""
 
 
 class Executor:
@@ -105,7 +69,7 @@ class Executor:
         self.run_info = run
         self.listener = listener
         self.concurrency = self.definition.concurrency
-        self.plans = _plans(loaded)
+        self.plans = step_states(loaded)
         self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
         self._outcomes: queue.SimpleQueue[StepOutcome | None] = queue.SimpleQueue()
         """Outcomes from the dispatcher; None only wakes the loop (a cancellation)."""
@@ -281,7 +245,7 @@ class Executor:
             tasks.append(task)
         return tasks
 
-    def _fail_before_start(self, plan: _Plan, error: str) -> list[str]:
+    def _fail_before_start(self, plan: StepState, error: str) -> list[str]:
         """A step whose condition or inputs could not be evaluated fails without a runner call.
 
         Returns the downstream steps that became ready.
@@ -331,7 +295,7 @@ class Executor:
         self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now, outcome.error))
         self._settle(self._end(plan, StepStatus.failed, None))
 
-    def _end(self, plan: _Plan, status: StepStatus, result: Any) -> list[str]:
+    def _end(self, plan: StepState, status: StepStatus, result: Any) -> list[str]:
         """Record a step's final status; return the downstream steps that became ready."""
         plan.status = status
         self.scope["steps"][plan.id] = {"result": result, "status": status.value}
@@ -349,7 +313,7 @@ class Executor:
         while work:
             plan = self.plans[work.popleft()]
             try:
-                runs = self._should_run(plan)
+                runs = plan.should_run(self.scope)
             except Exception as exc:
                 work.extend(self._fail_before_start(plan, f"condition: {exc}"))
                 continue
@@ -361,20 +325,6 @@ class Executor:
             self._starts.append(AttemptStart(plan.id, plan.attempt, StepStatus.skipped, now, now))
             self._emit(StepEvent(plan.id, plan.attempt, StepStatus.skipped, now))
             work.extend(self._end(plan, StepStatus.skipped, None))
-
-    def _should_run(self, plan: _Plan) -> bool:
-        if plan.incoming:
-            steps = self.scope["steps"]
-            fired = sum(
-                1
-                for edge in plan.incoming
-                if steps[edge.source]["status"] in _FIRES[edge.on]
-                and (edge.condition is None or edge.condition(self.scope))
-            )
-            met = fired == len(plan.incoming) if plan.join is Join.all else fired > 0
-            if not met:
-                return False
-        return plan.condition is None or bool(plan.condition(self.scope))
 
     def _end_in_flight(self, status: StepStatus, error: str) -> None:
         """Stop every running attempt (its runner is asked to stop) and record its end."""
@@ -392,30 +342,3 @@ class Executor:
                 self.listener(event)
             except Exception:
                 log.exception("instance %d: the listener failed on %s", self.instance_id, event)
-
-
-def _plans(loaded: LoadedDefinition) -> dict[str, _Plan]:
-    definition, graph = loaded.definition, loaded.graph
-    plans = {}
-    for index, step in enumerate(definition.steps):
-        retry, timeout, queue_name = definition.settings(step)
-        incoming = [
-            _Incoming(edge.source, edge.on, loaded.edge_conditions.get((step.id, j)))
-            for j, edge in enumerate(graph.incoming[step.id])
-        ]
-        plans[step.id] = _Plan(
-            index=index,
-            id=step.id,
-            runner=step.runner_key,
-            retry=retry,
-            timeout=timeout,
-            queue=queue_name,
-            allow_failure=step.allow_failure,
-            join=step.join,
-            condition=loaded.conditions.get(step.id),
-            inputs=loaded.inputs.get(step.id, step.inputs),
-            incoming=incoming,
-            downstream=[edge.target for edge in graph.outgoing[step.id]],
-            waiting=len(incoming),
-        )
-    return plans

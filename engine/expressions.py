@@ -14,13 +14,8 @@ from typing import Any
 from jinja2 import Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
-from engine.errors import EngineError
-from engine.sandbox import Sandbox
-
-
-class ExpressionError(EngineError):
-    """An expression or template does not compile, or failed while evaluating."""
-
+from engine.errors import ExpressionError
+from engine.sandbox import Sandbox, bounded, charge
 
 _env = Sandbox()
 
@@ -28,22 +23,31 @@ _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 Scope = Mapping[str, Any]
 """What expressions see: `params`, `steps` (id -> {result, status}) and `run`."""
+SCOPE_NAMES = ("params", "steps", "run")
+"""The top-level names of a scope; with Jinja2's globals (`range`, ...) all an expression may
+name."""
+KNOWN_NAMES = frozenset(SCOPE_NAMES) | frozenset(_env.globals)
+_KEYED = ("steps", "params")
+"""The names whose first key validation checks: step ids, declared params."""
 
 
 class Compiled:
-    """A compiled expression or template, with the step ids it reads through `steps.<id>`."""
+    """A compiled expression or template, with the names and the first keys it reads."""
 
     def __init__(
         self,
         source: str,
         evaluate: Callable[[Scope], Any],
-        steps: frozenset[str],
         names: frozenset[str],
+        keys: Mapping[str, frozenset[str]],
     ):
         self.source = source
-        self.steps = steps
         self.names = names
         """The top-level names it reads (`params`, `steps`, `run`, ...)."""
+        self.steps = keys.get("steps", frozenset())
+        """The step ids it reads through `steps.<id>`."""
+        self.params = keys.get("params", frozenset())
+        """The param names it reads through `params.<name>`."""
         self._evaluate = evaluate
 
     def __call__(self, scope: Scope) -> Any:
@@ -63,7 +67,7 @@ def compile_condition(source: str) -> Compiled:
     ast = _parse("{{ (" + source + ") }}", source)
     expression = _compile_expression(source)
     return Compiled(
-        source, lambda scope: bool(expression(**scope)), _referenced_steps(ast), _names(ast)
+        source, _budgeted(lambda scope: bool(expression(**scope))), _names(ast), _keys(ast)
     )
 
 
@@ -83,18 +87,27 @@ def compile_template(source: str) -> Compiled:
         if path is not None:
             root, keys = path
             first = keys[0] if keys else None
-            steps = (
-                frozenset([first]) if root == "steps" and isinstance(first, str) else frozenset()
-            )
-            return Compiled(source, _lookup(root, keys), steps, frozenset([root]))
+            read = {root: frozenset([first])} if isinstance(first, str) else {}
+            return Compiled(source, _lookup(root, keys), frozenset([root]), read)
         ast = _parse(source, source)
         expression = _compile_expression(lone["expr"])
-        return Compiled(
-            source, lambda scope: _defined(expression(**scope)), _referenced_steps(ast), _names(ast)
-        )
+        evaluate = _budgeted(lambda scope: _defined(expression(**scope)))
+        return Compiled(source, evaluate, _names(ast), _keys(ast))
     ast = _parse(source, source)
     template = _env.from_string(ast)
-    return Compiled(source, template.render, _referenced_steps(ast), _names(ast))
+    return Compiled(
+        source, _budgeted(lambda scope: charge(template.render(scope))), _names(ast), _keys(ast)
+    )
+
+
+def _budgeted(evaluate: Callable[[Scope], Any]) -> Callable[[Scope], Any]:
+    """`evaluate` under a budget of its own (`sandbox.bounded`); plain paths need none."""
+
+    def within_budget(scope: Scope) -> Any:
+        with bounded():
+            return evaluate(scope)
+
+    return within_budget
 
 
 _PATH = re.compile(r"^\s*([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$")
@@ -182,15 +195,16 @@ def _names(ast: nodes.Template) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(ast))
 
 
-def _referenced_steps(ast: nodes.Template) -> frozenset[str]:
-    found: set[str] = set()
+def _keys(ast: nodes.Template) -> dict[str, frozenset[str]]:
+    """The constant first keys read of `steps` and `params` (`steps.a`, `params["day"]`)."""
+    found: dict[str, set[str]] = {name: set() for name in _KEYED}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         target = getattr(node, "node", None)
-        if isinstance(target, nodes.Name) and target.name == "steps":
+        if isinstance(target, nodes.Name) and target.name in found:
             key = _key(node)
             if isinstance(key, str):
-                found.add(key)
-    return frozenset(found)
+                found[target.name].add(key)
+    return {name: frozenset(keys) for name, keys in found.items()}
 
 
 class TemplateTree:

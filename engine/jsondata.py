@@ -22,26 +22,18 @@ def json_copy(value: Any, max_bytes: int | None = None) -> Any:
 
     Raises NotJsonData beyond what `json.dumps` refuses: NaN and infinities are not JSON, and
     PostgreSQL refuses the NUL character and lone surrogates, so a value that only SQLite would
-    take is refused everywhere; and a value over `max_bytes` of JSON, found without writing
-    more than that much of it.
+    take is refused everywhere; and a value over `max_bytes` of JSON.
     """
-    encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
-    chunks: list[str] = []
-    size = 0
     try:
-        for chunk in encoder.iterencode(value):
-            size += len(chunk.encode("utf-8", "surrogatepass"))
-            if max_bytes is None or size <= max_bytes:
-                chunks.append(chunk)
-            else:
-                chunks.clear()  # count the rest, keep none of it
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise NotJsonData(f"not JSON-serialisable: {exc}") from None
-    if max_bytes is not None and size > max_bytes:
-        raise NotJsonData(
-            f"{size:,} bytes as JSON, over the limit of {max_bytes:,} ({MAX_RESULT_BYTES_ENV})"
-        )
-    text = "".join(chunks)
+    if max_bytes is not None and len(text) * 4 > max_bytes:  # UTF-8: 1 to 4 bytes a character
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise NotJsonData(
+                f"{size:,} bytes as JSON, over the limit of {max_bytes:,} ({MAX_RESULT_BYTES_ENV})"
+            )
     if "\\u0000" in text:
         raise NotJsonData("contains a NUL character (\\u0000), which PostgreSQL cannot store")
     try:

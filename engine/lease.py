@@ -44,17 +44,14 @@ def lease_expiry() -> datetime:
 class Lease:
     """The lease of one instance held by this process."""
 
-    def __init__(
-        self, store: Store, instance_id: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, store: Store, instance_id: int) -> None:
         self.store = store
         self.instance_id = instance_id
         self.seconds = lease_seconds()
         self.interval = min(self.seconds / 3, 1.0)
         """How often `beat` renews the lease and looks for a cancel request."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._clock = clock
-        self._due = clock() + self.interval
+        self._due = time.monotonic() + self.interval
 
     def expiry(self) -> datetime:
         return utcnow() + timedelta(seconds=self.seconds)
@@ -64,9 +61,9 @@ class Lease:
 
         Raises LeaseLost when another process holds the instance now.
         """
-        if self._clock() < self._due:
+        if time.monotonic() < self._due:
             return False
-        self._due = self._clock() + self.interval
+        self._due = time.monotonic() + self.interval
         return self.store.leases.renew(self.instance_id, self.owner, self.expiry())
 
 

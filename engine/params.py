@@ -18,8 +18,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from engine.definition.models import Param, ParamType
-from engine.errors import ParamsError
-from engine.expressions import Compiled, ExpressionError, compile_template, is_template
+from engine.errors import ExpressionError, ParamsError
+from engine.expressions import Compiled, compile_template, is_template
 from engine.jsondata import NotJsonData, json_copy
 
 

@@ -3,17 +3,27 @@
 Jinja2's immutable sandbox already refuses attribute access that leads out of the data (dunder
 attributes, function globals, mutating methods). This adds bounds on what could exhaust the host:
 big products and powers, repetitions, concatenations, paddings and format widths, joins and
-replacements that would build values beyond `MAX_SIZE` are refused before they are computed. With
-loops, assignments and macros refused when a template is compiled (see `expressions.py`), the
-work an expression can do is bounded by its length times `MAX_SIZE`.
+replacements that would build values beyond `MAX_SIZE` are refused before they are computed.
+
+Per-call bounds alone let chains through (`range(99999) | map('center', 50000) | list` is 99999
+calls of an allowed size), so one evaluation also has a budget (`bounded`): every filter, method
+and operator result is charged by its size, iterators handed to a filter are read into lists
+under the same charge, and the evaluation fails once it has made more than `MAX_WORK`
+characters and elements in all, or run longer than `MAX_SECONDS`. With loops, assignments and
+macros refused when a template is compiled (see `expressions.py`), that bounds the work of any
+expression.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import itertools
 import re
 import string
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jinja2 import StrictUndefined
@@ -24,6 +34,55 @@ MAX_SIZE = 100_000
 """The longest string or sequence, and the largest width or count, an expression may make."""
 MAX_POWER_BITS = 100_000
 """The largest integer a `**` may make, in bits."""
+MAX_WORK = 10_000_000
+"""The characters and elements one evaluation may make in all, through every call."""
+MAX_SECONDS = 2.0
+"""How long one evaluation may run."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_WORK
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget", default=None)
+
+
+@contextlib.contextmanager
+def bounded() -> Iterator[None]:
+    """Give the evaluations inside one budget of work and time."""
+    token = _budget.set(_Budget())
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def charge(value: Any) -> Any:
+    """Count `value` against the current budget; SecurityError once it is spent."""
+    budget = _budget.get()
+    if budget is not None:
+        budget.left -= _weight(value, budget.left + 1)
+        if budget.left < 0:
+            raise SecurityError(
+                f"the expression does too much work: it made more than {MAX_WORK:,} characters "
+                "and elements in all"
+            )
+        if time.monotonic() > budget.deadline:
+            raise SecurityError(f"the expression ran longer than {MAX_SECONDS:g}s")
+    return value
+
+
+def _read(value: Any) -> Any:
+    """An iterator read into a list (charged as it is read); anything else as it is."""
+    if not hasattr(value, "__next__"):
+        return value
+    items: list[Any] = []
+    for item in itertools.islice(value, MAX_SIZE + 1):
+        items.append(charge(item))
+    _too_big(len(items), "the sequence")
+    return items
 
 _PERCENT_SPEC = re.compile(r"%[#0 +\-]*(\*|\d+)?(?:\.(\*|\d+))?")
 _WIDTHS = re.compile(r"\d+")
@@ -57,14 +116,14 @@ def _check_ints(args: Iterable[Any]) -> None:
             _too_big(abs(arg), "a width or count argument")
 
 
-def _weight(value: Any) -> int:
+def _weight(value: Any, limit: int = MAX_SIZE) -> int:
     """Elements and characters in `value`, counted through nested lists and mappings.
 
-    Stops counting past `MAX_SIZE`: only whether the bound is crossed matters.
+    Stops counting past `limit`: only whether the bound is crossed matters.
     """
     total = 0
     stack = [value]
-    while stack and total <= MAX_SIZE:
+    while stack and total <= limit:
         item = stack.pop()
         if isinstance(item, str | bytes):
             total += len(item)
@@ -114,6 +173,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
             self.filters["replace"],
             lambda a, k: _too_big(_replaced_size(*a[1:4]), "the replaced string"),
         )
+        self.filters["tojson"] = _guarded(self.filters["tojson"], _check_tojson_filter)
+        for name, function in self.filters.items():
+            self.filters[name] = _charged(function)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         both_ints = isinstance(left, int) and isinstance(right, int)
@@ -132,7 +194,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 _too_big(_weight(left) + _weight(right), "the concatenation")
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left)
-        return super().call_binop(context, operator, left, right)
+        return charge(super().call_binop(context, operator, left, right))
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_ints([*args, *kwargs.values()])
@@ -151,7 +213,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             args = (items, *args[1:])
         elif isinstance(owner, str) and method == "replace" and len(args) >= 2:
             _too_big(_replaced_size(owner, args[0], args[1]), "the replaced string")
-        return super().call(__context, __obj, *args, **kwargs)
+        return charge(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         owner = getattr(value, "__self__", None)
@@ -179,6 +241,27 @@ def _check_join_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     separator = args[2] if len(args) > 2 else kwargs.get("d", "")
     if isinstance(value, str | list | tuple | range):
         _too_big(_joined_size(list(value), separator), "the joined string")
+
+
+def _check_tojson_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    value = args[1] if len(args) > 1 else None
+    indent = args[2] if len(args) > 2 else kwargs.get("indent")
+    _check_ints([indent])
+    if isinstance(indent, int):  # every element and key starts a line of `indent` per level
+        _too_big(indent * _weight(value), "the indented JSON")
+
+
+def _charged(filter_function: Callable[..., Any]) -> Callable[..., Any]:
+    """`filter_function` with iterator arguments read into lists and its result charged, both
+    against the evaluation's budget; Jinja2's pass-context marks are kept."""
+
+    @functools.wraps(filter_function)
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(_read(a) for a in args)
+        kwargs = {k: _read(v) for k, v in kwargs.items()}
+        return charge(filter_function(*args, **kwargs))
+
+    return charged
 
 
 def _guarded(

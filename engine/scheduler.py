@@ -11,6 +11,9 @@ Where a starting scheduler takes over is the latest tick any scheduler claimed. 
 that comes while the definition's previous scheduled run still runs follows `overlap`: `skip`
 records it as skipped with the reason, `queue` creates its instance pending, to be started by
 whichever scheduler sees the previous one end, and `allow` runs it at once.
+
+Nothing one definition does stops the others: a definition whose round fails, for any reason,
+is logged when its error starts or changes and tried again next round.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.background import BackgroundRunner
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
 from engine.errors import EngineError, ParamsError, ScheduleError, TickTaken
+from engine.health import SchedulerHealth
 from engine.registry import JobRegistry
 from engine.service import BatchService, PreparedRun
 from engine.status import InstanceStatus, Trigger
@@ -48,6 +53,8 @@ not stop the other definitions or a shutdown."""
 IDLE_SECONDS = 5.0
 """Longest wait between rounds: how soon a queued tick starts after its predecessor ended in
 another process."""
+MAX_BACKOFF_SECONDS = 30.0
+"""Longest wait after a round in which every definition failed (the database is likely down)."""
 
 
 def process_name(role: str) -> str:
@@ -81,6 +88,7 @@ class Scheduler:
             queued instance may be launched again each round until it starts.
         clock: the current time (UTC, aware); tests pass a fake one and call `poll`.
         misfire_grace: how late (seconds) a tick may be seen and still count as on time.
+        health: where each round's outcome is reported (`/healthz` reads it).
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class Scheduler:
         launch: Launch,
         clock: Callable[[], datetime] = utcnow,
         misfire_grace: float = 60.0,
+        health: SchedulerHealth | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
@@ -105,8 +114,11 @@ class Scheduler:
         self.launch = launch
         self.wake = threading.Event()
         """Set to start a round early (an instance of ours ended: a queued tick may start)."""
+        self.health = health or SchedulerHealth()
         self._warned: set[int] = set()
         self._announced: set[int] = set()
+        self._failing: dict[str, str] = {}
+        """The error of each definition whose last round failed, as logged."""
 
     def run(self, stop: threading.Event) -> None:
         """Run rounds until `stop` is set. Stopping the instances launched is the launcher's
@@ -120,9 +132,10 @@ class Scheduler:
             try:
                 due = self.poll(stop)
                 backoff = 1.0
-            except (SQLAlchemyError, EngineError) as exc:
-                log.warning("round failed, retrying in %.0f s: %s", backoff, _first_line(exc))
-                due, backoff = self.clock() + timedelta(seconds=backoff), min(backoff * 2, 30.0)
+            except Exception as exc:  # the loop outlives any error
+                _log_failure(exc, "round failed, retrying in %.0f s", backoff)
+                due = self.clock() + timedelta(seconds=backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             self._sleep_until(due, stop)
         log.info("scheduler stopping: no new ticks are claimed")
 
@@ -139,27 +152,47 @@ class Scheduler:
     def poll(self, stop: threading.Event | None = None) -> datetime:
         """One round: fire every due tick, start queued instances whose turn came.
 
-        Returns when the next tick is due. A definition whose round fails is logged and tried
-        again next round; the others go on.
+        Returns when the next tick is due. A definition whose round fails, whatever the error,
+        is skipped until the next round; the others go on.
+
+        Raises:
+            ScheduleError: every definition failed (likely the database): the caller backs off.
         """
         now = self.clock()
-        failed: list[Exception] = []
+        nexts: list[datetime] = []
+        failed: dict[str, Exception] = {}
         for loaded, schedule in self.schedules:
             if stop is not None and stop.is_set():
-                break
+                return now
             try:
                 for tick in self._due(loaded, schedule, now):
                     if stop is not None and stop.is_set():
                         break
                     self.fire(loaded, tick, Trigger.cron)
                 self._start_queued(loaded)
-            except (SQLAlchemyError, EngineError) as exc:
-                log.warning("%s: round failed: %s", loaded.name, _first_line(exc))
-                failed.append(exc)
+                following = schedule.after(now)
+            except Exception as exc:  # one definition's failure is not the others'
+                failed[loaded.name] = exc
+                continue
+            if following is not None:
+                nexts.append(following)
+        self._report(failed)
         if failed and len(failed) == len(self.schedules):
-            raise failed[-1]  # likely the database: the caller backs off
-        nexts = [schedule.after(now) for _, schedule in self.schedules]
+            last = _first_line(next(reversed(failed.values())))
+            raise ScheduleError(f"every definition failed, the last with: {last}")
         return min(nexts, default=now + timedelta(seconds=IDLE_SECONDS))
+
+    def _report(self, failed: dict[str, Exception]) -> None:
+        """Log a definition's failure when it starts or its error changes, and its recovery;
+        then tell `health`."""
+        errors = {name: f"{type(e).__name__}: {_first_line(e)}" for name, e in failed.items()}
+        for name, exc in failed.items():
+            if self._failing.get(name) != errors[name]:
+                _log_failure(exc, "%s: round failed, retried each round", name)
+        for name in self._failing.keys() - errors.keys():
+            log.info("%s: round succeeded again", name)
+        self._failing = errors
+        self.health.round_done(errors)
 
     def _due(
         self, loaded: LoadedDefinition, schedule: CronSchedule, now: datetime
@@ -263,5 +296,30 @@ class Scheduler:
             self.launch(self.service.stored_run(run.id, self.registry), run.id)
 
 
+def _log_failure(exc: Exception, message: str, *args: object) -> None:
+    """Log `message` and the error's first line; the whole traceback when the error is neither
+    the database's nor one the engine raises on purpose, since that is a bug to report."""
+    expected = isinstance(exc, (SQLAlchemyError, EngineError))
+    level = logging.WARNING if expected else logging.ERROR
+    log.log(level, message + ": %s", *args, _first_line(exc), exc_info=None if expected else exc)
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def scheduling_into(
+    runner: BackgroundRunner,
+    definitions: Iterable[LoadedDefinition],
+    registry: JobRegistry,
+    misfire_grace: float,
+    health: SchedulerHealth | None = None,
+) -> Scheduler:
+    """The scheduler of a long-running process: it launches into `runner`'s slots, and wakes as
+    soon as one of them frees (a queued tick may start)."""
+    scheduler = Scheduler(
+        runner.service, definitions, registry, runner.launch,
+        misfire_grace=misfire_grace, health=health,
+    )
+    runner.on_end = scheduler.wake.set
+    return scheduler

@@ -185,6 +185,14 @@ class BatchService:
         """
         return self.run_claimed(self.claim(instance_id, registry), listener, cancellation)
 
+    def cancel(self, instance_id: int) -> str:
+        """Cancel an instance wherever it runs; what was done, in words.
+
+        A live process is asked through the database (it stops at its next heartbeat); one that
+        no process runs (pending, abandoned) is cancelled at once.
+        """
+        return self.store.leases.request_cancel(instance_id)
+
     def claim(self, instance_id: int, registry: JobRegistry) -> Claim:
         """The first half of `resume`: take the instance's lease, or raise ResumeRefused.
 

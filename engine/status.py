@@ -12,9 +12,9 @@ class InstanceStatus(StrEnum):
     failed = "failed"
     cancelled = "cancelled"
 
-    @property
-    def ended(self) -> bool:
-        return self in (InstanceStatus.succeeded, InstanceStatus.failed, InstanceStatus.cancelled)
+
+ENDED = frozenset({InstanceStatus.succeeded, InstanceStatus.failed, InstanceStatus.cancelled})
+"""The statuses an instance ends in."""
 
 
 class StepStatus(StrEnum):

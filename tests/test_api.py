@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_client import SUM, Factory, Jobs, wait_for
@@ -213,7 +215,8 @@ def test_instances_beyond_the_bound_wait_pending_and_can_be_cancelled(
     assert not jobs.entered.acquire(timeout=0.3), "only two may run at once"
     statuses = [client.get(f"/batch/instances/{i}").json()["status"] for i in ids]
     assert statuses == ["running", "running", "pending", "pending"]
-    assert client.get("/healthz").json() == {"status": "ok", "running": 2, "waiting": 2}
+    health = {"status": "ok", "running": 2, "waiting": 2, "scheduler": None}
+    assert client.get("/healthz").json() == health
 
     cancelled = client.post(f"/batch/instances/{ids[3]}/cancel").json()
     assert cancelled["detail"] == f"instance {ids[3]} cancelled"
@@ -255,6 +258,24 @@ def test_definitions(api: Factory) -> None:
     assert detail["source"] == SUM and detail["order"] == ["add", "double"]
     assert detail["steps"][1]["upstream"] == ["add"]
     assert client.get("/definitions/nope").status_code == 404
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_healthz_answers_503_when_the_scheduler_completes_no_round(
+    api: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.health.STUCK_SECONDS", 0.2)
+
+    def hang(runner: Any, stop: threading.Event, health: Any) -> None:
+        stop.wait()
+
+    client = api(scheduler=hang)
+    assert client.get("/healthz").status_code == 200
+    time.sleep(0.3)
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "unhealthy"
+    assert answer.json()["scheduler"] == {"alive": True, "last_round": None, "failing": []}
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

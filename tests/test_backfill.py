@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cron import crons, oracle
 
 from engine.backfill import backfill, ticks_in_range
 from engine.definition import load_text
@@ -16,7 +17,6 @@ from engine.errors import ScheduleError
 from engine.service import BatchService
 from engine.status import Trigger
 from engine.store.types import utcnow
-from test_cron import crons, oracle
 
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""`engine run` stopped by SIGTERM or Ctrl-C: the instance ends cancelled, nothing is left running."""
+"""`engine run` stopped by SIGTERM or Ctrl-C: the instance ends cancelled, nothing is left
+running."""
 
 from __future__ import annotations
 

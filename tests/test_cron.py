@@ -3,14 +3,16 @@ Vixie cron handles it."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cron import CronSchedule
+from engine.cron import SHORTHANDS, CronSchedule, problem
 
 
 def _field(low: int, high: int) -> st.SearchStrategy[str]:
@@ -128,3 +130,74 @@ def test_seconds_field_gives_second_ticks():
     start = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
     ticks = list(schedule.between(start, start + timedelta(seconds=30)))
     assert [t.second for t in ticks] == [10, 20, 30]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(sorted(SHORTHANDS)), starts, st.booleans())
+def test_a_shorthand_fires_as_croniter_reads_it(shorthand, start, upper):
+    expression = shorthand.upper() if upper else shorthand
+    ticks = list(itertools.islice(CronSchedule(expression).following(start), 5))
+    it = croniter(shorthand, start)
+    assert ticks == [it.get_next(datetime) for _ in ticks] and len(ticks) == 5
+    assert problem(expression) is None
+
+
+def test_daily_names_its_hour_and_hourly_does_not_across_a_repeated_midnight():
+    # Havana falls back from 01:00 to 00:00 on 2026-11-01: midnight comes twice.
+    zone = "America/Havana"
+    daily = CronSchedule("@daily", zone)
+    ticks = daily.between(datetime(2026, 10, 31, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
+    assert _local(ticks, zone) == [
+        "2026-10-31T00:00:00-04:00",
+        "2026-11-01T00:00:00-04:00",
+        "2026-11-02T00:00:00-05:00",
+    ]
+    hourly = CronSchedule("@hourly", zone)
+    ticks = hourly.between(
+        datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 5, tzinfo=UTC)
+    )
+    assert _local(ticks, zone) == ["2026-11-01T00:00:00-04:00", "2026-11-01T00:00:00-05:00"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 31), st.integers(1, 12), st.sampled_from(["", " 0", " 0 2030"]))
+def test_an_expression_is_refused_exactly_when_no_calendar_date_matches_it(day, month, tail):
+    try:
+        datetime(2000, month, day)  # a leap year: 29 February exists
+        exists = True
+    except ValueError:
+        exists = False
+    expression = f"0 0 {day} {month} *{tail}"
+    why = problem(expression)
+    assert (why is None) == exists
+    if not exists:
+        assert why == f"cron expression {expression!r} never fires: no calendar date matches it"
+
+
+def test_29_february_fires_in_leap_years_only():
+    schedule = CronSchedule("0 0 29 2 *")
+    ticks = schedule.between(datetime(2026, 1, 1, tzinfo=UTC), datetime(2033, 1, 1, tzinfo=UTC))
+    assert [t.year for t in ticks] == [2028, 2032]
+
+
+@pytest.mark.parametrize(
+    ("expression", "why"),
+    [
+        ("0 0 31 4,6 *", "never fires"),
+        ("0 0 1 * 1#5", "never fires"),  # croniter reads `day#n` with a day of month as both
+        ("0 25 * * *", "invalid cron expression"),
+        ("@reboot", "invalid cron expression"),
+        ("", "invalid cron expression"),
+    ],
+)
+def test_problems(expression, why):
+    assert why in (problem(expression) or "")
+
+
+def test_a_schedule_whose_years_are_past_has_no_tick_and_loads_any_day():
+    schedule = CronSchedule("0 0 1 1 * 0 2020")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert problem(schedule.expression) is None
+    assert schedule.after(now) is None
+    assert list(schedule.between(now, now + timedelta(days=800))) == []
+    assert schedule.before(now) == datetime(2020, 1, 1, tzinfo=UTC)

@@ -407,7 +407,8 @@ def test_known_runner_keys_pass(registry):
 
 def test_an_empty_registry_says_so(registry):
     p = only("name: x\nsteps: [{id: a}]\n", registry)
-    assert "'a'" in p.message and "known runners" in p.message
+    assert "'a'" in p.message and "no runners are registered" in p.message
+    assert "--runners or ENGINE_RUNNERS" in p.message
 
 
 # -- expressions ------------------------------------------------------------------------------

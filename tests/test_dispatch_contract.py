@@ -2,7 +2,8 @@
 giving the same final statuses and results for the same definitions.
 
 The process dispatcher runs steps in worker processes of its own; the Celery dispatchers in real
-`engine worker` subprocesses, two per broker, started once for this module. Add a dispatcher: one entry in DISPATCHERS, and a fixture that makes it.
+`engine worker` subprocesses, two per broker, started once for this module. Add a dispatcher: one
+entry in DISPATCHERS, and a fixture that makes it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import re
-import string
 import textwrap
 from typing import Any
 

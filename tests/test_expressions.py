@@ -18,9 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from engine.definition import load_text
-from engine.errors import DefinitionError, EngineError
+from engine.errors import DefinitionError, EngineError, ExpressionError
 from engine.expressions import (
-    ExpressionError,
     TemplateTree,
     compile_condition,
     compile_template,
@@ -120,6 +119,7 @@ def test_keys_named_like_dict_methods_read_the_data():
 def test_inputs_render_everywhere_in_nested_lists_and_mappings():
     text = textwrap.dedent("""\
         name: x
+        params: {n: {type: integer}, day: {type: string}}
         steps:
           - id: a
           - id: b
@@ -310,7 +310,8 @@ import json, resource, sys
 memory = 768 * 2**20
 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
-from engine.expressions import ExpressionError, compile_template
+from engine.errors import ExpressionError
+from engine.expressions import compile_template
 scope = {"params": {"s": "ab", "n": 3}, "steps": {}, "run": {}}
 try:
     value = compile_template(sys.argv[1])(scope)
@@ -346,6 +347,12 @@ EXHAUSTING = [
     "{{ ([[1] * 99999] * 99999) | tojson | length }}",
     "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
     _SQUARINGS,
+    # chains of calls each of an allowed size: the budget of one evaluation stops them
+    "{{ range(100000) | map('string') | map('center', 50000) | list | length }}",
+    "{{ range(1) | batch(20000, 'a' * 99999) | list }}",
+    "{{ range(1000) | list | tojson(indent=99999) }}",
+    "{{ range(99999) | map('string') | join(',' * 99999) }}",
+    "{{ range(99999) | map('string') | map('center', 99) | map('center', 99999) | list }}",
 ]
 
 
@@ -393,3 +400,16 @@ def test_loops_assignments_and_macros_are_refused_when_compiled(source):
     with pytest.raises(ExpressionError, match="is not allowed"):
         compile_template(source)
 
+
+
+def test_one_evaluation_has_a_time_budget(monkeypatch):
+    monkeypatch.setattr("engine.sandbox.MAX_SECONDS", 0.05)
+    slow = compile_template("{{ (range(99999) | list) | sort | unique | list | length }}")
+    with pytest.raises(ExpressionError, match=r"the expression ran longer than 0\.05s"):
+        slow({"params": {}, "steps": {}, "run": {}})
+
+
+def test_the_budget_is_per_evaluation_not_per_process():
+    template = compile_template("{{ range(99999) | map('string') | list | length }}")
+    for _ in range(30):  # together far over the budget of one evaluation
+        assert template({"params": {}, "steps": {}, "run": {}}) == 99999

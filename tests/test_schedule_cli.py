@@ -5,6 +5,7 @@ Every-second crons give real ticks without sleeping through minutes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -150,6 +151,39 @@ def test_schedule_list_prints_the_next_fire_times(tmp_path):
     assert datetime.fromisoformat(local) > utcnow()
 
 
+def test_schedule_list_reads_shorthands(tmp_path):
+    cwd = project(tmp_path, "@daily")
+    done = subprocess.run(
+        [ENGINE, "schedule", "--list", "--count", "2", "defs"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    header, *ticks = done.stdout.splitlines()
+    assert header == "tick  @daily  (UTC)"
+    first, second = (datetime.fromisoformat(line.split()[1]) for line in ticks)
+    assert first.time() == second.time() == datetime.min.time()
+    assert second - first == timedelta(days=1) and first > utcnow()
+
+
+def test_validate_refuses_a_cron_that_never_fires_at_its_line_and_column(tmp_path):
+    cwd = project(tmp_path, "0 0 30 2 *")
+    done = subprocess.run(
+        [ENGINE, "validate", "defs"], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    expected = "cron expression '0 0 30 2 *' never fires: no calendar date matches it"
+    assert f"defs/tick.yaml:3:7: {expected}" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    leap = project(tmp_path, "0 0 29 2 *")
+    done = subprocess.run(
+        [ENGINE, "validate", "defs"], cwd=leap, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_schedule_refuses_paths_without_a_cron(tmp_path):
     cwd = project(tmp_path, "* * * * *")
     (cwd / "defs" / "tick.yaml").write_text("name: x\nsteps: [{id: a, runner: echo}]\n")
@@ -245,27 +279,22 @@ class Proxy:
             pass
         finally:
             for s in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         import socket
 
         self.up.clear()
         for s in self.sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.sockets.clear()
 
 
 def test_the_scheduler_rides_out_a_database_outage(tmp_path):
-    from sqlalchemy.engine import make_url
-
     from conftest import _postgres_schema_url
+    from sqlalchemy.engine import make_url
 
     urls = _postgres_schema_url()
     direct = next(urls)

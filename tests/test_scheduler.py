@@ -3,13 +3,17 @@ catch-up, overlap, and several schedulers on one database. No test sleeps throug
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from engine.cron import CronSchedule
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
+from engine.errors import ScheduleError
 from engine.scheduler import Scheduler
 from engine.service import BatchService, PreparedRun
 from engine.store.types import utcnow
@@ -68,9 +72,7 @@ class Launches:
         if self.run:
             self.service.execute(prepared, instance_id)
         else:
-            self.service.store.leases.start(
-                instance_id, "elsewhere", utcnow() + timedelta(hours=1)
-            )
+            self.service.store.leases.start(instance_id, "elsewhere", utcnow() + timedelta(hours=1))
 
 
 def scheduler(service, registry, text, clock, launch=None, grace=60.0):
@@ -267,3 +269,69 @@ def test_a_scheduler_across_the_fall_back_night(service, registry, cron, fired):
     assert [(c.scheduled_for.astimezone(zone).isoformat(), c.status) for c in rows] == [
         (at, "succeeded") for at in fired
     ]
+
+
+class Broken(CronSchedule):
+    """A schedule whose tick computation raises, as croniter did for `0 0 30 2 *`."""
+
+    def before(self, moment):
+        raise RuntimeError("no tick for you")
+
+
+def test_a_definition_that_raises_is_skipped_and_logged_once_while_the_others_fire(
+    service, registry, caplog
+):
+    clock = Clock(T0 + timedelta(seconds=1))
+    s = scheduler(service, registry, definition(), clock)
+    broken = load_text(definition().replace("every5", "broken"), "broken.yaml", registry)
+    s.schedules.insert(0, (broken, Broken("*/5 * * * *")))
+    caplog.set_level(logging.INFO, "engine.scheduler")
+    for _ in range(3):
+        assert s.poll() == clock.now.replace(second=0) + FIVE
+        assert s.health.failing == ("broken",) and s.health.last_round is not None
+        clock.now += FIVE
+    assert [tick for tick, _ in claims(service)] == [T0, T0 + FIVE, T0 + 2 * FIVE]
+    [failure] = [r for r in caplog.records if r.name == "engine.scheduler" and r.exc_info]
+    assert failure.getMessage() == "broken: round failed, retried each round: no tick for you"
+
+    s.schedules[0] = (broken, CronSchedule("*/5 * * * *"))
+    s.poll()
+    assert s.health.failing == ()
+    assert "broken: round succeeded again" in caplog.messages
+
+
+def test_the_loop_outlives_an_unexpected_error_and_backs_off(service, registry, caplog):
+    clock = Clock(T0 + timedelta(seconds=1))
+    s = scheduler(service, registry, definition(), clock)
+    stop = threading.Event()
+    rounds = []
+
+    def poll(stop_: threading.Event | None = None) -> datetime:
+        rounds.append(clock.now)
+        s.wake.set()  # no real wait between rounds
+        if len(rounds) == 3:
+            stop.set()
+        if len(rounds) <= 2:
+            raise RuntimeError(f"bug {len(rounds)}")
+        return clock.now
+
+    s.poll = poll  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, "engine.scheduler")
+    s.run(stop)
+    assert len(rounds) == 3
+    failures = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert failures == [
+        "round failed, retrying in 1 s: bug 1",
+        "round failed, retrying in 2 s: bug 2",
+    ]
+
+
+def test_a_round_in_which_every_definition_fails_is_raised_for_the_loop_to_back_off(
+    service, registry
+):
+    s = scheduler(service, registry, definition(), Clock(T0))
+    loaded, _ = s.schedules[0]
+    s.schedules[0] = (loaded, Broken("*/5 * * * *"))
+    with pytest.raises(ScheduleError, match="every definition failed, the last with: no tick"):
+        s.poll()
+    assert s.health.failing == ("every5",)

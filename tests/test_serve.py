@@ -9,12 +9,15 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from served import Server
+
+from engine.store.types import utcnow
 
 ENGINE = str(Path(sys.executable).parent / "engine")
 
@@ -97,9 +100,25 @@ def engine(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ENGINE, *args], cwd=workdir, capture_output=True, text=True)
 
 
+def first_round(server: Server) -> Any:
+    """`/healthz` once the scheduler has completed a round."""
+    deadline = time.monotonic() + 30
+    while (health := server.client.get("/healthz").json())["scheduler"]["last_round"] is None:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.05)
+    return health
+
+
 def test_trigger_poll_and_read_the_results(serve: Any) -> None:
     server = serve()
-    assert server.client.get("/healthz").json() == {"status": "ok", "running": 0, "waiting": 0}
+    health = first_round(server)
+    assert datetime.fromisoformat(health["scheduler"].pop("last_round")) <= utcnow()
+    assert health == {
+        "status": "ok",
+        "running": 0,
+        "waiting": 0,
+        "scheduler": {"alive": True, "failing": []},
+    }
     accepted = server.client.post("/batch/run", json={"definition": "sum", "params": {"a": 40}})
     assert accepted.status_code == 202
     doc = server.wait(accepted.json()["instance_id"], "succeeded")
@@ -190,7 +209,11 @@ def test_a_token_is_required_beyond_loopback_and_over_http(
     env = {k: v for k, v in os.environ.items() if k != "ENGINE_API_TOKEN"}
     refused = subprocess.run(
         [ENGINE, "serve", "defs", "--db", db_url, "--host", "0.0.0.0", "--port", "0"],
-        cwd=workdir, capture_output=True, text=True, env=env, timeout=30,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     assert refused.returncode == 2
     assert "refusing to listen on 0.0.0.0 without a token: set ENGINE_API_TOKEN" in refused.stderr
@@ -346,3 +369,75 @@ def test_a_cron_definition_needing_params_stops_the_start(workdir: Path, db_url:
     result = engine(workdir, "serve", "defs", "--db", db_url, "--port", "0")
     assert result.returncode == 2
     assert "defs/sum.yaml: a cron run gets no params: params.a: Field required" in result.stderr
+
+
+SCHEDULER_DIES = """
+import engine.scheduler
+
+def run(self, stop):
+    raise RuntimeError("the scheduler thread dies")
+
+engine.scheduler.Scheduler.run = run  # a bug the scheduler's own guards cannot catch
+"""
+
+BROKEN_CRON = """
+import engine.cron
+
+before = engine.cron.CronSchedule.before
+
+def broken(self, moment):
+    if self.zone.key == "Europe/Paris":
+        raise RuntimeError("no tick in Paris")
+    return before(self, moment)
+
+engine.cron.CronSchedule.before = broken
+"""
+
+
+def every_second(workdir: Path, name: str, timezone: str = "UTC") -> None:
+    (workdir / "defs" / f"{name}.yaml").write_text(
+        f'name: {name}\ncron: "* * * * * *"\ntimezone: {timezone}\noverlap: allow\n'
+        "steps:\n  - {id: add, runner: add, inputs: {a: 1, b: 1}}\n"
+    )
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_healthz_answers_503_once_the_scheduler_thread_died(serve: Any, workdir: Path) -> None:
+    (workdir / "runners" / "dies.py").write_text(SCHEDULER_DIES)
+    server = serve()
+    deadline = time.monotonic() + 30
+    while (answer := server.client.get("/healthz")).status_code == 200:
+        assert time.monotonic() < deadline, answer.json()
+        time.sleep(0.05)
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "status": "unhealthy",
+        "running": 0,
+        "waiting": 0,
+        "scheduler": {"alive": False, "last_round": None, "failing": []},
+    }
+    ran = server.client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}})
+    assert server.wait(ran.json()["instance_id"], "succeeded")["status"] == "succeeded"
+    assert server.terminate() == 0
+    assert "RuntimeError: the scheduler thread dies" in "".join(server.log)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_definition_whose_ticks_raise_is_listed_and_the_others_fire(
+    serve: Any, workdir: Path
+) -> None:
+    (workdir / "runners" / "broken.py").write_text(BROKEN_CRON)
+    every_second(workdir, "paris", "Europe/Paris")
+    every_second(workdir, "utc")
+    server = serve()
+    deadline = time.monotonic() + 30
+    while len(server.client.get("/batch/instances?definition=utc").json()) < 3:
+        assert time.monotonic() < deadline, "the scheduler stopped firing"
+        time.sleep(0.1)
+    answer = server.client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json()["scheduler"]["failing"] == ["paris"]
+    assert server.client.get("/batch/instances?definition=paris").json() == []
+    assert server.terminate() == 0
+    log = "".join(server.log)
+    assert log.count("paris: round failed, retried each round: no tick in Paris") == 1, log

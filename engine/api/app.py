@@ -30,14 +30,16 @@ from engine.errors import (
     ParamsError,
     ResumeRefused,
 )
+from engine.health import SchedulerHealth
 from engine.recovery import recovering
 from engine.registry import JobRegistry
 from engine.service import BatchService
 
 log = logging.getLogger(__name__)
 
-SchedulerLoop = Callable[[BackgroundRunner, threading.Event], None]
-"""Runs the cron scheduler until the event is set, launching instances on the runner."""
+SchedulerLoop = Callable[[BackgroundRunner, threading.Event, SchedulerHealth], None]
+"""Runs the cron scheduler until the event is set, launching instances on the runner and
+reporting each round to the health (which `/healthz` reads)."""
 
 
 def create_app(
@@ -71,9 +73,13 @@ def create_app(
         stop = threading.Event()
         thread = None
         if scheduler is not None:
+            state.scheduler = SchedulerHealth()
             thread = threading.Thread(
-                target=scheduler, args=(state.runner, stop), name="engine-scheduler"
+                target=scheduler,
+                args=(state.runner, stop, state.scheduler),
+                name="engine-scheduler",
             )
+            state.scheduler.thread = thread
             thread.start()
         try:
             with recovering(state.runner, registry, recover):

@@ -5,7 +5,8 @@ Instances are `engine.store.InstanceView`, the JSON of `engine runs show --json`
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,7 +101,21 @@ class DefinitionDetail(_DefinitionHead):
     source: str
 
 
+class SchedulerState(BaseModel):
+    alive: bool = Field(description="The scheduler's thread runs.")
+    last_round: datetime | None = Field(
+        description="When the scheduler last tried every definition; null before its first round."
+    )
+    failing: list[str] = Field(description="The definitions whose last round failed, by name.")
+
+
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "unhealthy"] = Field(
+        description="`unhealthy` (with status code 503) when the scheduler's thread died or "
+        "completed no round for a minute."
+    )
     running: int
     waiting: int
+    scheduler: SchedulerState | None = Field(
+        description="The cron scheduler of this process; null when it runs none."
+    )

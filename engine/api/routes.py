@@ -19,6 +19,7 @@ from engine.api.models import (
     Plan,
     RunAccepted,
     RunRequest,
+    SchedulerState,
 )
 from engine.api.security import require_token
 from engine.api.state import ServedState
@@ -46,11 +47,29 @@ def served(request: Request) -> ServedState:
 State = Annotated[ServedState, Depends(served)]
 
 
-@public.get("/healthz", response_model=Health, tags=["health"])
-def healthz(state: State) -> Health:
-    """Liveness, without authentication: instances running and waiting in this process."""
+@public.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The scheduler died or is stuck."}},
+    tags=["health"],
+)
+def healthz(state: State) -> Any:
+    """Liveness, without authentication: instances running and waiting in this process, and
+    its scheduler. 503 when the scheduler's thread died or completed no round for a minute,
+    since every cron of the process has stopped; a failing definition is listed, and the
+    others still fire."""
     running, waiting = state.runner.counts()
-    return Health(status="ok", running=running, waiting=waiting)
+    health = state.scheduler
+    scheduler = None
+    if health is not None:
+        scheduler = SchedulerState(
+            alive=health.alive, last_round=health.last_round, failing=list(health.failing)
+        )
+    ok = health is None or health.healthy
+    body = Health(
+        status="ok" if ok else "unhealthy", running=running, waiting=waiting, scheduler=scheduler
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
 
 @router.post(

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
 from engine.errors import DefinitionNotFound
+from engine.health import SchedulerHealth
 from engine.registry import JobRegistry
 from engine.service import BatchService
 
 
 @dataclass
 class ServedState:
-    """What the routes work with; `runner` exists while the application is started."""
+    """What the routes work with; `runner` exists while the application is started, and
+    `scheduler` while it runs a scheduler."""
 
     service: BatchService
     definitions: dict[str, LoadedDefinition]
@@ -22,6 +24,7 @@ class ServedState:
     tracebacks: bool = False
     """Step errors keep their tracebacks over HTTP (`ENGINE_API_TRACEBACKS`)."""
     _runner: BackgroundRunner | None = field(default=None, repr=False)
+    scheduler: SchedulerHealth | None = field(default=None, repr=False)
 
     @property
     def runner(self) -> BackgroundRunner:

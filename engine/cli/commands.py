@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from engine.cli import EXIT_FAILED, cli
-from engine.cli.options import Config, json_option, pass_config
-from engine.errors import DefinitionError, ParamsError
+from engine.cli.options import INSTANCE_ID, Config, json_option, pass_config
+from engine.errors import ParamsError
 
 if TYPE_CHECKING:
     from engine.execution import Cancellation, Listener
@@ -26,23 +26,15 @@ if TYPE_CHECKING:
 @pass_config
 def validate(paths: tuple[str, ...], config: Config) -> None:
     """Check definition files (or folders of them); print every error as file:line:col."""
-    from engine.definition import load_file
-    from engine.definition.paths import definition_files
+    from engine.definition.paths import check_paths
 
-    registry = config.registry()
-    files = definition_files(paths)
+    loaded, problems, files = check_paths(paths, config.registry())
     if not files:
         raise click.UsageError(f"no *.yaml or *.yml files in {', '.join(paths)}")
-    bad = 0
-    for file in files:
-        try:
-            load_file(file, registry)
-        except DefinitionError as error:
-            bad += 1
-            for problem in error.problems:
-                click.echo(str(problem), err=True)
-    click.echo(f"{len(files) - bad} of {len(files)} definitions valid", err=True)
-    sys.exit(EXIT_FAILED if bad else 0)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"{len(loaded)} of {files} definitions valid", err=True)
+    sys.exit(EXIT_FAILED if problems else 0)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -95,7 +87,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
 
 
 @cli.command()
-@click.argument("instance_id", type=int)
+@click.argument("instance_id", type=INSTANCE_ID)
 @json_option
 @pass_config
 def resume(instance_id: int, as_json: bool, config: Config) -> None:

@@ -35,6 +35,23 @@ class Config:
         return discover(self.runners)
 
 
+class _InstanceId(click.ParamType[int]):
+    """An instance id: an integer (else a usage error); one no database can hold (below 1 or
+    beyond BIGINT) is an unknown id, as any other that does not exist (exit 1)."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number = value if isinstance(value, int) else click.INT.convert(value, param, ctx)
+        if not 1 <= number < 2**63:
+            from engine.errors import InstanceNotFound
+
+            raise InstanceNotFound(f"no instance with id {number}")
+        return int(number)
+
+
+INSTANCE_ID = _InstanceId()
+
 runners_option = click.option(
     "--runners",
     "runners",
@@ -68,8 +85,16 @@ json_option = click.option(
 
 
 def background_options(fn: F) -> F:
-    """`--max-instances`, `--grace` and `--no-recover`, for the long-running commands
-    (`schedule`, `serve`)."""
+    """`--max-instances`, `--grace`, `--no-recover` and `--misfire-grace`, for the long-running
+    commands (`schedule`, `serve`), which run instances and the cron scheduler."""
+    fn = click.option(
+        "--misfire-grace",
+        type=click.FloatRange(0),
+        default=60.0,
+        show_default=True,
+        help="Seconds a tick may be seen late and still be on time; older ones were "
+        "missed and follow `catchup`.",
+    )(fn)
     fn = click.option(
         "--no-recover",
         "no_recover",

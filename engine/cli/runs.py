@@ -7,7 +7,7 @@ import json
 import click
 
 from engine.cli import cli
-from engine.cli.options import Config, json_option, pass_config
+from engine.cli.options import INSTANCE_ID, Config, json_option, pass_config
 from engine.status import InstanceStatus
 
 
@@ -36,7 +36,7 @@ def list_runs(
 
 
 @runs.command("show")
-@click.argument("instance_id", type=int)
+@click.argument("instance_id", type=INSTANCE_ID)
 @json_option
 @pass_config
 def show(instance_id: int, as_json: bool, config: Config) -> None:
@@ -51,7 +51,7 @@ def show(instance_id: int, as_json: bool, config: Config) -> None:
 
 
 @cli.command()
-@click.argument("instance_id", type=int)
+@click.argument("instance_id", type=INSTANCE_ID)
 @pass_config
 def cancel(instance_id: int, config: Config) -> None:
     """Stop instance ID: no new step starts, running steps and the instance end cancelled."""

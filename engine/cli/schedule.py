@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     show_default=True,
     help="With --list: how many fire times per definition.",
 )
-@click.option(
-    "--misfire-grace",
-    type=click.FloatRange(0),
-    default=60.0,
-    show_default=True,
-    help="Seconds a tick may be seen late and still be on time; older ones were "
-    "missed and follow `catchup`.",
-)
 @background_options
 @pass_config
 def schedule(
@@ -62,7 +54,7 @@ def schedule(
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
     from engine.recovery import recovering
-    from engine.scheduler import Scheduler, schedulable
+    from engine.scheduler import schedulable, scheduling_into
     from engine.service import BatchService
     from engine.store.types import utcnow
 
@@ -89,10 +81,7 @@ def schedule(
     try:
         service = BatchService(config.store(), dispatcher)
         runner = BackgroundRunner(service, max_instances)
-        scheduler = Scheduler(
-            service, scheduled, registry, runner.launch, misfire_grace=misfire_grace
-        )
-        runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
+        scheduler = scheduling_into(runner, scheduled, registry, misfire_grace)
         with recovering(runner, registry, not no_recover):
             scheduler.run(stop)
         runner.stop(grace)

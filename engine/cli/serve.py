@@ -18,6 +18,7 @@ from engine.config import API_TOKEN_ENV, API_TRACEBACKS_ENV, switch
 
 if TYPE_CHECKING:
     from engine.background import BackgroundRunner
+    from engine.health import SchedulerHealth
 
 
 def is_loopback(host: str) -> bool:
@@ -48,6 +49,7 @@ def serve(
     max_instances: int,
     grace: float,
     no_recover: bool,
+    misfire_grace: float,
     config: Config,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs) and schedule the definitions in PATHS."""
@@ -67,7 +69,7 @@ def serve(
         ) from None
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
-    from engine.scheduler import Scheduler, schedulable
+    from engine.scheduler import schedulable, scheduling_into
     from engine.service import BatchService
 
     registry = config.registry()
@@ -78,10 +80,8 @@ def serve(
     dispatcher = resolve_dispatcher(None, registry, default="process")
     service = BatchService(config.store(), dispatcher)
 
-    def schedule(runner: BackgroundRunner, stop: threading.Event) -> None:
-        scheduler = Scheduler(service, scheduled, registry, runner.launch)
-        runner.on_end = scheduler.wake.set  # a queued tick may start as soon as one ends
-        scheduler.run(stop)
+    def schedule(runner: BackgroundRunner, stop: threading.Event, health: SchedulerHealth) -> None:
+        scheduling_into(runner, scheduled, registry, misfire_grace, health).run(stop)
 
     app = create_app(
         service,
@@ -95,8 +95,9 @@ def serve(
         scheduler=schedule,
         recover=not no_recover,
     )
+    where = f"http://{host}:{port}" if port else f"{host}, on a free port (uvicorn names it)"
     click.echo(
-        f"serving {len(definitions)} definition(s) on http://{host}:{port} "
+        f"serving {len(definitions)} definition(s) on {where} "
         f"({max_instances} instance(s) at once)",
         err=True,
     )

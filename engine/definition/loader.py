@@ -11,6 +11,7 @@ import copy
 import difflib
 import gc
 import hashlib
+import stat
 import typing
 import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,13 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from pydantic import BaseModel, ValidationError
 
+from engine import cron
 from engine.definition.models import Definition
-from engine.definition.source import YamlDocument, parse_yaml
-from engine.errors import DefinitionError, Problem
-from engine.expressions import Compiled, ExpressionError, TemplateTree, compile_condition
+from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
+from engine.errors import DefinitionError, ExpressionError, Problem
+from engine.expressions import (
+    KNOWN_NAMES,
+    SCOPE_NAMES,
+    Compiled,
+    TemplateTree,
+    compile_condition,
+)
 from engine.graph import StepGraph
 from engine.params import ParamsSpec
 
@@ -55,7 +62,10 @@ class LoadedDefinition:
 def load_file(path: str | Path, registry: JobRegistry | None = None) -> LoadedDefinition:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block, /dev/zero never end
+            raise DefinitionError([Problem(str(path), 1, 1, "cannot read: not a regular file")])
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # parse_yaml refuses what is over the limit
     except OSError as exc:
         raise DefinitionError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
     try:
@@ -215,16 +225,21 @@ class _Checker:
             key = step.runner_key
             if key not in self.registry:
                 path = ("steps", i, "runner") if step.runner else ("steps", i, "id")
-                self.add(
-                    path,
-                    f"unknown runner {key!r}{_hint(key, self.registry.keys())}; "
-                    f"known runners: {self.registry.describe_keys()}",
-                )
+                if self.registry.keys():
+                    known = f"known runners: {self.registry.describe_keys()}"
+                else:
+                    known = (
+                        "no runners are registered: they are found in the runners/ folder of "
+                        f"the working directory ({Path.cwd()}) and in the modules or paths "
+                        "named with --runners or ENGINE_RUNNERS"
+                    )
+                self.add(path, f"unknown runner {key!r}{_hint(key, self.registry.keys())}; {known}")
 
     def _check_schedule(self) -> None:
         d = self.definition
-        if d.cron is not None and not croniter.is_valid(d.cron):
-            self.add(("cron",), f"invalid cron expression {d.cron!r}")
+        why = cron.problem(d.cron) if d.cron is not None else None
+        if why:
+            self.add(("cron",), why)
         try:
             zoneinfo.ZoneInfo(d.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -289,6 +304,17 @@ class _Checker:
         *,
         itself: bool = False,
     ) -> None:
+        for name in sorted(compiled.names - KNOWN_NAMES):
+            self.add(
+                path,
+                f"unknown name {name!r}: expressions see {', '.join(SCOPE_NAMES)}"
+                + _hint(name, SCOPE_NAMES),
+            )
+        declared = list(self.definition.params)
+        for param in sorted(compiled.params - set(declared)):
+            known = f" (declared: {', '.join(declared)})" if declared else " (none is declared)"
+            hint = _hint(param, declared)
+            self.add(path, f"unknown param {param!r} in params.{param}{known}{hint}")
         upstream = graph.upstream_among(step, compiled.steps)
         for ref in sorted(compiled.steps):
             if ref not in graph.incoming:

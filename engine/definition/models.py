@@ -44,22 +44,32 @@ class Join(StrEnum):
     any = "any"
 
 
+MAX_DELAY_SECONDS = 86_400.0
+"""The longest wait between two attempts (a day): longer is a schedule, not a retry."""
+MAX_TIMEOUT_SECONDS = 30 * 86_400.0
+"""The longest `timeoutSeconds` (30 days): beyond it a typo, not a limit."""
+
+
 class Retry(DslModel):
     """How often and how patiently a failed step is tried again."""
 
     max_attempts: int = Field(1, ge=1, le=1000)
     """Every attempt counts, the first included: 1 means no retry."""
-    delay_seconds: float = Field(0, ge=0)
+    delay_seconds: float = Field(0, ge=0, le=MAX_DELAY_SECONDS)
     """Wait before the second attempt."""
-    backoff: float = Field(1.0, ge=1.0)
+    backoff: float = Field(1.0, ge=1.0, le=100.0)
     """Factor by which the wait grows after each further attempt."""
-    max_delay_seconds: float | None = Field(None, ge=0)
-    """Upper bound of the wait."""
+    max_delay_seconds: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS)
+    """Upper bound of the wait (at most a day in any case)."""
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number `failed_attempt` (1-based) failed."""
-        wait = self.delay_seconds * self.backoff ** (failed_attempt - 1)
-        return wait if self.max_delay_seconds is None else min(wait, self.max_delay_seconds)
+        try:
+            wait = self.delay_seconds * self.backoff ** (failed_attempt - 1)
+        except OverflowError:  # a large backoff over many attempts
+            wait = MAX_DELAY_SECONDS
+        bound = MAX_DELAY_SECONDS if self.max_delay_seconds is None else self.max_delay_seconds
+        return min(wait, bound)
 
 
 NO_RETRY = Retry()
@@ -113,7 +123,7 @@ class StepSettings(DslModel):
     """Settings a step may set itself or inherit from `defaults`."""
 
     retry: Retry | None = None
-    timeout_seconds: float | None = Field(None, gt=0)
+    timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
     """Bound of one attempt; a timed-out attempt fails with a timeout error."""
     queue: str | None = None
     """With the Celery dispatcher: only workers listening on this queue take the step (unset: the

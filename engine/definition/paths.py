@@ -24,14 +24,11 @@ def definition_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
     return files
 
 
-def load_paths(
+def check_paths(
     paths: tuple[str, ...] | list[str], registry: JobRegistry | None = None
-) -> dict[str, LoadedDefinition]:
-    """Every definition under `paths`, by name, for a long-running process that serves them.
-
-    Raises one DefinitionError with the problems of every file, a path holding no definition,
-    and two files defining one name.
-    """
+) -> tuple[dict[str, LoadedDefinition], list[Problem], int]:
+    """Every valid definition under `paths` by name, every problem (of each file, a path holding
+    no definition, two files defining one name), and the number of files read."""
     problems: list[Problem] = []
     loaded: dict[str, LoadedDefinition] = {}
     files = definition_files(paths)
@@ -48,7 +45,17 @@ def load_paths(
             problems.append(
                 Problem(str(file), 1, 1, f"name {definition.name!r} is defined in {first.file} too")
             )
-        loaded.setdefault(definition.name, definition)
+            continue
+        loaded[definition.name] = definition
+    return loaded, problems, len(files)
+
+
+def load_paths(
+    paths: tuple[str, ...] | list[str], registry: JobRegistry | None = None
+) -> dict[str, LoadedDefinition]:
+    """Every definition under `paths`, by name, for a long-running process that serves them;
+    one DefinitionError with every problem of `check_paths`."""
+    loaded, problems, _ = check_paths(paths, registry)
     if problems:
         raise DefinitionError(problems)
     return loaded

@@ -17,11 +17,9 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from engine.errors import InstanceNotFound, LeaseLost, ResumeRefused
-from engine.status import InstanceStatus
+from engine.status import ENDED, InstanceStatus
 from engine.store.tables import instances, step_results
 from engine.store.types import utcnow
-
-_ENDED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ class InstanceLeases:
                     _end_running_attempts(conn, instance_id, "cancelled", "cancelled")
                     return f"instance {instance_id} cancelled"
             status = self._status(instance_id)
-            if status in _ENDED:
+            if status in ENDED:
                 return f"instance {instance_id} already ended {status}: nothing to cancel"
         raise ResumeRefused(f"instance {instance_id} kept changing hands: try the cancel again")
 

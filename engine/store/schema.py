@@ -7,6 +7,7 @@ the user's back, and nothing runs against tables it does not expect.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -34,11 +35,15 @@ def revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, target: str = "head") -> str:
     """Apply the migrations the database lacks, up to `target`; return its revision after."""
+    # Alembic reports its plugins and each step at INFO: noise in the log of a long-running
+    # process that creates its database; `engine db upgrade` says what it did itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, target)

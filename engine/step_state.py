@@ -1,0 +1,92 @@
+"""What the executor knows and keeps of each step: its settings, edges and condition resolved
+once from the definition, its counters, and when its edges let it run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.definition import LoadedDefinition
+from engine.definition.models import Join, On, Retry
+from engine.expressions import Compiled, TemplateTree
+from engine.status import StepStatus
+
+FIRES = {
+    On.success: {"succeeded"},
+    On.failure: {"failed"},
+    On.always: {"succeeded", "failed", "skipped", "cancelled"},
+}
+"""Which ends of the upstream step make an edge fire, by the edge's `on`."""
+
+
+@dataclass
+class Incoming:
+    source: str
+    on: On
+    condition: Compiled | None
+
+
+@dataclass
+class StepState:
+    """One step as the executor needs it, precomputed so a round does no lookups, with the
+    counters the executor keeps for it."""
+
+    index: int
+    id: str
+    runner: str
+    retry: Retry
+    timeout: float | None
+    queue: str | None
+    allow_failure: bool
+    join: Join
+    condition: Compiled | None
+    inputs: TemplateTree | dict[str, Any]
+    incoming: list[Incoming]
+    downstream: list[str]
+    waiting: int = 0
+    attempt: int = 0
+    status: StepStatus | None = None
+
+    def should_run(self, scope: Mapping[str, Any]) -> bool:
+        """Once every upstream step has ended: do its edges and its condition let it run?"""
+        if self.incoming:
+            steps = scope["steps"]
+            fired = sum(
+                1
+                for edge in self.incoming
+                if steps[edge.source]["status"] in FIRES[edge.on]
+                and (edge.condition is None or edge.condition(scope))
+            )
+            met = fired == len(self.incoming) if self.join is Join.all else fired > 0
+            if not met:
+                return False
+        return self.condition is None or bool(self.condition(scope))
+
+
+def step_states(loaded: LoadedDefinition) -> dict[str, StepState]:
+    """The state of each step of a definition before its instance starts."""
+    definition, graph = loaded.definition, loaded.graph
+    plans = {}
+    for index, step in enumerate(definition.steps):
+        retry, timeout, queue_name = definition.settings(step)
+        incoming = [
+            Incoming(edge.source, edge.on, loaded.edge_conditions.get((step.id, j)))
+            for j, edge in enumerate(graph.incoming[step.id])
+        ]
+        plans[step.id] = StepState(
+            index=index,
+            id=step.id,
+            runner=step.runner_key,
+            retry=retry,
+            timeout=timeout,
+            queue=queue_name,
+            allow_failure=step.allow_failure,
+            join=step.join,
+            condition=loaded.conditions.get(step.id),
+            inputs=loaded.inputs.get(step.id, step.inputs),
+            incoming=incoming,
+            downstream=[edge.target for edge in graph.outgoing[step.id]],
+            waiting=len(incoming),
+        )
+    return plans
