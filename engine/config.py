@@ -36,6 +36,9 @@ WORKER_LOST_ENV = "ENGINE_WORKER_LOST_SECONDS"
 DEFAULT_WORKER_LOST_SECONDS = 30.0
 API_TOKEN_ENV = "ENGINE_API_TOKEN"
 """The bearer token every HTTP route but `/healthz` requires; needed to listen beyond loopback."""
+API_TRACEBACKS_ENV = "ENGINE_API_TRACEBACKS"
+"""`1` or `true`: the HTTP API shows step errors with their tracebacks (default: without, as
+they name the server's files)."""
 MAX_RECOVERIES_ENV = "ENGINE_MAX_RECOVERIES"
 """How often recovery adopts one instance after its process died before failing it instead."""
 DEFAULT_MAX_RECOVERIES = 3
@@ -77,10 +80,24 @@ def number(name: str) -> float:
     return env_number(name, default, minimum, integer)
 
 
+_SWITCH = {"": False, "0": False, "false": False, "1": True, "true": True}
+
+
+def switch(name: str) -> bool:
+    """The on/off variable `name`: `1` or `true` is on; unset, empty, `0` or `false` off (any
+    case); ConfigError, naming the variable, for anything else."""
+    raw = os.environ.get(name, "").strip()
+    value = _SWITCH.get(raw.lower())
+    if value is None:
+        raise ConfigError(f"{name}={raw!r}: must be 0, 1, true or false")
+    return value
+
+
 def check_environment() -> None:
     """Refuse unusable `ENGINE_*` values before a command does anything (ConfigError)."""
     for name in NUMBERS:
         number(name)
+    switch(API_TRACEBACKS_ENV)
     dispatcher = os.environ.get(DISPATCHER_ENV, "").strip()
     if dispatcher and dispatcher not in DISPATCHERS and ":" not in dispatcher:
         raise ConfigError(

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -174,3 +175,20 @@ def force(store: Store, instance_id: int, **values: object) -> None:
 
     with store.engine.begin() as conn:
         conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(values))
+
+
+@pytest.fixture
+def jobs(registry: JobRegistry) -> Any:
+    """The steerable runners of the API tests (`api_client.Jobs`)."""
+    from api_client import Jobs  # FastAPI is imported by the API tests only
+
+    return Jobs(registry)
+
+
+@pytest.fixture
+def api(store: Store, registry: JobRegistry, jobs: Any) -> Iterator[Any]:
+    """`api(token=..., max_instances=...)`: a TestClient of the API over `store`
+    (`api_client.serving`)."""
+    from api_client import serving
+
+    yield from serving(store, registry, jobs)

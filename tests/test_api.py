@@ -7,114 +7,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from api_client import SUM, Factory, Jobs, wait_for
 
-from engine.api import create_app
 from engine.definition import load_text
-from engine.dispatch.direct import DirectDispatcher
 from engine.errors import ParamsError
 from engine.registry import JobRegistry
 from engine.service import BatchService
 from engine.store import Store
 
 ENGINE = str(Path(sys.executable).parent / "engine")
-
-SUM = """
-name: sum
-params:
-  a: {type: integer}
-  b: {type: integer, default: 2}
-steps:
-  - {id: add, runner: add, inputs: {a: "{{ params.a }}", b: "{{ params.b }}"}}
-  - {id: double, runner: double, inputs: {x: "{{ steps.add.result }}"}}
-"""
-
-GATE = """
-name: gate
-steps:
-  - {id: wait, runner: gate}
-"""
-
-FLAKY = """
-name: flaky
-steps:
-  - {id: first, runner: add, inputs: {a: 1, b: 1}}
-  - {id: maybe, runner: maybe}
-"""
-
-
-class Jobs:
-    """Runners whose behaviour a test steers: `gate` blocks until opened (or cancelled)."""
-
-    def __init__(self, registry: JobRegistry) -> None:
-        self.opened = threading.Event()
-        self.entered = threading.Semaphore(0)
-        self.fail = True
-        registry.add("add", lambda inputs, ctx: inputs["a"] + inputs["b"])
-        registry.add("double", lambda inputs, ctx: inputs["x"] * 2)
-        registry.add("gate", self.gate)
-        registry.add("maybe", self.maybe)
-
-    def gate(self, inputs: dict[str, Any], ctx: Any) -> str:
-        self.entered.release()
-        while not self.opened.wait(0.05):
-            if ctx.cancelled:
-                return "cancelled"
-        return "opened"
-
-    def maybe(self, inputs: dict[str, Any], ctx: Any) -> str:
-        if self.fail:
-            raise RuntimeError("not yet")
-        return "fine"
-
-
-@pytest.fixture
-def jobs(registry: JobRegistry) -> Jobs:
-    return Jobs(registry)
-
-
-Factory = Callable[..., TestClient]
-
-
-@pytest.fixture
-def api(store: Store, registry: JobRegistry, jobs: Jobs) -> Iterator[Factory]:
-    """Start the API over `store`; `api(token=..., max_instances=...)` returns a client."""
-    dispatcher = DirectDispatcher(registry)
-    clients: list[TestClient] = []
-
-    def start(**options: Any) -> TestClient:
-        definitions = {
-            d.name: d
-            for d in (load_text(text, f"{name}.yaml", registry) for name, text in
-                      [("sum", SUM), ("gate", GATE), ("flaky", FLAKY)])
-        }
-        options.setdefault("grace", 5.0)
-        app = create_app(BatchService(store, dispatcher), definitions, registry, **options)
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield start
-    jobs.opened.set()
-    for client in clients:
-        client.__exit__(None, None, None)
-    dispatcher.close()
-
-
-def wait_for(client: TestClient, instance_id: int, *statuses: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/batch/instances/{instance_id}").json()
-        if doc["status"] in statuses:
-            return doc
-        assert time.monotonic() < deadline, f"instance {instance_id} stayed {doc['status']}"
-        time.sleep(0.02)
 
 
 def test_a_run_is_accepted_at_once_and_runs_in_the_background(api: Factory) -> None:
@@ -371,52 +276,6 @@ def test_healthz_answers_503_when_the_scheduler_completes_no_round(
     assert answer.status_code == 503
     assert answer.json()["status"] == "unhealthy"
     assert answer.json()["scheduler"] == {"alive": True, "last_round": None, "failing": []}
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_token_guards_every_route_but_healthz(api: Factory) -> None:
-    client = api(token="s3cret")
-    assert client.get("/healthz").status_code == 200
-    for method, path in [
-        ("get", "/batch/instances"),
-        ("get", "/batch/instances/1"),
-        ("post", "/batch/run"),
-        ("post", "/batch/instances/1/resume"),
-        ("post", "/batch/instances/1/cancel"),
-        ("get", "/definitions"),
-        ("get", "/definitions/sum"),
-    ]:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            response = client.request(method, path, headers=headers)
-            assert response.status_code == 401, (method, path, headers)
-            assert response.headers["WWW-Authenticate"] == "Bearer"
-    for path in ("/openapi.json", "/docs"):
-        assert client.get(path).status_code == 401, f"{path} needs the token too"
-    good = {"Authorization": "Bearer s3cret"}
-    assert client.get("/definitions", headers=good).status_code == 200
-    run = client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}}, headers=good)
-    assert run.status_code == 202
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_large_body_is_refused_with_413(api: Factory, store: Store) -> None:
-    client = api()
-    big = {"definition": "sum", "params": {"a": 1, "pad": "x" * (1024 * 1024)}}
-    response = client.post("/batch/run", json=big)
-    assert response.status_code == 413
-    assert response.json() == {"detail": "request body larger than 1048576 bytes"}
-
-    def chunks() -> Iterator[bytes]:
-        yield b'{"definition": "sum", "params": {"pad": "'
-        for _ in range(20):
-            yield b"x" * 65536
-        yield b'"}}'
-
-    streamed = client.post(
-        "/batch/run", content=chunks(), headers={"Content-Type": "application/json"}
-    )
-    assert streamed.status_code == 413
-    assert store.list_instances() == []
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -43,7 +43,9 @@ def api_schema(
     dispatcher = DirectDispatcher(registry)
     service = BatchService(store, dispatcher)
     loaded = load_text(SUM, "sum.yaml", registry)
-    app = create_app(service, {"sum": loaded}, registry, token=request.param, grace=5.0)
+    app = create_app(
+        service, {"sum": loaded}, registry, token=request.param, grace=5.0, host="testserver"
+    )
     with TestClient(app, headers=AUTH) as client:
         for _ in range(3):
             assert client.post("/batch/run", json={"definition": "sum"}).status_code == 202
@@ -74,7 +76,9 @@ def test_the_schema_is_served(tmp_path: Path) -> None:
     """Guards the fixture above: an empty schema would pass vacuously."""
     store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
     registry = JobRegistry()
-    app = create_app(BatchService(store, DirectDispatcher(registry)), {}, registry)
+    app = create_app(
+        BatchService(store, DirectDispatcher(registry)), {}, registry, host="testserver"
+    )
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
     assert len(list(loaded.get_all_operations())) == 8
     store.close()

@@ -25,6 +25,7 @@ BAD = [
     ("ENGINE_MAX_RESULT_BYTES", "1e9"),
     ("ENGINE_WORKER_LOST_SECONDS", "soon"),
     ("ENGINE_DISPATCHER", "threads"),
+    ("ENGINE_API_TRACEBACKS", "yes"),
     ("ENGINE_DATABASE_URL", "nosuchdb://x"),
     ("ENGINE_RUNNERS", "no_such_runner_module"),
 ]

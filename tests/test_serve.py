@@ -31,6 +31,10 @@ from engine import job_handler
 def add(inputs, ctx):
     return {"sum": inputs["a"] + inputs["b"]}
 
+@job_handler("boom")
+def boom(inputs, ctx):
+    raise ValueError("no row for day 3")
+
 @job_handler("bail")
 def bail(inputs, ctx):
     os._exit(0)
@@ -125,6 +129,23 @@ def test_trigger_poll_and_read_the_results(serve: Any) -> None:
     assert server.terminate() == 0
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_malformed_json_is_400_and_another_content_type_415(serve: Any) -> None:
+    server = serve()
+    sent = [
+        (b'{"definition": ', "application/json"),
+        (b'{"definition": "sum", "params": {"a": 1}}', "text/plain"),
+    ]
+    codes = [
+        server.client.post("/batch/run", content=body, headers={"Content-Type": kind})
+        for body, kind in sent
+    ]
+    assert [r.status_code for r in codes] == [400, 415]
+    assert codes[0].json()["detail"].startswith("the body is not valid JSON: Expecting value")
+    assert server.client.get("/batch/instances").json() == []
+    assert server.terminate() == 0
+
+
 def test_a_runner_ending_its_process_fails_its_instance_and_the_server_lives_on(
     serve: Any,
 ) -> None:
@@ -203,6 +224,50 @@ def test_a_token_is_required_beyond_loopback_and_over_http(
     assert good.status_code == 200
     assert server.terminate() == 0
     assert "tok-123" not in "".join(server.log)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_without_a_token_a_rebound_host_or_another_origin_is_refused(serve: Any) -> None:
+    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own Host; a page
+    posting to the loopback address itself sends its own Origin."""
+    server = serve("--host", "127.0.0.2")
+    port = server.url.rsplit(":", 1)[1]
+    body = {"definition": "sum", "params": {"a": 1}}
+    rebound = server.client.post("/batch/run", json=body, headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 421
+    assert server.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+    forged = server.client.post("/batch/instances/1/cancel", headers={"Origin": "http://evil.example"})
+    assert forged.status_code == 403, "a page of another site posting to 127.0.0.2 itself"
+    for host in (f"localhost:{port}", "127.0.0.1", "127.0.0.2", f"127.0.0.2:{port}"):
+        assert server.client.get("/batch/instances", headers={"Host": host}).json() == [], host
+    assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_step_errors_over_http_lose_their_traceback_unless_asked(
+    serve: Any, workdir: Path, db_url: str
+) -> None:
+    (workdir / "defs" / "boom.yaml").write_text("name: boom\nsteps:\n  - {id: b, runner: boom}\n")
+    env = {**os.environ, "ENGINE_API_TRACEBACKS": "maybe"}
+    refused = subprocess.run([ENGINE, "serve", "defs", "--db", db_url, "--port", "0"],
+                             cwd=workdir, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr == "error: ENGINE_API_TRACEBACKS='maybe': must be 0, 1, true or false\n"
+
+    server = serve()
+    failed = server.client.post("/batch/run", json={"definition": "boom"}).json()["instance_id"]
+    doc = server.wait(failed, "failed")
+    assert doc["steps"][0]["error"] == "ValueError: no row for day 3"
+    assert server.terminate() == 0
+    shown = engine(workdir, "runs", "show", str(failed), "--json", "--db", db_url)
+    assert "Traceback (most recent call last)" in shown.stdout
+    assert str(workdir / "runners" / "jobs.py") in shown.stdout
+
+    server = serve(env={"ENGINE_API_TRACEBACKS": "1"})
+    error = server.client.get(f"/batch/instances/{failed}").json()["steps"][0]["error"]
+    assert error.startswith("ValueError: no row for day 3\n\nTraceback (most recent call last)")
+    assert str(workdir / "runners" / "jobs.py") in error
+    assert server.terminate() == 0
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -11,11 +11,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from engine.api.body import invalid_request
 from engine.api.routes import public, router
-from engine.api.security import BodyLimit, require_token
+from engine.api.security import BodyLimit, LoopbackHosts, require_token
 from engine.api.state import ServedState
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
@@ -46,6 +48,8 @@ def create_app(
     registry: JobRegistry,
     *,
     token: str | None = None,
+    host: str = "127.0.0.1",
+    tracebacks: bool = False,
     max_instances: int = 4,
     grace: float = 30.0,
     scheduler: SchedulerLoop | None = None,
@@ -57,8 +61,11 @@ def create_app(
     thread, and with `recover` the adoption of orphaned instances (`engine.recovery`); stopping
     it stops both, then lets running instances finish within `grace` seconds (see
     `BackgroundRunner.stop`).
+
+    Without `token`, only requests addressed to a loopback name or to `host` are answered
+    (see `LoopbackHosts`). Step errors lose their tracebacks unless `tracebacks`.
     """
-    state = ServedState(service, definitions, registry, token)
+    state = ServedState(service, definitions, registry, token, tracebacks)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,11 +101,14 @@ def create_app(
     )
     app.state.engine = state
     app.add_middleware(BodyLimit)
+    if token is None:
+        app.add_middleware(LoopbackHosts, host=host)
     app.include_router(public)
     app.include_router(router)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
     _serve_docs(app)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
     return app

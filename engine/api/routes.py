@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from engine.api.body import JSON_BODY_RESPONSES, require_json
 from engine.api.models import (
     Accepted,
     DefinitionDetail,
@@ -22,6 +23,7 @@ from engine.api.models import (
 )
 from engine.api.security import require_token
 from engine.api.state import ServedState
+from engine.api.tracebacks import instance_json
 from engine.definition import LoadedDefinition
 from engine.service import BatchService, step_plan
 from engine.status import InstanceStatus, Trigger
@@ -77,7 +79,9 @@ def healthz(state: State) -> Any:
     responses={
         200: {"model": Plan, "description": "With `dry_run=true`: the plan; nothing runs."},
         **_NOT_FOUND,
+        **JSON_BODY_RESPONSES,
     },
+    dependencies=[Depends(require_json)],
     tags=["instances"],
 )
 def run(
@@ -128,8 +132,10 @@ def list_instances(
     tags=["instances"],
 )
 def show_instance(state: State, instance_id: InstanceId) -> Any:
-    """One instance with every step attempt (as `engine runs show --json`)."""
-    return JSONResponse(state.service.store.get_instance(instance_id).to_json())
+    """One instance with every step attempt (as `engine runs show --json`), each step error
+    without its traceback unless the server runs with `ENGINE_API_TRACEBACKS=1`."""
+    view = state.service.store.get_instance(instance_id)
+    return JSONResponse(instance_json(view, state.tracebacks))
 
 
 @router.post(

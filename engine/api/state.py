@@ -21,6 +21,8 @@ class ServedState:
     definitions: dict[str, LoadedDefinition]
     registry: JobRegistry
     token: str | None
+    tracebacks: bool = False
+    """Step errors keep their tracebacks over HTTP (`ENGINE_API_TRACEBACKS`)."""
     _runner: BackgroundRunner | None = field(default=None, repr=False)
     scheduler: SchedulerHealth | None = field(default=None, repr=False)
 

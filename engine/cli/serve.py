@@ -14,7 +14,7 @@ import click
 
 from engine.cli import cli
 from engine.cli.options import Config, background_options, pass_config
-from engine.config import API_TOKEN_ENV
+from engine.config import API_TOKEN_ENV, API_TRACEBACKS_ENV, switch
 
 if TYPE_CHECKING:
     from engine.background import BackgroundRunner
@@ -88,6 +88,8 @@ def serve(
         definitions,
         registry,
         token=token,
+        host=host,
+        tracebacks=switch(API_TRACEBACKS_ENV),
         max_instances=max_instances,
         grace=grace,
         scheduler=schedule,
