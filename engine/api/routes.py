@@ -162,7 +162,7 @@ def resume(state: State, instance_id: InstanceId) -> Accepted:
 def cancel(state: State, instance_id: InstanceId) -> Accepted:
     """Stop an instance (as `engine cancel`), whichever process runs it; one still waiting
     for a slot in this server never starts."""
-    detail = state.service.store.leases.request_cancel(instance_id)
+    detail = state.service.cancel(instance_id)
     state.runner.cancel(instance_id)
     return Accepted(instance_id=instance_id, detail=detail)
 
