@@ -82,11 +82,11 @@ def test_a_runner_killed_by_a_signal_says_so(run):
 def test_a_runner_ignoring_its_timeout_is_killed(run, tmp_path):
     pidfile = tmp_path / "pid"
     view = run(
-        "name: t\nsteps:\n"
+        "name: t\nsteps:\n  - {id: warm, runner: pid}\n"  # the worker is up when the clock starts
         f"  - {{id: a, runner: stubborn, timeoutSeconds: 0.5, inputs: {{pidfile: '{pidfile}'}}}}\n"
     )
     assert view.status == "failed"
-    assert "timeout" in view.steps[0].error
+    assert "timeout" in view.steps[-1].error
     pid = int(pidfile.read_text())
     _wait(lambda: not _alive(pid), "the stubborn worker to be killed")
 
@@ -97,10 +97,10 @@ def test_a_cancelled_runner_that_returns_in_time_keeps_its_worker(
     monkeypatch.setattr("engine.dispatch.process.CANCEL_GRACE_SECONDS", 0.3)
     pidfile = tmp_path / "pid"
     view = run(
-        "name: p\nsteps:\n"
-        f"  - {{id: a, runner: polite, timeoutSeconds: 0.3, inputs: {{pidfile: '{pidfile}'}}}}\n"
+        "name: p\nsteps:\n  - {id: warm, runner: pid}\n"  # the worker is up when the clock starts
+        f"  - {{id: a, runner: polite, timeoutSeconds: 0.5, inputs: {{pidfile: '{pidfile}'}}}}\n"
     )
-    assert view.status == "failed" and "timeout" in view.steps[0].error
+    assert view.status == "failed" and "timeout" in view.steps[-1].error
     pid = int(pidfile.read_text())
     _wait(lambda: pid in {w.process.pid for w in dispatcher._idle}, "the worker to be idle")
     time.sleep(0.6)  # past the grace: a worker that returned in time is not killed
