@@ -36,32 +36,8 @@ class PreparedRun:
             "definition": self.loaded.name,
             "version": self.loaded.version,
             "params": self.params,
-            **step_plan(self.loaded),
+            **self.loaded.graph.outline(),
         }
-
-
-def step_plan(loaded: LoadedDefinition) -> dict[str, Any]:
-    """The step graph as data: the order steps become ready in, each step, each edge."""
-    graph = loaded.graph
-    steps = {s.id: s for s in loaded.definition.steps}
-    order = graph.topological_order()
-    return {
-        "order": order,
-        "steps": [
-            {
-                "step": step_id,
-                "runner": steps[step_id].runner_key,
-                "condition": steps[step_id].condition,
-                "join": steps[step_id].join.value,
-                "upstream": [e.source for e in graph.incoming[step_id]],
-            }
-            for step_id in order
-        ],
-        "edges": [
-            {"from": e.source, "to": e.target, "on": e.on.value, "condition": e.condition}
-            for e in graph.edges
-        ],
-    }
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 from locating import load, yaml
 
 from engine.definition import On, load_text
+from engine.definition.graph import StepGraph
 from engine.errors import DefinitionError
-from engine.graph import StepGraph
 
 # -- the graph --------------------------------------------------------------------------------
 

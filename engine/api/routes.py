@@ -25,7 +25,7 @@ from engine.api.security import require_token
 from engine.api.state import ServedState
 from engine.api.tracebacks import instance_json
 from engine.definition import LoadedDefinition
-from engine.service import BatchService, step_plan
+from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
 
@@ -188,7 +188,7 @@ def show_definition(state: State, name: str) -> DefinitionDetail:
         catchup=definition.catchup,
         overlap=definition.overlap,
         concurrency=definition.concurrency,
-        **step_plan(loaded),
+        **loaded.graph.outline(),
         source=loaded.source,
     )
 

@@ -22,7 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine import cron
+from engine.definition.graph import StepGraph
 from engine.definition.models import Definition
+from engine.definition.params import ParamsSpec
 from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
 from engine.errors import DefinitionError, ExpressionError, Problem
 from engine.expressions import (
@@ -32,8 +34,6 @@ from engine.expressions import (
     TemplateTree,
     compile_condition,
 )
-from engine.graph import StepGraph
-from engine.params import ParamsSpec
 
 if typing.TYPE_CHECKING:
     from engine.registry import JobRegistry

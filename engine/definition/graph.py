@@ -42,6 +42,29 @@ class StepGraph:
                 self.incoming[edge.target].append(edge)
                 self.outgoing[edge.source].append(edge)
 
+    def outline(self) -> dict[str, Any]:
+        """The graph as data, for dry runs and `GET /definitions/{name}`: the order steps
+        become ready in, each step, each edge."""
+        steps = {s.id: s for s in self.definition.steps}
+        order = self.topological_order()
+        return {
+            "order": order,
+            "steps": [
+                {
+                    "step": step_id,
+                    "runner": steps[step_id].runner_key,
+                    "condition": steps[step_id].condition,
+                    "join": steps[step_id].join.value,
+                    "upstream": [e.source for e in self.incoming[step_id]],
+                }
+                for step_id in order
+            ],
+            "edges": [
+                {"from": e.source, "to": e.target, "on": e.on.value, "condition": e.condition}
+                for e in self.edges
+            ],
+        }
+
     @functools.cached_property
     def nx(self) -> Any:
         """The graph as a networkx MultiDiGraph (edges keep their GraphEdge as `edge`)."""
