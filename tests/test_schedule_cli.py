@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +69,22 @@ def engine(cwd: Path, db_url: str, *args: str, **kwargs) -> subprocess.Popen:
     )
 
 
+def claimed(url: str) -> list[datetime]:
+    """The ticks claimed so far, in order."""
+    store = Store(url)
+    try:
+        return sorted(c.scheduled_for for c in store.ticks.recent("tick", limit=10_000))
+    finally:
+        store.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def stop(procs: list[subprocess.Popen], timeout: float = 60) -> list[tuple[int, str]]:
     for p in procs:
         p.send_signal(signal.SIGTERM)
@@ -78,7 +95,7 @@ def test_three_schedulers_fire_every_tick_exactly_once(tmp_path, db_url):
     cwd = project(tmp_path, "* * * * * *")
     Store(db_url).close()  # create the schema before the race
     procs = [engine(cwd, db_url, "schedule", "defs") for _ in range(3)]
-    time.sleep(9)
+    wait_until(lambda: len(claimed(db_url)) >= 7, "seven ticks")
     ends = stop(procs)
     assert [code for code, _ in ends] == [0, 0, 0], ends
 
@@ -114,7 +131,6 @@ def test_sigterm_stops_claiming_and_leaves_a_long_run_resumable(tmp_path, db_url
     assert "no new ticks are claimed" in err
     [view] = store.list_instances("tick")
     assert view.status == "cancelled" and "engine resume" in view.error
-    time.sleep(1.5)
     assert all(c.claimed_at < stopped_at for c in store.ticks.recent("tick", 1000))
 
     (cwd / "runners" / "demo.py").write_text(RUNNERS.replace('get("seconds", 30)', 'get("s", 0)'))
@@ -305,12 +321,14 @@ def test_the_scheduler_rides_out_a_database_outage(tmp_path):
         cwd = project(tmp_path, "* * * * * *")
         Store(direct).close()
         proc = engine(cwd, through, "schedule", "defs")
-        time.sleep(4)
+        wait_until(lambda: len(claimed(direct)) >= 2, "ticks before the outage")
         proxy.cut()
         outage_from = utcnow()
-        time.sleep(4)
+        outage = 4.0  # the outage itself lasts this long, on purpose
+        time.sleep(outage)
         proxy.up.set()
-        time.sleep(4)
+        after = outage_from + timedelta(seconds=outage + 1)
+        wait_until(lambda: claimed(direct)[-1] > after, "a tick after the outage")
         [(code, err)] = stop([proc])
         assert code == 0, err
         assert "round failed" in err
@@ -319,6 +337,6 @@ def test_the_scheduler_rides_out_a_database_outage(tmp_path):
         store.close()
         span = int((ticks[-1] - ticks[0]).total_seconds()) + 1
         assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(span)], "none lost"
-        assert ticks[0] < outage_from < outage_from + timedelta(seconds=4) < ticks[-1]
+        assert ticks[0] < outage_from < outage_from + timedelta(seconds=outage) < ticks[-1]
     finally:
         next(urls, None)
