@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from datetime import datetime, timedelta
 
 from engine.config import LEASE_ENV, number
 from engine.errors import LeaseLost
+from engine.periodic import Periodic
 from engine.store import Store
 from engine.store.types import utcnow
 
@@ -67,12 +67,12 @@ class Lease:
         return self.store.leases.renew(self.instance_id, self.owner, self.expiry())
 
 
-class Heartbeat:
+class Heartbeat(Periodic):
     """Keeps a lease renewed on a thread of its own while an instance runs.
 
     `on_cancel` is called once a cancel is requested, `on_lost` (with the reason) once the lease
-    is found lost; both may be called from the heartbeat's thread. A renewal that fails (the
-    database is unreachable) is logged and tried again: the fenced writes decide in the end.
+    is found lost; both from the heartbeat's thread. A renewal that fails (the database is
+    unreachable) is logged and tried again: the fenced writes decide in the end.
     """
 
     def __init__(
@@ -81,35 +81,20 @@ class Heartbeat:
         on_cancel: Callable[[], None],
         on_lost: Callable[[str], None],
     ) -> None:
+        super().__init__(f"engine-lease-{lease.instance_id}", lease.interval)
         self.lease = lease
         self._on_cancel = on_cancel
         self._on_lost = on_lost
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"engine-lease-{lease.instance_id}", daemon=True
-        )
+        self._cancel_seen = False
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopped.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        cancel_seen = False
-        while not self._stopped.wait(self.lease.interval):
-            try:
-                cancel = self.lease.store.leases.renew(
-                    self.lease.instance_id, self.lease.owner, self.lease.expiry()
-                )
-            except LeaseLost as lost:
-                self._on_lost(str(lost))
-                return
-            except Exception as exc:  # a heartbeat that dies would let the lease lapse
-                log.warning("instance %d: lease renewal failed: %s", self.lease.instance_id, exc)
-                continue
-            if cancel and not cancel_seen:
-                cancel_seen = True
-                self._on_cancel()
+    def tick(self) -> bool:
+        lease = self.lease
+        try:
+            cancel = lease.store.leases.renew(lease.instance_id, lease.owner, lease.expiry())
+        except LeaseLost as lost:
+            self._on_lost(str(lost))
+            return False
+        if cancel and not self._cancel_seen:
+            self._cancel_seen = True
+            self._on_cancel()
+        return True

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 
 from engine.background import BackgroundRunner
 from engine.config import MAX_RECOVERIES_ENV, number
 from engine.errors import EngineError
 from engine.lease import Lease, lease_expiry, lease_seconds
+from engine.periodic import Periodic
 from engine.registry import JobRegistry
 from engine.service import Claim
 from engine.store.leases import Orphan
@@ -28,33 +28,19 @@ from engine.store.leases import Orphan
 log = logging.getLogger(__name__)
 
 
-class Recovery:
+class Recovery(Periodic):
     """A thread adopting orphaned instances into `runner`'s free slots until stopped."""
 
     def __init__(self, runner: BackgroundRunner, registry: JobRegistry) -> None:
+        super().__init__("engine-recovery", min(max(lease_seconds() / 4, 0.5), 5.0))
         self.runner = runner
         self.registry = registry
         self.max_recoveries = int(number(MAX_RECOVERIES_ENV))
-        self.interval = min(max(lease_seconds() / 4, 0.5), 5.0)
         self._unrunnable: set[int] = set()
         """Orphans this process cannot load (a runner it lacks): warned about once."""
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="engine-recovery", daemon=True)
 
-    def __enter__(self) -> Recovery:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopped.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            try:
-                self.adopt_orphans()
-            except Exception as exc:  # the database is unreachable: look again next round
-                log.warning("recovery: looking for orphaned instances failed: %s", exc)
+    def tick(self) -> None:
+        self.adopt_orphans()
 
     def adopt_orphans(self) -> int:
         """Adopt as many orphans as there are free slots; return how many were adopted."""
@@ -65,7 +51,7 @@ class Recovery:
         adopted = 0
         # More candidates than slots: a replica racing for the first ones takes later ones.
         for orphan in store.leases.orphans(4 * free + len(self._unrunnable)):
-            if adopted == free or self._stopped.is_set():
+            if adopted == free or self.stopping:
                 break
             if orphan.id in self._unrunnable or self.runner.holds(orphan.id):
                 continue
