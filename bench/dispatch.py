@@ -194,8 +194,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.concurrency}; chain of {args.chain} no-op steps; median of {args.repeat}; "
         f"{os.cpu_count()} CPUs; load average at end {os.getloadavg()[0]:.1f}"
     )
-    head = ["dispatcher", "cold fan-out s", "fan-out s", "ideal s", "ratio", "overhead ms/step",
-            "chain ms/step"]
+    head = [
+        "dispatcher",
+        "cold fan-out s",
+        "fan-out s",
+        "ideal s",
+        "ratio",
+        "overhead ms/step",
+        "chain ms/step",
+    ]
     cells = [head] + [
         [
             r["dispatcher"],

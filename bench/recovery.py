@@ -67,8 +67,10 @@ def main() -> None:
     parser.add_argument("--lease", type=float, action="append")
     for lease in parser.parse_args().lease or [30.0, 5.0]:
         adopted, done = measure(lease)
-        print(f"ENGINE_LEASE_SECONDS={lease:g}: adopted {adopted:.1f} s after kill -9, "
-              f"succeeded {done:.1f} s after (its remaining 3 s of steps included)")
+        print(
+            f"ENGINE_LEASE_SECONDS={lease:g}: adopted {adopted:.1f} s after kill -9, "
+            f"succeeded {done:.1f} s after (its remaining 3 s of steps included)"
+        )
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def _read(value: Any) -> Any:
     _too_big(len(items), "the sequence")
     return items
 
+
 _PERCENT_SPEC = re.compile(r"%[#0 +\-]*(\*|\d+)?(?:\.(\*|\d+))?")
 _WIDTHS = re.compile(r"\d+")
 

@@ -318,8 +318,12 @@ def scheduling_into(
     """The scheduler of a long-running process: it launches into `runner`'s slots, and wakes as
     soon as one of them frees (a queued tick may start)."""
     scheduler = Scheduler(
-        runner.service, definitions, registry, runner.launch,
-        misfire_grace=misfire_grace, health=health,
+        runner.service,
+        definitions,
+        registry,
+        runner.launch,
+        misfire_grace=misfire_grace,
+        health=health,
     )
     runner.on_end = scheduler.wake.set
     return scheduler

@@ -78,8 +78,10 @@ def serving(store: Store, registry: JobRegistry, jobs: Jobs) -> Iterator[Factory
     def start(**options: Any) -> TestClient:
         definitions = {
             d.name: d
-            for d in (load_text(text, f"{name}.yaml", registry) for name, text in
-                      [("sum", SUM), ("gate", GATE), ("flaky", FLAKY)])
+            for d in (
+                load_text(text, f"{name}.yaml", registry)
+                for name, text in [("sum", SUM), ("gate", GATE), ("flaky", FLAKY)]
+            )
         }
         options.setdefault("grace", 5.0)
         options.setdefault("host", "testserver")  # the TestClient's Host

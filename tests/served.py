@@ -26,7 +26,10 @@ class Server:
         self.db = db
         self.proc = subprocess.Popen(
             [ENGINE, "serve", "defs", "--db", db, "--port", "0", *args],
-            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()

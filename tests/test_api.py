@@ -82,12 +82,16 @@ def test_instance_json_is_what_runs_show_prints(api: Factory, store: Store) -> N
     wait_for(client, instance_id, "succeeded")
     shown = subprocess.run(
         [ENGINE, "runs", "show", str(instance_id), "--json", "--db", store.url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert client.get(f"/batch/instances/{instance_id}").json() == json.loads(shown.stdout)
     listed = subprocess.run(
         [ENGINE, "runs", "list", "--json", "--db", store.url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert client.get("/batch/instances").json() == json.loads(listed.stdout)
 
@@ -227,9 +231,7 @@ def test_instances_beyond_the_bound_wait_pending_and_can_be_cancelled(
     assert (doc["status"], doc["steps"]) == ("cancelled", []), "a cancelled waiter never runs"
 
 
-def test_a_resumed_instance_waiting_for_a_slot_can_be_cancelled(
-    api: Factory, jobs: Jobs
-) -> None:
+def test_a_resumed_instance_waiting_for_a_slot_can_be_cancelled(api: Factory, jobs: Jobs) -> None:
     client = api(max_instances=1)
     flaky = client.post("/batch/run", json={"definition": "flaky"}).json()["instance_id"]
     wait_for(client, flaky, "failed")
@@ -251,7 +253,11 @@ def test_definitions(api: Factory) -> None:
     summary = listed[2]
     assert summary["steps"] == ["add", "double"]
     assert summary["params"]["a"] == {
-        "type": "integer", "description": None, "default": None, "required": True, "enum": None,
+        "type": "integer",
+        "description": None,
+        "default": None,
+        "required": True,
+        "enum": None,
     }
     assert summary["params"]["b"]["default"] == 2 and not summary["params"]["b"]["required"]
     detail = client.get("/definitions/sum").json()

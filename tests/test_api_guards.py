@@ -13,13 +13,12 @@ from engine.store import Store
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_body_not_json_is_400_and_one_not_sent_as_json_is_415(
-    api: Factory, store: Store
-) -> None:
+def test_a_body_not_json_is_400_and_one_not_sent_as_json_is_415(api: Factory, store: Store) -> None:
     client = api()
     json_type = {"Content-Type": "application/json"}
-    broken = client.post("/batch/run", content=b'{"definition": "sum",\n "params": }',
-                         headers=json_type)
+    broken = client.post(
+        "/batch/run", content=b'{"definition": "sum",\n "params": }', headers=json_type
+    )
     assert broken.status_code == 400
     assert broken.json() == {
         "detail": "the body is not valid JSON: Expecting value: line 2 column 12 (char 33)"
@@ -35,21 +34,28 @@ def test_a_body_not_json_is_400_and_one_not_sent_as_json_is_415(
         assert refused.json() == {
             "detail": "send the body as JSON, with Content-Type: application/json"
         }
-    assert client.post("/batch/run", content=b"{", headers={"Content-Type": "text/plain"}
-                       ).status_code == 415
+    assert (
+        client.post("/batch/run", content=b"{", headers={"Content-Type": "text/plain"}).status_code
+        == 415
+    )
     assert store.list_instances() == []
 
-    for content_type in ("application/json; charset=utf-8", "Application/JSON",
-                         "application/vnd.engine+json"):
+    for content_type in (
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.engine+json",
+    ):
         accepted = client.post("/batch/run", content=body, headers={"Content-Type": content_type})
         assert accepted.status_code == 202, content_type
     not_an_object = client.post("/batch/run", content=b"[1]", headers=json_type)
-    assert not_an_object.status_code == 422 and not_an_object.json()["detail"][0]["loc"] == [
-        "body"
-    ]
+    assert not_an_object.status_code == 422 and not_an_object.json()["detail"][0]["loc"] == ["body"]
     assert client.post("/batch/run", headers=json_type).status_code == 422, "no body at all"
-    assert client.post("/batch/instances/999/cancel", headers={"Content-Type": "text/plain"}
-                       ).status_code == 404, "a route without a body ignores the content type"
+    assert (
+        client.post(
+            "/batch/instances/999/cancel", headers={"Content-Type": "text/plain"}
+        ).status_code
+        == 404
+    ), "a route without a body ignores the content type"
 
 
 def test_step_errors_come_without_their_traceback(api: Factory, store: Store) -> None:
@@ -97,16 +103,35 @@ def test_without_a_token_only_loopback_hosts_and_origins_are_answered(
     api: Factory, jobs: Jobs
 ) -> None:
     client = api()
-    for host in ("localhost", "LOCALHOST:8000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:80",
-                 "testserver:443"):
+    for host in (
+        "localhost",
+        "LOCALHOST:8000",
+        "127.0.0.1",
+        "127.0.0.1:1",
+        "[::1]",
+        "[::1]:80",
+        "testserver:443",
+    ):
         assert client.get("/definitions", headers={"Host": host}).status_code == 200, host
-    for host in ("evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.2",
-                 "[::2]:8000", "localhost@evil.example", "", "[::1", "localhost:x"):
+    for host in (
+        "evil.example",
+        "evil.example:8000",
+        "localhost.evil.example",
+        "127.0.0.2",
+        "[::2]:8000",
+        "localhost@evil.example",
+        "",
+        "[::1",
+        "localhost:x",
+    ):
         refused = client.get("/definitions", headers={"Host": host})
         assert refused.status_code == 421, host
         assert "set ENGINE_API_TOKEN to serve other names" in refused.json()["detail"]
-    rebound = client.post("/batch/run", json={"definition": "sum", "params": {"a": 1}},
-                          headers={"Host": "evil.example:8000"})
+    rebound = client.post(
+        "/batch/run",
+        json={"definition": "sum", "params": {"a": 1}},
+        headers={"Host": "evil.example:8000"},
+    )
     assert rebound.status_code == 421, "a page served from another domain starts nothing"
     assert client.get("/healthz", headers={"Host": "lb.internal"}).status_code == 200
 
@@ -121,9 +146,14 @@ def test_without_a_token_only_loopback_hosts_and_origins_are_answered(
         assert page.status_code == 200, origin
 
     with_token = api(token="t")
-    answered = with_token.get("/definitions", headers={
-        "Host": "api.example", "Origin": "https://ui.example", "Authorization": "Bearer t"
-    })
+    answered = with_token.get(
+        "/definitions",
+        headers={
+            "Host": "api.example",
+            "Origin": "https://ui.example",
+            "Authorization": "Bearer t",
+        },
+    )
     assert answered.status_code == 200, "with a token, any Host and any Origin"
 
 

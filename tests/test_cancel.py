@@ -41,15 +41,29 @@ def test_cancel_stops_a_run_in_another_process(db_url, tmp_path):
     (tmp_path / "w.yaml").write_text(
         "name: w\nsteps:\n  - {id: a, runner: wait}\n  - {id: b, runner: after}\n"
     )
-    run = subprocess.Popen([ENGINE, "run", "w.yaml", "--db", db_url, "--json"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [ENGINE, "run", "w.yaml", "--db", db_url, "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert run.stdout is not None and run.stdout.readline().strip() == "started"
-    listed = subprocess.run([ENGINE, "runs", "list", "--json", "--db", db_url], cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [ENGINE, "runs", "list", "--json", "--db", db_url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     instance_id = json.loads(listed.stdout)[0]["id"]
 
-    cancel = subprocess.run([ENGINE, "cancel", str(instance_id), "--db", db_url], cwd=tmp_path,
-                            capture_output=True, text=True)
+    cancel = subprocess.run(
+        [ENGINE, "cancel", str(instance_id), "--db", db_url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert cancel.returncode == 0 and "cancel requested" in cancel.stderr
     out, err = run.communicate(timeout=30)
     assert run.returncode == 1, err
@@ -59,11 +73,16 @@ def test_cancel_stops_a_run_in_another_process(db_url, tmp_path):
     assert (tmp_path / "told").read_text() == "cancelled"
     assert not (tmp_path / "after-ran").exists()
 
-    again = subprocess.run([ENGINE, "cancel", str(instance_id), "--db", db_url], cwd=tmp_path,
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [ENGINE, "cancel", str(instance_id), "--db", db_url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0 and "already ended cancelled" in again.stderr
-    unknown = subprocess.run([ENGINE, "cancel", "999", "--db", db_url], cwd=tmp_path,
-                             capture_output=True, text=True)
+    unknown = subprocess.run(
+        [ENGINE, "cancel", "999", "--db", db_url], cwd=tmp_path, capture_output=True, text=True
+    )
     assert unknown.returncode == 1 and "no instance with id 999" in unknown.stderr
 
 

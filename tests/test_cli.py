@@ -48,8 +48,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def engine(cwd: Path, *args: str, **env: str) -> Result:
-    proc = subprocess.run([ENGINE, *args], cwd=cwd, env=clean_env(**env), capture_output=True,
-                          text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [ENGINE, *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -77,7 +83,7 @@ def write(path: Path, text: str) -> Path:
 
 # -- the workspace ----------------------------------------------------------------------------
 
-RUNNERS = '''
+RUNNERS = """
 from engine import job_handler
 
 _calls = {}
@@ -96,7 +102,7 @@ def flaky(inputs, ctx):
     if ctx.attempt == 1:
         raise RuntimeError("first attempt fails")
     return {"attempt": ctx.attempt}
-'''
+"""
 
 GOOD = """
     name: good
@@ -168,21 +174,21 @@ BOTH = """
       - {id: b, runner: extra_module}
 """
 
-PLUGIN_PATH = '''
+PLUGIN_PATH = """
 from engine import job_handler
 
 @job_handler("extra_path")
 def extra_path(inputs, ctx):
     return {"from": "path"}
-'''
+"""
 
-PLUGIN_MODULE = '''
+PLUGIN_MODULE = """
 from engine import job_handler
 
 @job_handler("extra_module")
 def extra_module(inputs, ctx):
     return {"from": "module"}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +204,16 @@ def ws(tmp_path_factory) -> Path:
     write(root / "bad" / "fine.yaml", FAIL.replace("name: fail", "name: fine"))
     write(root / "pdefault" / "a_pdefault.yaml", PARAM_DEFAULT)
     write(root / "pdefault" / "b_two.yaml", TWO)
-    write(root / "pdefault" / "c_empty_condition.yaml", "name: empty\nsteps:\n"
-          "  - {id: a, runner: echo}\n  - {id: b, runner: echo, condition: ''}\n")
+    write(
+        root / "pdefault" / "c_empty_condition.yaml",
+        "name: empty\nsteps:\n"
+        "  - {id: a, runner: echo}\n  - {id: b, runner: echo, condition: ''}\n",
+    )
     deep = "[" * 600 + "]" * 600
-    write(root / "deep.yaml",
-          f"name: deep\nsteps:\n  - {{id: a, runner: echo, inputs: {{v: {deep}}}}}\n")
+    write(
+        root / "deep.yaml",
+        f"name: deep\nsteps:\n  - {{id: a, runner: echo, inputs: {{v: {deep}}}}}\n",
+    )
     # a second workspace: no runners/ folder, runners only through --runners / ENGINE_RUNNERS
     plain = root / "plain"
     write(plain / "extra.yaml", EXTRA)
@@ -224,18 +235,42 @@ def commands(ws: Path) -> dict[str, tuple]:
         "validate_pdefault": (ws, ["validate", "pdefault"], {}),
         "validate_deep": (ws, ["validate", "deep.yaml"], {}),
         "run_invalid": (ws, ["run", "bad/one.yaml", "--db", f"sqlite:///{ws}/refused.db"], {}),
-        "run_bad_params": (ws, ["run", "defs/good.yaml", "-p", "n=abc", "-p", "zz=1", "--db",
-                                f"sqlite:///{ws}/refused.db"], {}),
-        "run_param_syntax": (ws, ["run", "defs/good.yaml", "-p", "novalue", "--db",
-                                  f"sqlite:///{ws}/refused.db"], {}),
-        "dry_run": (ws, ["run", "defs/good.yaml", "--dry-run", "-p", "n=7", "--db",
-                         f"sqlite:///{ws}/dry.db"], {}),
+        "run_bad_params": (
+            ws,
+            [
+                "run",
+                "defs/good.yaml",
+                "-p",
+                "n=abc",
+                "-p",
+                "zz=1",
+                "--db",
+                f"sqlite:///{ws}/refused.db",
+            ],
+            {},
+        ),
+        "run_param_syntax": (
+            ws,
+            ["run", "defs/good.yaml", "-p", "novalue", "--db", f"sqlite:///{ws}/refused.db"],
+            {},
+        ),
+        "dry_run": (
+            ws,
+            ["run", "defs/good.yaml", "--dry-run", "-p", "n=7", "--db", f"sqlite:///{ws}/dry.db"],
+            {},
+        ),
         "graph_mermaid": (ws, ["graph", "defs/good.yaml", "--format", "mermaid"], {}),
         "graph_dot": (ws, ["graph", "defs/good.yaml", "--format", "dot"], {}),
-        "runners_path": (plain, ["validate", "extra.yaml", "--runners", "plugins/extra_path.py"],
-                         {}),
-        "runners_env": (plain, ["validate", "both.yaml"],
-                        {"ENGINE_RUNNERS": "plugins,extra_module_pkg", "PYTHONPATH": lib}),
+        "runners_path": (
+            plain,
+            ["validate", "extra.yaml", "--runners", "plugins/extra_path.py"],
+            {},
+        ),
+        "runners_env": (
+            plain,
+            ["validate", "both.yaml"],
+            {"ENGINE_RUNNERS": "plugins,extra_module_pkg", "PYTHONPATH": lib},
+        ),
         "runners_broken": (plain, ["validate", "extra.yaml", "--runners", "broken"], {}),
         "bad_db": (ws, ["runs", "list", "--db", f"sqlite:///{ws}/no/such/dir/x.db"], {}),
         "default_db": (ws / "fresh", ["runs", "list", "--json"], {}),
@@ -246,8 +281,11 @@ def runs(ws: Path) -> dict[str, tuple]:
     """Three runs on one database, at once: their ids are known only from their output."""
     db = ["--db", f"sqlite:///{ws}/history.db"]
     return {
-        "run_good": (ws, ["run", "defs/good.yaml", "--json", "-p", "n=5", "-p", "ids=[3, 4]", *db],
-                     {}),
+        "run_good": (
+            ws,
+            ["run", "defs/good.yaml", "--json", "-p", "n=5", "-p", "ids=[3, 4]", *db],
+            {},
+        ),
         "run_fail": (ws, ["run", "defs/fail.yaml", "--json", *db], {}),
         "run_flaky": (ws, ["run", "defs/sub/flaky.yml", "--json", *db], {}),
     }
@@ -259,8 +297,11 @@ def queries(ws: Path, flaky_id: int) -> dict[str, tuple]:
     return {
         "list_all": (ws, ["runs", "list", "--json", *db], {}),
         "list_fail": (ws, ["runs", "list", "--json", "--definition", "fail", *db], {}),
-        "list_succeeded": (ws, ["runs", "list", "--json", "--status", "succeeded", "--limit", "1",
-                                *db], {}),
+        "list_succeeded": (
+            ws,
+            ["runs", "list", "--json", "--status", "succeeded", "--limit", "1", *db],
+            {},
+        ),
         "show_flaky": (ws, ["runs", "show", str(flaky_id), "--json", *db], {}),
         "show_unknown": (ws, ["runs", "show", "999", *db], {}),
     }
@@ -272,8 +313,17 @@ RACERS = 4
 def race(ws: Path) -> dict[str, Result]:
     """Commands that open one fresh database at the same moment, as two schedulers might."""
     args = ["runs", "list", "--json", "--db", f"sqlite:///{ws}/race.db"]
-    procs = [subprocess.Popen([ENGINE, *args], cwd=ws, env=clean_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(RACERS)]
+    procs = [
+        subprocess.Popen(
+            [ENGINE, *args],
+            cwd=ws,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(RACERS)
+    ]
     results = {}
     for i, proc in enumerate(procs):
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -284,12 +334,18 @@ def race(ws: Path) -> dict[str, Result]:
 @pytest.fixture(scope="module")
 def cli(ws) -> dict[str, Result]:
     def start(table: dict[str, tuple]) -> dict[str, Future]:
-        return {name: pool.submit(engine, cwd, *args, **env)
-                for name, (cwd, args, env) in table.items()}
+        return {
+            name: pool.submit(engine, cwd, *args, **env) for name, (cwd, args, env) in table.items()
+        }
 
     # ENGINE_DATABASE_URL names the same database as the --db of the runs below
-    empty = {"list_empty": (ws, ["runs", "list", "--json"],
-                            {"ENGINE_DATABASE_URL": f"sqlite:///{ws}/history.db"})}
+    empty = {
+        "list_empty": (
+            ws,
+            ["runs", "list", "--json"],
+            {"ENGINE_DATABASE_URL": f"sqlite:///{ws}/history.db"},
+        )
+    }
     with ThreadPoolExecutor(max_workers=4) as pool:
         racing = pool.submit(race, ws)  # first, while nothing else competes for the CPU
         pending = start(empty)
@@ -312,6 +368,7 @@ def ids(cli: dict[str, Result]) -> dict[str, int]:
 
 # -- validate ---------------------------------------------------------------------------------
 
+
 def test_validate_exits_0_for_a_folder_of_valid_definitions(cli):
     r = cli["validate_ok"]
     assert r.code == 0, r
@@ -326,11 +383,11 @@ def test_validate_exits_1_and_prints_every_error_of_every_file_as_file_line_col(
     lines = [line for line in r.err.splitlines() if re.match(r"^\S+:\d+:\d+: ", line)]
     located = {tuple(line.split(":", 3)[:3]) for line in lines}
     assert located == {
-        ("bad/one.yaml", "5", "5"),         # nextStep: unknown key, at the key
-        ("bad/one.yaml", "7", "13"),        # runner: nope
-        ("bad/one.yaml", "8", "16"),        # condition does not parse
-        ("bad/nested/two.yml", "2", "7"),   # cron
-        ("nowhere.yaml", "1", "1"),         # cannot be read
+        ("bad/one.yaml", "5", "5"),  # nextStep: unknown key, at the key
+        ("bad/one.yaml", "7", "13"),  # runner: nope
+        ("bad/one.yaml", "8", "16"),  # condition does not parse
+        ("bad/nested/two.yml", "2", "7"),  # cron
+        ("nowhere.yaml", "1", "1"),  # cannot be read
     }, r.err
     assert any("did you mean 'nextSteps'" in line for line in lines)
     assert any("known runners" in line and "echo" in line for line in lines)
@@ -357,8 +414,18 @@ def test_validate_never_prints_a_traceback_for_a_deeply_nested_file(cli):
 # -- run --------------------------------------------------------------------------------------
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
-INSTANCE_KEYS = {"id", "definition", "version", "status", "trigger", "params", "scheduled_for",
-                 "started_at", "finished_at", "steps"}
+INSTANCE_KEYS = {
+    "id",
+    "definition",
+    "version",
+    "status",
+    "trigger",
+    "params",
+    "scheduled_for",
+    "started_at",
+    "finished_at",
+    "steps",
+}
 STEP_KEYS = {"step", "attempt", "status", "result", "error", "started_at", "finished_at"}
 
 
@@ -391,8 +458,11 @@ def test_run_exits_0_and_prints_exactly_one_json_instance(cli):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", doc["params"]["day"])
     steps = {s["step"]: s for s in doc["steps"]}
     assert set(steps) == {"first", "second", "cleanup"}
-    assert steps["first"]["result"]["inputs"] == {"n": 5, "ids": [3, 4],
-                                                  "day": doc["params"]["day"]}
+    assert steps["first"]["result"]["inputs"] == {
+        "n": 5,
+        "ids": [3, 4],
+        "day": doc["params"]["day"],
+    }
     assert steps["second"]["result"]["inputs"] == {"from_first": 5, "nested": [5]}
     assert steps["cleanup"]["status"] == "skipped"
     assert steps["first"]["attempt"] == 1 and steps["first"]["error"] is None
@@ -446,6 +516,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(cli, ws):
 
 # -- runs -------------------------------------------------------------------------------------
 
+
 def test_runs_list_json_is_an_array_newest_first(cli):
     r = cli["list_all"]
     assert r.code == 0, r
@@ -485,7 +556,9 @@ def test_runs_show_lists_every_attempt(cli):
     doc = r.json()
     check_instance(doc)
     assert [(s["step"], s["attempt"], s["status"]) for s in doc["steps"]] == [
-        ("try", 1, "failed"), ("try", 2, "succeeded")]
+        ("try", 1, "failed"),
+        ("try", 2, "succeeded"),
+    ]
     assert "first attempt fails" in doc["steps"][0]["error"]
     assert doc["steps"][1]["result"] == {"attempt": 2}
     assert doc == cli["run_flaky"].json()
@@ -515,6 +588,7 @@ def test_an_unusable_database_is_a_clear_error(cli):
 
 # -- graph (`engine schema` is checked in test_schema.py) ------------------------------------
 
+
 def test_graph_as_mermaid(cli):
     r = cli["graph_mermaid"]
     assert r.code == 0, r
@@ -532,6 +606,7 @@ def test_graph_as_dot(cli):
 
 
 # -- runner discovery -------------------------------------------------------------------------
+
 
 def test_runners_given_as_a_path(cli):
     r = cli["runners_path"]

@@ -24,8 +24,9 @@ def noop(inputs, ctx):
 
 def _engine(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    done = subprocess.run([ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -66,8 +67,8 @@ def test_validate_reports_two_files_defining_one_name(workdir):
 def test_validate_checks_the_names_expressions_read(workdir):
     (workdir / "t.yaml").write_text(
         "name: t\nparams:\n  full: {type: boolean, default: false}\nsteps:\n"
-        "  - id: a\n    runner: noop\n    condition: \"parms.full\"\n"
-        "    inputs: {v: \"{{ params.ful }}\",\n"
+        '  - id: a\n    runner: noop\n    condition: "parms.full"\n'
+        '    inputs: {v: "{{ params.ful }}",\n'
         "             ok: \"{{ params['full'] }} {{ range(2) | list }}\"}\n"
     )
     done = _engine(workdir, "validate", "t.yaml")
@@ -76,8 +77,10 @@ def test_validate_checks_the_names_expressions_read(workdir):
         "t.yaml:7:16: unknown name 'parms': expressions see params, steps, run; "
         "did you mean 'params'?"
     ) in done.stderr
-    assert "t.yaml:8:17: unknown param 'ful' in params.ful (declared: full); did you mean 'full'?"\
+    assert (
+        "t.yaml:8:17: unknown param 'ful' in params.ful (declared: full); did you mean 'full'?"
         in done.stderr
+    )
     assert done.stderr.count("unknown") == 2, done.stderr
 
 
@@ -110,8 +113,9 @@ def test_the_first_schedule_on_a_new_database_prints_no_alembic_lines(workdir):
         "name: c\ncron: '0 0 * * *'\nsteps:\n  - {id: a, runner: noop}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    proc = subprocess.Popen([ENGINE, "schedule", "c.yaml"], cwd=workdir, env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [ENGINE, "schedule", "c.yaml"], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stderr is not None
     lines = []
     while "started for c" not in (line := proc.stderr.readline()):

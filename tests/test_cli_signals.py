@@ -44,7 +44,10 @@ def test_a_stopped_run_ends_cancelled_and_starts_nothing_more(tmp_path: Path, si
     db = f"sqlite:///{tmp_path / 'engine.db'}"
     proc = subprocess.Popen(
         [ENGINE, "run", "stoppable.yaml", "--db", db, "--json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "waiting"  # the runner is inside step a
@@ -58,6 +61,9 @@ def test_a_stopped_run_ends_cancelled_and_starts_nothing_more(tmp_path: Path, si
 
     shown = subprocess.run(
         [ENGINE, "runs", "show", str(instance["id"]), "--db", db, "--json"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(shown.stdout)["status"] == "cancelled"

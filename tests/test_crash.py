@@ -40,8 +40,9 @@ start and end rows, and between steps."""
 
 def _engine(cwd: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "1"}
-    return subprocess.run([ENGINE, *args, "--db", db], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [ENGINE, *args, "--db", db], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(("after_start", "delay"), KILL_POINTS)
@@ -51,8 +52,14 @@ def test_a_run_killed_anywhere_is_resumed_to_success(db_url, tmp_path, after_sta
     steps = "".join(f"  - {{id: {s}, runner: work}}\n" for s in STEPS)
     (tmp_path / "chain.yaml").write_text("name: chain\nsteps:\n" + steps)
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "1"}
-    run = subprocess.Popen([ENGINE, "run", "chain.yaml", "--db", db_url], cwd=tmp_path, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [ENGINE, "run", "chain.yaml", "--db", db_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert run.stderr is not None
     while (line := run.stderr.readline()).strip() != f"start s{after_start}":
         assert line, "the run ended before the step to kill it in"

@@ -66,7 +66,12 @@ def test_the_design_example_loads_with_every_setting():
     assert loaded.file == FILE
     assert loaded.source == FULL
     assert (d.cron, d.timezone, d.catchup, d.overlap, d.concurrency) == (
-        "0 2 * * *", "Asia/Seoul", "all", "queue", 4)
+        "0 2 * * *",
+        "Asia/Seoul",
+        "all",
+        "queue",
+        4,
+    )
     steps = {s.id: s for s in d.steps}
     assert steps["collect"].runner_key == "collect_rows"
     assert steps["process"].runner_key == "process"
@@ -74,7 +79,11 @@ def test_the_design_example_loads_with_every_setting():
     assert steps["alert"].allow_failure is True
     retry, timeout, queue = d.settings(steps["collect"])
     assert (retry.max_attempts, retry.delay_seconds, retry.backoff, retry.max_delay_seconds) == (
-        3, 5, 2.0, 300)
+        3,
+        5,
+        2.0,
+        300,
+    )
     assert (timeout, queue) == (600, "default")
     retry, timeout, queue = d.settings(steps["load"])
     assert (retry.max_attempts, timeout, queue) == (1, 5, "default")
@@ -104,6 +113,7 @@ def test_load_file_reads_a_file_and_names_it_in_problems(tmp_path):
 
 # -- unknown keys -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "typo", "hint"),
     [
@@ -111,14 +121,22 @@ def test_load_file_reads_a_file_and_names_it_in_problems(tmp_path):
         ("name: x\ndescripton: d\nsteps: [{id: a}]\n", "descripton", "description"),
         ("name: x\nstep: []\nsteps: [{id: a}]\n", "step:", "steps"),
         ("name: x\nsteps:\n  - id: a\n    retry: {maxAttempt: 3}\n", "maxAttempt", "maxAttempts"),
-        ("name: x\ndefaults: {timeoutSecond: 3}\nsteps: [{id: a}]\n", "timeoutSecond",
-         "timeoutSeconds"),
-        ("name: x\nparams:\n  p: {type: integer, defualt: 1}\nsteps: [{id: a}]\n", "defualt",
-         "default"),
-        ("name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, onn: failure}]\n  - id: b\n",
-         "onn", "on"),
-        ("name: x\nsteps:\n  - id: a\n    allowFailures: true\n", "allowFailures",
-         "allowFailure"),
+        (
+            "name: x\ndefaults: {timeoutSecond: 3}\nsteps: [{id: a}]\n",
+            "timeoutSecond",
+            "timeoutSeconds",
+        ),
+        (
+            "name: x\nparams:\n  p: {type: integer, defualt: 1}\nsteps: [{id: a}]\n",
+            "defualt",
+            "default",
+        ),
+        (
+            "name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, onn: failure}]\n  - id: b\n",
+            "onn",
+            "on",
+        ),
+        ("name: x\nsteps:\n  - id: a\n    allowFailures: true\n", "allowFailures", "allowFailure"),
     ],
 )
 def test_an_unknown_key_is_located_at_the_key_with_a_did_you_mean_hint(text, typo, hint):
@@ -139,6 +157,7 @@ def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys():
 
 # -- types, ranges, required keys, patterns -----------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -153,8 +172,7 @@ def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys():
         ("name: x\nsteps:\n  - id: a\n    timeoutSeconds: -1\n", "-1"),
         ("name: x\nsteps:\n  - id: a\n    retry: {maxAttempts: 0}\n", "0}"),
         ("name: x\nsteps:\n  - id: a\n    retry: {backoff: 0.5}\n", "0.5"),
-        ("name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, on: never}]\n  - id: b\n",
-         "never"),
+        ("name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, on: never}]\n  - id: b\n", "never"),
         ("name: x\nsteps:\n  - id: a\n    nextSteps: b\n  - id: b\n", "b\n"),
         ("name: x\nsteps:\n  - id: a\n    runner: [r]\n", "[r]"),
         ("name: x\nparams:\n  p: {type: decimal}\nsteps: [{id: a}]\n", "decimal"),
@@ -229,6 +247,7 @@ def test_good_step_ids_pass(step_id):
 
 
 # -- ids and edges ----------------------------------------------------------------------------
+
 
 def test_a_duplicate_step_id_is_located_at_the_second_and_names_the_first():
     text = "name: x\nsteps:\n  - {id: a, nextSteps: []}\n  - id: b\n  - id: a\n"
@@ -335,6 +354,7 @@ def test_two_separate_cycles_are_both_reported():
 
 # -- runners ----------------------------------------------------------------------------------
 
+
 def test_unknown_runner_keys_are_errors_only_when_a_registry_is_given(registry):
     text = "name: x\nsteps:\n  - id: a\n    runner: lod\n  - id: other\n"
     load(text)  # no registry: runners are not checked
@@ -368,6 +388,7 @@ def test_an_empty_registry_says_so(registry):
 
 # -- all at once ------------------------------------------------------------------------------
 
+
 def test_every_problem_of_a_file_is_reported_at_once_and_in_file_order():
     text = yaml("""
         name: x
@@ -386,13 +407,13 @@ def test_every_problem_of_a_file_is_reported_at_once_and_in_file_order():
     found = problems(text)
     assert [where(p) for p in found] == sorted(where(p) for p in found)
     expected = {
-        at(text, '"99'),           # cron
-        at(text, "Nowhere"),       # timezone
-        at(text, "nextStep:"),     # unknown key, at the key
-        at(text, "bb"),            # unknown step in nextSteps
-        at(text, '"steps.a'),      # condition syntax
+        at(text, '"99'),  # cron
+        at(text, "Nowhere"),  # timezone
+        at(text, "nextStep:"),  # unknown key, at the key
+        at(text, "bb"),  # unknown step in nextSteps
+        at(text, '"steps.a'),  # condition syntax
         (at(text, "- id: a", nth=1)[0], 9),  # duplicate id, at the second one
-        at(text, '"steps.zz'),     # unknown step in a condition
+        at(text, '"steps.zz'),  # unknown step in a condition
     }
     assert {where(p) for p in found} == expected, found
 
@@ -410,5 +431,8 @@ def test_a_type_error_does_not_hide_the_graph_problems_of_the_same_file():
     """)
     found = problems(text)
     assert {where(p) for p in found} >= {
-        at(text, "many"), at(text, "missing"), at(text, "0}"), at(text, "b]"),
+        at(text, "many"),
+        at(text, "missing"),
+        at(text, "0}"),
+        at(text, "b]"),
     }

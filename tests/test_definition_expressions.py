@@ -11,6 +11,7 @@ from locating import at, load, only, problems, where, yaml
 
 # -- expressions ------------------------------------------------------------------------------
 
+
 def test_a_condition_that_does_not_parse_is_located_at_the_condition():
     text = yaml("""
         name: x
@@ -174,6 +175,7 @@ def test_in_a_linear_definition_earlier_steps_are_upstream_and_later_ones_are_no
 
 # -- schedule ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cron", ["61 * * * *", "not a cron", "* * *", "0 2 * * * * * *"])
 def test_an_invalid_cron_is_located_at_the_cron_value(cron):
     text = f'name: x\ncron: "{cron}"\nsteps: [{{id: a}}]\n'
@@ -201,6 +203,7 @@ def test_valid_timezones_pass(tz):
 
 
 # -- params -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("spec", "needle"),

@@ -17,6 +17,7 @@ from engine.errors import DefinitionError
 
 # -- the graph --------------------------------------------------------------------------------
 
+
 def edges(graph: StepGraph) -> list[tuple[str, str, str, str | None]]:
     return [(e.source, e.target, e.on.value, e.condition) for e in graph.edges]
 
@@ -121,7 +122,10 @@ def test_mermaid_stays_valid_with_any_condition_text():
         match = MERMAID_EDGE.match(line)
         assert match, f"not a Mermaid edge: {line!r}"
     assert [MERMAID_EDGE.match(line).groups() for line in edges] == [
-        ("a", "b"), ("a", "c"), ("a", "d")]
+        ("a", "b"),
+        ("a", "c"),
+        ("a", "d"),
+    ]
 
 
 def test_mermaid_does_not_emit_the_reserved_word_end_as_a_bare_node():
@@ -133,6 +137,7 @@ def test_mermaid_does_not_emit_the_reserved_word_end_as_a_bare_node():
 
 
 # -- YAML 1.2 ---------------------------------------------------------------------------------
+
 
 def test_the_on_key_stays_on_and_yes_no_stay_strings():
     text = yaml("""
@@ -150,7 +155,12 @@ def test_the_on_key_stays_on_and_yes_no_stay_strings():
     loaded = load(text)
     assert [e.on for e in loaded.definition.steps[0].edges] == [On.failure, On.always]
     assert loaded.definition.steps[0].inputs == {
-        "country": "NO", "answer": "yes", "switch": "off", "flag": True, "other": False}
+        "country": "NO",
+        "answer": "yes",
+        "switch": "off",
+        "flag": True,
+        "other": False,
+    }
 
 
 def test_dates_and_timestamps_stay_strings():
@@ -167,7 +177,10 @@ def test_dates_and_timestamps_stay_strings():
     assert loaded.definition.description == "2026-11-26"
     assert loaded.definition.params["day"].default == "2026-11-26"
     assert loaded.definition.steps[0].inputs == {
-        "day": "2026-11-26", "at": "2026-11-26T02:00:00Z", "list": ["2026-01-01"]}
+        "day": "2026-11-26",
+        "at": "2026-11-26T02:00:00Z",
+        "list": ["2026-01-01"],
+    }
     assert loaded.params.resolve({}, {"logical_date": "x"}) == {"day": "2026-11-26"}
 
 
@@ -175,8 +188,8 @@ def test_dates_and_timestamps_stay_strings():
     ("scalar", "value"),
     [
         ("12:30", "12:30"),  # YAML 1.1 reads a base-60 integer, 750
-        ("=", "="),          # YAML 1.1's "value" tag, which a safe loader cannot construct
-        ("0755", 755),       # YAML 1.1 reads an octal integer, 493
+        ("=", "="),  # YAML 1.1's "value" tag, which a safe loader cannot construct
+        ("0755", 755),  # YAML 1.1 reads an octal integer, 493
     ],
 )
 def test_yaml_1_1_scalar_surprises_do_not_apply(scalar, value):
@@ -193,7 +206,7 @@ def test_mermaid_quotes_labels_and_renames_reserved_ids():
     loaded = load_text(
         "name: g\nsteps:\n"
         "  - id: end\n"
-        "    nextSteps: [{step: b, condition: \"steps.end.result | length > 0 and 'a\\\"b'\"}]\n"
+        '    nextSteps: [{step: b, condition: "steps.end.result | length > 0 and \'a\\"b\'"}]\n'
         "  - id: b\n",
         "g.yaml",
     )

@@ -110,7 +110,8 @@ def test_a_cancelled_runner_that_returns_in_time_keeps_its_worker(
 def test_workers_are_reused_and_closed(registry, sqlite_store):
     dispatcher = ProcessDispatcher(registry)
     loaded = load_text(
-        "name: seq\nsteps:\n  - {id: a, runner: pid}\n  - {id: b, runner: pid}\n", "s.yaml",
+        "name: seq\nsteps:\n  - {id: a, runner: pid}\n  - {id: b, runner: pid}\n",
+        "s.yaml",
         registry,
     )
     view = BatchService(sqlite_store, dispatcher).run(loaded, {})

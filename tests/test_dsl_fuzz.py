@@ -25,8 +25,12 @@ LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 """What YAML counts as a line break, and so what problem positions count lines by."""
 
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no slow "explain" phase
-FUZZ = settings(max_examples=80, deadline=None, phases=PHASES,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=80,
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 BASE_TEXT = textwrap.dedent("""\
     name: etl
@@ -90,21 +94,60 @@ def test_the_base_definition_is_valid():
 
 # -- random edits of a valid definition ---------------------------------------------------------
 
-scalars = (st.none() | st.booleans() | st.integers(-10**6, 10**6)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-KNOWN_KEYS = ["name", "steps", "id", "runner", "inputs", "nextSteps", "nextStep", "step", "on",
-              "condition", "join", "params", "type", "default", "enum", "retry", "maxAttempts",
-              "cron", "timezone", "defaults", "allowFailure", "timeoutSeconds", "queue"]
+KNOWN_KEYS = [
+    "name",
+    "steps",
+    "id",
+    "runner",
+    "inputs",
+    "nextSteps",
+    "nextStep",
+    "step",
+    "on",
+    "condition",
+    "join",
+    "params",
+    "type",
+    "default",
+    "enum",
+    "retry",
+    "maxAttempts",
+    "cron",
+    "timezone",
+    "defaults",
+    "allowFailure",
+    "timeoutSeconds",
+    "queue",
+]
 keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=10)
-EXPRESSIONS = ["{{ steps.collect.result.rows }}", "{{ steps.nowhere.result }}", "{{ 1 + }}",
-               "steps.load.status == 'ok'", "{{ ''.__class__ }}", "{{ params.day", "}}{{",
-               "steps.process.result.count >", "{% for %}", "collect", "process", "notify"]
+EXPRESSIONS = [
+    "{{ steps.collect.result.rows }}",
+    "{{ steps.nowhere.result }}",
+    "{{ 1 + }}",
+    "steps.load.status == 'ok'",
+    "{{ ''.__class__ }}",
+    "{{ params.day",
+    "}}{{",
+    "steps.process.result.count >",
+    "{% for %}",
+    "collect",
+    "process",
+    "notify",
+]
 
 
 def nodes(obj: Any, path: tuple = ()) -> list[tuple]:
@@ -131,8 +174,9 @@ def mutate(doc: dict, data: st.DataObject) -> None:
     paths = nodes(doc)
     path = data.draw(st.sampled_from(paths))
     parent, last = parent_of(doc, path), path[-1]
-    op = data.draw(st.sampled_from(["delete", "rename", "replace", "expression", "insert",
-                                    "duplicate"]))
+    op = data.draw(
+        st.sampled_from(["delete", "rename", "replace", "expression", "insert", "duplicate"])
+    )
     if op == "delete":
         del parent[last]
     elif op == "rename" and isinstance(parent, dict):
@@ -171,17 +215,20 @@ garbage = st.text(alphabet=st.sampled_from(GARBAGE_CHARS), max_size=12) | st.tex
 def test_random_text_edits_never_raise_anything_but_a_definition_error(data):
     text = BASE_TEXT
     for _ in range(data.draw(st.integers(1, 3))):
-        op = data.draw(st.sampled_from(["truncate", "insert", "delete", "swap_lines",
-                                        "indent", "replace_char"]))
+        op = data.draw(
+            st.sampled_from(
+                ["truncate", "insert", "delete", "swap_lines", "indent", "replace_char"]
+            )
+        )
         at = data.draw(st.integers(0, len(text)))
         if op == "truncate":
             text = text[:at]
         elif op == "insert":
             text = text[:at] + data.draw(garbage) + text[at:]
         elif op == "delete":
-            text = text[:at] + text[at + data.draw(st.integers(1, 40)):]
+            text = text[:at] + text[at + data.draw(st.integers(1, 40)) :]
         elif op == "replace_char" and at < len(text):
-            text = text[:at] + data.draw(st.characters()) + text[at + 1:]
+            text = text[:at] + data.draw(st.characters()) + text[at + 1 :]
         else:
             lines = text.split("\n")
             i = data.draw(st.integers(0, len(lines) - 1))
@@ -201,9 +248,42 @@ def test_random_text_never_raises_anything_but_a_definition_error(text):
 
 
 yaml_tokens = st.sampled_from(
-    ["name:", "steps:", "- ", "id:", "&a", "*a", "!!str", "!!python/object:os.system", "<<:",
-     "{", "}", "[", "]", ",", ": ", "\n", "  ", "'", '"', "|", ">", "---", "...", "? ", "#",
-     "%YAML 1.2", "x", "1", "true", "null", "~", "{{ steps.a.result }}", "nextSteps:", "@"]
+    [
+        "name:",
+        "steps:",
+        "- ",
+        "id:",
+        "&a",
+        "*a",
+        "!!str",
+        "!!python/object:os.system",
+        "<<:",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ": ",
+        "\n",
+        "  ",
+        "'",
+        '"',
+        "|",
+        ">",
+        "---",
+        "...",
+        "? ",
+        "#",
+        "%YAML 1.2",
+        "x",
+        "1",
+        "true",
+        "null",
+        "~",
+        "{{ steps.a.result }}",
+        "nextSteps:",
+        "@",
+    ]
 )
 
 
@@ -228,14 +308,17 @@ ids = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
 names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}", fullmatch=True).filter(unambiguous)
 plain_text = st.text(max_size=16).filter(unambiguous)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**9, 10**9)
-    | st.floats(allow_nan=False, allow_infinity=False) | plain_text,
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | plain_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(plain_text, inner, max_size=3),
     max_leaves=6,
 )
 PARAM_VALUES = {
     "string": plain_text.filter(lambda s: "{{" not in s and "{%" not in s),
-    "integer": st.integers(-10**6, 10**6),
+    "integer": st.integers(-(10**6), 10**6),
     "number": st.floats(-1e6, 1e6, allow_nan=False),
     "boolean": st.booleans(),
     "array": st.lists(st.integers(), max_size=3),
@@ -263,7 +346,7 @@ def definitions(draw) -> dict[str, Any]:
         step: dict[str, Any] = {"id": sid}
         if draw(st.booleans()):
             step["runner"] = draw(ids)
-        later = step_ids[i + 1:]
+        later = step_ids[i + 1 :]
         if dag and later and draw(st.booleans()):
             targets = draw(st.lists(st.sampled_from(later), max_size=3, unique=True))
             edges = []
@@ -272,8 +355,9 @@ def definitions(draw) -> dict[str, Any]:
                 if form == "name":
                     edges.append(t)
                 elif form == "on":
-                    edges.append({"step": t, "on": draw(st.sampled_from(
-                        ["success", "failure", "always"]))})
+                    edges.append(
+                        {"step": t, "on": draw(st.sampled_from(["success", "failure", "always"]))}
+                    )
                 else:
                     edges.append({"step": t, "condition": f"steps.{sid}.status == 'succeeded'"})
             step["nextSteps"] = edges
@@ -289,23 +373,29 @@ def definitions(draw) -> dict[str, Any]:
                 target = edge if isinstance(edge, str) else edge["step"]
                 upstream[target] |= upstream[step["id"]] | {step["id"]}
     for step in steps:
-        inputs = draw(st.dictionaries(plain_text.filter(lambda s: "{" not in s), json_values,
-                                      max_size=3))
-        inputs = {k: v for k, v in inputs.items()
-                  if not (isinstance(v, str) and ("{{" in v or "{%" in v))}
+        inputs = draw(
+            st.dictionaries(plain_text.filter(lambda s: "{" not in s), json_values, max_size=3)
+        )
+        inputs = {
+            k: v for k, v in inputs.items() if not (isinstance(v, str) and ("{{" in v or "{%" in v))
+        }
         ups = sorted(upstream[step["id"]])
         if ups and draw(st.booleans()):
             up = draw(st.sampled_from(ups))
             inputs["from_upstream"] = [
-                f"{{{{ steps.{up}.result }}}}", {"n": f"x{{{{ steps.{up}.status }}}}"}]
+                f"{{{{ steps.{up}.result }}}}",
+                {"n": f"x{{{{ steps.{up}.status }}}}"},
+            ]
             step["condition"] = f"steps.{up}.status != 'failed'"
         if params and draw(st.booleans()):
             inputs["param"] = f"{{{{ params.{draw(st.sampled_from(sorted(params)))} }}}}"
         if inputs:
             step["inputs"] = inputs
         if draw(st.booleans()):
-            step["retry"] = {"maxAttempts": draw(st.integers(1, 5)),
-                             "delaySeconds": draw(st.integers(0, 10))}
+            step["retry"] = {
+                "maxAttempts": draw(st.integers(1, 5)),
+                "delaySeconds": draw(st.integers(0, 10)),
+            }
         if draw(st.booleans()):
             step["join"] = draw(st.sampled_from(["all", "any"]))
     definition: dict[str, Any] = {"name": draw(names), "steps": steps}
@@ -319,8 +409,9 @@ def definitions(draw) -> dict[str, Any]:
     return definition
 
 
-@settings(max_examples=60, deadline=None, phases=PHASES,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, phases=PHASES, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(definitions(), st.booleans())
 def test_valid_definitions_round_trip_through_yaml_safe_dump(definition, flow):
     # without allow_unicode: PyYAML itself does not read back a raw NEL it wrote

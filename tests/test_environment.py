@@ -41,8 +41,14 @@ def test_a_bad_value_is_refused_before_anything_is_stored(tmp_path, name, value)
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
     env[name] = value
-    done = subprocess.run([ENGINE, "run", "one.yaml"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [ENGINE, "run", "one.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert name in done.stderr or value in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

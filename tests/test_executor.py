@@ -159,9 +159,7 @@ def test_edge_condition_decides_whether_the_edge_fires(store, registry, rec, cou
 
 
 @pytest.mark.parametrize("go", [True, False])
-def test_step_condition_false_skips_the_step_without_calling_its_runner(
-    store, registry, rec, go
-):
+def test_step_condition_false_skips_the_step_without_calling_its_runner(store, registry, rec, go):
     view = run(
         store,
         registry,

@@ -176,9 +176,7 @@ def test_downstream_steps_see_an_upstream_result_as_it_was_stored(store, registr
     assert seen["inputs"] == {"pair": [1, 2], "whole": stored}
 
 
-def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see(
-    store, registry
-):
+def test_a_runner_changing_what_it_received_does_not_change_what_later_steps_see(store, registry):
     registry.add("a", lambda inputs, ctx: {"n": 1, "items": [1]})
 
     @registry.handler("meddle")
@@ -424,9 +422,7 @@ def test_a_raising_runner_persists_the_message_and_the_traceback(store, registry
     assert a.finished_at is not None
 
 
-def test_a_runner_raising_system_exit_fails_its_step_and_the_run_goes_on(
-    store, registry, rec
-):
+def test_a_runner_raising_system_exit_fails_its_step_and_the_run_goes_on(store, registry, rec):
     def leave(inputs, ctx):
         raise SystemExit(3)
 

@@ -72,9 +72,7 @@ def test_a_database_failure_mid_run_leaves_no_attempt_running(store, registry, m
     assert "engine error" in view.steps[1].error
 
 
-def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_run(
-    store, registry
-):
+def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_run(store, registry):
     @registry.handler("leave")
     async def leave(inputs, ctx):
         raise SystemExit(3)
@@ -88,7 +86,8 @@ def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_ru
         "name: x\nsteps:\n  - {id: a, runner: leave, allowFailure: true}\n"
         "  - {id: b, runner: fine, nextSteps: []}\n"
         "  - {id: c, runner: fine}\n",
-        "x.yaml", registry,
+        "x.yaml",
+        registry,
     )
     view = BatchService(store, dispatcher).run(definition, {})
     statuses = {s.step: (s.status, s.result) for s in view.steps}

@@ -213,9 +213,7 @@ class SignallingDispatcher(DirectDispatcher):
         super().submit(task, relay)
 
 
-def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(
-    store, registry, rec
-):
+def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(store, registry, rec):
     started, release, returned = threading.Event(), threading.Event(), threading.Event()
 
     @registry.handler("stuck")

@@ -29,15 +29,29 @@ SCOPE = {
     "params": {"day": "2026-11-26", "n": 3, "ids": [1, 2], "cfg": {"k": "v"}, "s": "ab"},
     "steps": {
         "a": {
-            "result": {"rows": 120, "list": [1, 2, 3], "map": {"x": 1}, "none": None,
-                       "ok": True, "ratio": 0.5, "name": "sales",
-                       "items": [4, 5], "values": [6], "keys": "k", "get": 1},
+            "result": {
+                "rows": 120,
+                "list": [1, 2, 3],
+                "map": {"x": 1},
+                "none": None,
+                "ok": True,
+                "ratio": 0.5,
+                "name": "sales",
+                "items": [4, 5],
+                "values": [6],
+                "keys": "k",
+                "get": 1,
+            },
             "status": "succeeded",
         },
         "b": {"result": None, "status": "skipped"},
     },
-    "run": {"id": 7, "trigger": "cli", "scheduled_for": None,
-            "logical_date": "2026-11-26T02:00:00+00:00"},
+    "run": {
+        "id": 7,
+        "trigger": "cli",
+        "scheduled_for": None,
+        "logical_date": "2026-11-26T02:00:00+00:00",
+    },
 }
 
 
@@ -58,6 +72,7 @@ def refused(source: str, kind: str = "template") -> str:
 
 
 # -- native types and rendering -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("source", "value"),
@@ -154,6 +169,7 @@ def test_a_template_tree_without_templates_is_static():
 
 # -- conditions --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("source", "value"),
     [
@@ -183,8 +199,13 @@ def test_a_condition_that_fails_raises_an_expression_error(source):
 
 @pytest.mark.parametrize(
     "source",
-    ["{{ params.nope }}", "x{{ params.nope }}", "{{ steps.a.result.nope.deeper }}",
-     "{{ nothing }}", "{{ steps.b.result.rows }}"],
+    [
+        "{{ params.nope }}",
+        "x{{ params.nope }}",
+        "{{ steps.a.result.nope.deeper }}",
+        "{{ nothing }}",
+        "{{ steps.b.result.rows }}",
+    ],
 )
 def test_an_undefined_value_is_an_expression_error_not_a_silent_value(source):
     refused(source)
@@ -196,8 +217,11 @@ def test_expression_errors_belong_to_the_engine_error_tree():
 
 # -- syntax ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source", ["{{ 1 + }}", "{{ params.n", "{% if %}", "{{ a b }}",
-                                    "{% for %}{% endfor %}", "{{ }}"])
+
+@pytest.mark.parametrize(
+    "source",
+    ["{{ 1 + }}", "{{ params.n", "{% if %}", "{{ a b }}", "{% for %}{% endfor %}", "{{ }}"],
+)
 def test_a_template_that_does_not_parse_is_refused_at_compile_time(source):
     with pytest.raises(ExpressionError):
         compile_template(source)
@@ -264,8 +288,10 @@ def test_a_visible_escape_is_refused_when_the_definition_is_validated(tmp_path, 
     marker = tmp_path / "pwned"
     expression = expression.replace("MARKER", str(marker))
     source = "{{ " + expression + " }}"
-    text = ("name: x\nsteps:\n  - id: a\n    inputs:\n      v: " + json.dumps(source) + "\n"
-            "  - id: b\n    condition: " + json.dumps(expression) + "\n")
+    text = (
+        "name: x\nsteps:\n  - id: a\n    inputs:\n      v: " + json.dumps(source) + "\n"
+        "  - id: b\n    condition: " + json.dumps(expression) + "\n"
+    )
     with pytest.raises(DefinitionError) as info:
         load_text(text, "x.yaml")
     assert {p.line for p in info.value.problems} == {5, 7}, info.value.problems
@@ -295,8 +321,12 @@ def test_a_mixed_template_with_an_escape_never_renders(tmp_path):
 
 @pytest.mark.parametrize(
     "source",
-    ["{% include 'x' %}", "{% import 'x' as y %}{{ y }}", "{% extends 'x' %}",
-     "{% from 'x' import y %}"],
+    [
+        "{% include 'x' %}",
+        "{% import 'x' as y %}{{ y }}",
+        "{% extends 'x' %}",
+        "{% from 'x' import y %}",
+    ],
 )
 def test_templates_cannot_load_other_templates(source):
     with pytest.raises(ExpressionError):
@@ -360,13 +390,15 @@ def capped(source: str) -> dict:
     """Evaluate `source` in a child limited in memory and CPU: how it ended."""
     child = _CHILD.replace("CPU_SECONDS", str(CPU_SECONDS))
     try:
-        proc = subprocess.run([sys.executable, "-c", child, source], capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", child, source], capture_output=True, text=True, timeout=60
+        )
     except subprocess.TimeoutExpired:
         return {"killed": "still running after 60 s"}
     if proc.returncode != 0:
-        return {"killed": f"exit {proc.returncode} (CPU limit {CPU_SECONDS}s?) "
-                          f"{proc.stderr[-300:]}"}
+        return {
+            "killed": f"exit {proc.returncode} (CPU limit {CPU_SECONDS}s?) {proc.stderr[-300:]}"
+        }
     return json.loads(proc.stdout)
 
 
@@ -378,13 +410,13 @@ def exhausting_outcomes() -> dict[str, dict]:
         return {source: future.result() for source, future in futures.items()}
 
 
-@pytest.mark.parametrize("source", EXHAUSTING,
-                         ids=lambda s: "squarings" if s == _SQUARINGS else s)
+@pytest.mark.parametrize("source", EXHAUSTING, ids=lambda s: "squarings" if s == _SQUARINGS else s)
 def test_an_expression_that_would_exhaust_the_host_is_refused(exhausting_outcomes, source):
     outcome = exhausting_outcomes[source]
     assert "refused" in outcome, f"{source!r} was not refused: {outcome}"
     assert "MemoryError" not in outcome["refused"], (
-        f"{source!r} was stopped only by running out of memory: {outcome['refused']}")
+        f"{source!r} was stopped only by running out of memory: {outcome['refused']}"
+    )
 
 
 def test_the_capped_child_evaluates_ordinary_expressions():
@@ -393,13 +425,16 @@ def test_the_capped_child_evaluates_ordinary_expressions():
 
 @pytest.mark.parametrize(
     "source",
-    ["{% for i in range(3) %}{{ i }}{% endfor %}", "{% set a = 1 %}{{ a }}",
-     "{% macro m() %}x{% endmacro %}{{ m() }}", "{% call m() %}{% endcall %}"],
+    [
+        "{% for i in range(3) %}{{ i }}{% endfor %}",
+        "{% set a = 1 %}{{ a }}",
+        "{% macro m() %}x{% endmacro %}{{ m() }}",
+        "{% call m() %}{% endcall %}",
+    ],
 )
 def test_loops_assignments_and_macros_are_refused_when_compiled(source):
     with pytest.raises(ExpressionError, match="is not allowed"):
         compile_template(source)
-
 
 
 def test_one_evaluation_has_a_time_budget(monkeypatch):

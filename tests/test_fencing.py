@@ -46,8 +46,9 @@ def gated(inputs, ctx):
 
 def _engine(cwd: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "2"}
-    return subprocess.run([ENGINE, *args, "--db", db], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [ENGINE, *args, "--db", db], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _wait_for(condition, what: str, seconds: float = 30) -> None:
@@ -57,17 +58,21 @@ def _wait_for(condition, what: str, seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-def test_a_stalled_process_woken_after_a_resume_writes_nothing_and_exits_non_zero(
-    db_url, tmp_path
-):
+def test_a_stalled_process_woken_after_a_resume_writes_nothing_and_exits_non_zero(db_url, tmp_path):
     (tmp_path / "runners").mkdir()
     (tmp_path / "runners" / "gated.py").write_text(RUNNER)
     (tmp_path / "two.yaml").write_text(
         "name: two\nsteps:\n  - {id: a, runner: gated}\n  - {id: b, runner: gated}\n"
     )
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "2"}
-    stalled = subprocess.Popen([ENGINE, "run", "two.yaml", "--db", db_url], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stalled = subprocess.Popen(
+        [ENGINE, "run", "two.yaml", "--db", db_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert stalled.stderr is not None
     try:
         while (line := stalled.stderr.readline()).strip() != "start a":

@@ -88,9 +88,7 @@ def test_resume_never_runs_a_succeeded_always_step_again(store, registry):
     assert calls == ["b"], "only the failed step runs again"
 
 
-def test_a_pending_instance_cancelled_from_another_process_never_starts(
-    db_url, store, registry
-):
+def test_a_pending_instance_cancelled_from_another_process_never_starts(db_url, store, registry):
     calls: list[str] = []
     registry.add("work", lambda inputs, ctx: calls.append(ctx.step_id))
     service = BatchService(store, DirectDispatcher(registry))
@@ -109,9 +107,7 @@ def test_a_pending_instance_cancelled_from_another_process_never_starts(
     assert store.get_instance(instance_id).status == "cancelled"
 
 
-def test_two_schedulers_racing_in_threads_for_one_tick_make_one_instance(
-    db_url, store, registry
-):
+def test_two_schedulers_racing_in_threads_for_one_tick_make_one_instance(db_url, store, registry):
     from datetime import UTC, datetime, timedelta
 
     from engine.scheduler import Scheduler

@@ -34,8 +34,9 @@ def crash(inputs, ctx):
 
 def _engine(cwd: Path, *args: str, dispatcher: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENGINE_DISPATCHER": dispatcher}
-    return subprocess.run([ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(

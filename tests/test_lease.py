@@ -35,14 +35,23 @@ def test_a_killed_run_is_shown_abandoned_once_its_lease_expires(db_url, tmp_path
     (tmp_path / "hang.yaml").write_text("name: hang\nsteps:\n  - {id: a, runner: hang}\n")
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "1"}
     proc = subprocess.Popen(
-        [ENGINE, "run", "hang.yaml", "--db", db_url], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [ENGINE, "run", "hang.yaml", "--db", db_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
 
     def runs() -> list[dict]:
-        listed = subprocess.run([ENGINE, "runs", "list", "--json", "--db", db_url],
-                                capture_output=True, text=True, cwd=tmp_path, check=True)
+        listed = subprocess.run(
+            [ENGINE, "runs", "list", "--json", "--db", db_url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=True,
+        )
         return json.loads(listed.stdout)
 
     assert [(r["status"], r["abandoned"]) for r in runs()] == [("running", False)]
@@ -53,8 +62,13 @@ def test_a_killed_run_is_shown_abandoned_once_its_lease_expires(db_url, tmp_path
         time.sleep(0.2)
     (instance,) = runs()
     assert (instance["status"], instance["abandoned"]) == ("running", True)
-    shown = subprocess.run([ENGINE, "runs", "show", str(instance["id"]), "--db", db_url],
-                           capture_output=True, text=True, cwd=tmp_path, check=True)
+    shown = subprocess.run(
+        [ENGINE, "runs", "show", str(instance["id"]), "--db", db_url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     assert "running (abandoned)" in shown.stdout
 
 

@@ -10,8 +10,12 @@ import pytest
 from engine.definition import load_text
 from engine.errors import DefinitionError, EngineError, ParamsError
 
-RUN = {"id": None, "trigger": "cli", "scheduled_for": None,
-       "logical_date": "2026-11-26T02:00:00+00:00"}
+RUN = {
+    "id": None,
+    "trigger": "cli",
+    "scheduled_for": None,
+    "logical_date": "2026-11-26T02:00:00+00:00",
+}
 
 TYPED = textwrap.dedent("""\
     name: typed
@@ -83,7 +87,8 @@ def test_cli_strings_are_coerced_to_the_param_type(name, text, value):
     assert resolved[name] == value
     assert type(resolved[name]) is type(value)
     assert {k: v for k, v in resolved.items() if k != name} == {
-        k: v for k, v in DEFAULTS.items() if k != name}
+        k: v for k, v in DEFAULTS.items() if k != name
+    }
 
 
 @pytest.mark.parametrize(
@@ -97,8 +102,16 @@ def test_json_values_from_the_api_are_taken_as_they_are(name, value):
 @pytest.mark.parametrize(
     ("name", "text"),
     [
-        ("i", "five"), ("i", "5.5"), ("i", ""), ("n", "lots"), ("b", "maybe"),
-        ("a", "not json"), ("a", '{"k": 1}'), ("a", '"x"'), ("o", "[1]"), ("o", "nope"),
+        ("i", "five"),
+        ("i", "5.5"),
+        ("i", ""),
+        ("n", "lots"),
+        ("b", "maybe"),
+        ("a", "not json"),
+        ("a", '{"k": 1}'),
+        ("a", '"x"'),
+        ("o", "[1]"),
+        ("o", "nope"),
     ],
 )
 def test_a_value_that_does_not_fit_is_refused_naming_the_param(name, text):
@@ -180,13 +193,19 @@ TEMPLATED = textwrap.dedent("""\
 def test_template_defaults_are_rendered_from_the_run():
     assert resolve({}, TEMPLATED) == {"day": "2026-11-26", "trigger": "by cli", "year": 2026}
     other = {**RUN, "trigger": "cron", "logical_date": "2027-01-02T00:00:00+00:00"}
-    assert resolve({}, TEMPLATED, other) == {"day": "2027-01-02", "trigger": "by cron",
-                                             "year": 2027}
+    assert resolve({}, TEMPLATED, other) == {
+        "day": "2027-01-02",
+        "trigger": "by cron",
+        "year": 2027,
+    }
 
 
 def test_a_given_value_wins_over_a_template_default():
     assert resolve({"day": "2020-01-01", "year": "1999"}, TEMPLATED) == {
-        "day": "2020-01-01", "trigger": "by cli", "year": 1999}
+        "day": "2020-01-01",
+        "trigger": "by cli",
+        "year": 1999,
+    }
 
 
 def test_a_template_default_that_cannot_render_is_a_params_error():
@@ -198,8 +217,10 @@ def test_a_template_default_that_cannot_render_is_a_params_error():
 def test_a_template_default_reading_another_param_sees_that_params_default():
     """Validation accepts `params.` in a default; a run that leaves the other param out must
     still work (or validation must refuse the default in the first place)."""
-    text = ('name: t\nparams:\n  s: {default: x}\n  p: {default: "{{ params.s }}-y"}\n'
-            "steps: [{id: a}]\n")
+    text = (
+        'name: t\nparams:\n  s: {default: x}\n  p: {default: "{{ params.s }}-y"}\n'
+        "steps: [{id: a}]\n"
+    )
     try:
         params = spec(text)
     except DefinitionError:

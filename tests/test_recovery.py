@@ -82,9 +82,7 @@ def _wait(condition: Any, what: str, seconds: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_an_abandoned_instance_is_resumed_keeping_what_succeeded(
-    service, registry, runner, calls
-):
+def test_an_abandoned_instance_is_resumed_keeping_what_succeeded(service, registry, runner, calls):
     instance_id = _abandoned(service, registry)
     calls.clear()
     recovery = Recovery(runner, registry)
@@ -140,8 +138,9 @@ def test_of_two_recovering_processes_each_orphan_goes_to_exactly_one(
 def test_the_queue_of_a_live_process_is_not_taken(db_url, service, registry, calls):
     opened = threading.Event()
     registry.add("gate", lambda inputs, ctx: opened.wait(20))
-    gate = service.prepare(load_text("name: g\nsteps:\n  - {id: g, runner: gate}\n", "g.yaml",
-                                     registry), {})
+    gate = service.prepare(
+        load_text("name: g\nsteps:\n  - {id: g, runner: gate}\n", "g.yaml", registry), {}
+    )
     busy = BackgroundRunner(service, max_instances=1)
     running, queued = service.start(gate), service.start(gate)
     busy.launch(gate, running)

@@ -24,9 +24,7 @@ def step(inputs, ctx):
     return {"step": ctx.step_id}
 """
 
-CHAIN = "name: chain\nsteps:\n" + "".join(
-    f"  - {{id: s{n}, runner: step}}\n" for n in range(3)
-)
+CHAIN = "name: chain\nsteps:\n" + "".join(f"  - {{id: s{n}, runner: step}}\n" for n in range(3))
 
 
 def _calls(cwd: Path) -> list[str]:

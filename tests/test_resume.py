@@ -58,8 +58,13 @@ def test_a_failed_instance_resumes_only_what_did_not_succeed(store, registry):
     assert resumed.id == first.id and resumed.status == "succeeded"
     assert calls == ["a", "b", "b", "c"], "a succeeded before and must not run again"
     rows = [(s.step, s.attempt, s.status) for s in resumed.steps]
-    assert rows == [("a", 1, "succeeded"), ("b", 1, "failed"), ("c", 1, "skipped"),
-                    ("b", 2, "succeeded"), ("c", 2, "succeeded")]
+    assert rows == [
+        ("a", 1, "succeeded"),
+        ("b", 1, "failed"),
+        ("c", 1, "skipped"),
+        ("b", 2, "succeeded"),
+        ("c", 2, "succeeded"),
+    ]
     b = resumed.steps[3]
     assert b.result == {"n": 7, "from_a": {"step": "a"}, "attempt": 2}
 
@@ -146,8 +151,9 @@ def _project(tmp_path: Path) -> None:
 
 
 def _engine(tmp_path: Path, db: str, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ENGINE, *args, "--db", db], cwd=tmp_path, capture_output=True,
-                          text=True, **kw)
+    return subprocess.run(
+        [ENGINE, *args, "--db", db], cwd=tmp_path, capture_output=True, text=True, **kw
+    )
 
 
 def test_resume_uses_the_version_it_started_with_and_continues_attempts(db_url, tmp_path):
@@ -163,8 +169,13 @@ def test_resume_uses_the_version_it_started_with_and_continues_attempts(db_url, 
     doc = json.loads(resumed.stdout)
     assert doc["id"] == instance["id"] and doc["version"] == instance["version"]
     steps = [(s["step"], s["attempt"], s["status"]) for s in doc["steps"]]
-    assert steps == [("first", 1, "succeeded"), ("gate", 1, "failed"), ("last", 1, "skipped"),
-                     ("gate", 2, "succeeded"), ("last", 2, "succeeded")]
+    assert steps == [
+        ("first", 1, "succeeded"),
+        ("gate", 1, "failed"),
+        ("last", 1, "skipped"),
+        ("gate", 2, "succeeded"),
+        ("last", 2, "succeeded"),
+    ]
     assert doc["steps"][-1]["result"]["label"] == "old"
     assert (tmp_path / "calls.txt").read_text().split() == ["first", "gate", "gate", "last"]
 
@@ -178,8 +189,13 @@ def test_two_resumes_at_once_one_runs_the_other_is_refused(db_url, tmp_path):
     instance_id = str(json.loads(first.stdout)["id"])
     (tmp_path / "open").touch()
     procs = [
-        subprocess.Popen([ENGINE, "resume", instance_id, "--db", db_url], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [ENGINE, "resume", instance_id, "--db", db_url],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     results = [(p.wait(60), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
@@ -194,9 +210,14 @@ def test_a_run_killed_mid_step_is_resumed_to_success(db_url, tmp_path):
     _project(tmp_path)
     (tmp_path / "hold").touch()
     env = {**os.environ, "ENGINE_LEASE_SECONDS": "8"}
-    proc = subprocess.Popen([ENGINE, "run", "pipeline.yaml", "--db", db_url], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(
+        [ENGINE, "run", "pipeline.yaml", "--db", db_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "gate"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -215,7 +236,11 @@ def test_a_run_killed_mid_step_is_resumed_to_success(db_url, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     steps = [(s["step"], s["attempt"], s["status"]) for s in doc["steps"]]
-    assert steps == [("first", 1, "succeeded"), ("gate", 1, "failed"), ("gate", 2, "succeeded"),
-                     ("last", 1, "succeeded")]
+    assert steps == [
+        ("first", 1, "succeeded"),
+        ("gate", 1, "failed"),
+        ("gate", 2, "succeeded"),
+        ("last", 1, "succeeded"),
+    ]
     assert "abandoned" in doc["steps"][1]["error"]
     assert (tmp_path / "calls.txt").read_text().split() == ["first", "gate", "gate", "last"]

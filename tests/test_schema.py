@@ -20,8 +20,14 @@ DEFINITIONS = sorted((REPO / "definitions").glob("*.y*ml"))
 
 def engine(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    return subprocess.run([str(Path(sys.executable).with_name("engine")), *args], env=env,
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("engine")), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 def committed() -> dict:
@@ -33,7 +39,8 @@ def test_the_committed_schema_equals_the_output_of_engine_schema():
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads(proc.stdout) == committed(), (
-        "schemas/batch-definition.schema.json is stale: regenerate it with `engine schema`")
+        "schemas/batch-definition.schema.json is stale: regenerate it with `engine schema`"
+    )
 
 
 def test_the_committed_schema_equals_the_models():
@@ -45,8 +52,18 @@ def test_the_schema_describes_the_dsl():
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["type"] == "object"
     assert set(schema["required"]) == {"name", "steps"}
-    assert {"name", "description", "cron", "timezone", "catchup", "overlap", "concurrency",
-            "params", "defaults", "steps"} == set(schema["properties"])
+    assert {
+        "name",
+        "description",
+        "cron",
+        "timezone",
+        "catchup",
+        "overlap",
+        "concurrency",
+        "params",
+        "defaults",
+        "steps",
+    } == set(schema["properties"])
     assert schema.get("additionalProperties") is False  # unknown keys are errors, in editors too
     text = json.dumps(schema)
     for key in ("nextSteps", "allowFailure", "timeoutSeconds", "maxAttempts", "join"):

@@ -55,31 +55,42 @@ def test_upgrading_from_the_first_revision_keeps_every_row(db_url, tmp_path):
     try:
         schema.upgrade(engine, "0001")
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO batch_definition (name, version, steps, source, created_at) "
-                "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26 02:00:00.000000')"
-                if engine.dialect.name == "sqlite" else
-                "INSERT INTO batch_definition (name, version, steps, source, created_at) "
-                "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26T02:00:00+00:00')"
-            ))
-            conn.execute(sa.text(
-                "INSERT INTO batch_instance (definition_id, definition_name, status, trigger, "
-                "params, created_at) VALUES (1, 'etl', 'succeeded', 'cli', '{\"day\": 1}', "
-                + ("'2026-11-26 02:00:00.000000')" if engine.dialect.name == "sqlite"
-                   else "'2026-11-26T02:00:00+00:00')")
-            ))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO batch_definition (name, version, steps, source, created_at) "
+                    "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26 02:00:00.000000')"
+                    if engine.dialect.name == "sqlite"
+                    else "INSERT INTO batch_definition (name, version, steps, source, created_at) "
+                    "VALUES ('etl', 'v1', '[]', 'name: etl', '2026-11-26T02:00:00+00:00')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO batch_instance (definition_id, definition_name, status, trigger, "
+                    "params, created_at) VALUES (1, 'etl', 'succeeded', 'cli', '{\"day\": 1}', "
+                    + (
+                        "'2026-11-26 02:00:00.000000')"
+                        if engine.dialect.name == "sqlite"
+                        else "'2026-11-26T02:00:00+00:00')"
+                    )
+                )
+            )
     finally:
         engine.dispose()
 
-    done = subprocess.run([ENGINE, "db", "upgrade", "--db", db_url], capture_output=True,
-                          text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [ENGINE, "db", "upgrade", "--db", db_url], capture_output=True, text=True, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
 
     store = Store(db_url)
     try:
         (instance,) = store.list_instances()
         assert (instance.definition, instance.status, instance.params) == (
-            "etl", "succeeded", {"day": 1})
+            "etl",
+            "succeeded",
+            {"day": 1},
+        )
         assert instance.abandoned is False
     finally:
         store.close()
@@ -110,7 +121,9 @@ def test_processes_opening_one_new_database_at_once_all_succeed(db_url, tmp_path
     def list_runs(_: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [ENGINE, "runs", "list", "--json", "--db", db_url],
-            capture_output=True, text=True, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
         )
 
     with ThreadPoolExecutor(4) as pool:

@@ -236,7 +236,9 @@ def test_without_a_token_a_rebound_host_or_another_origin_is_refused(serve: Any)
     rebound = server.client.post("/batch/run", json=body, headers={"Host": f"evil.example:{port}"})
     assert rebound.status_code == 421
     assert server.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
-    forged = server.client.post("/batch/instances/1/cancel", headers={"Origin": "http://evil.example"})
+    forged = server.client.post(
+        "/batch/instances/1/cancel", headers={"Origin": "http://evil.example"}
+    )
     assert forged.status_code == 403, "a page of another site posting to 127.0.0.2 itself"
     for host in (f"localhost:{port}", "127.0.0.1", "127.0.0.2", f"127.0.0.2:{port}"):
         assert server.client.get("/batch/instances", headers={"Host": host}).json() == [], host
@@ -249,8 +251,14 @@ def test_step_errors_over_http_lose_their_traceback_unless_asked(
 ) -> None:
     (workdir / "defs" / "boom.yaml").write_text("name: boom\nsteps:\n  - {id: b, runner: boom}\n")
     env = {**os.environ, "ENGINE_API_TRACEBACKS": "maybe"}
-    refused = subprocess.run([ENGINE, "serve", "defs", "--db", db_url, "--port", "0"],
-                             cwd=workdir, capture_output=True, text=True, env=env, timeout=60)
+    refused = subprocess.run(
+        [ENGINE, "serve", "defs", "--db", db_url, "--port", "0"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert refused.returncode == 2
     assert refused.stderr == "error: ENGINE_API_TRACEBACKS='maybe': must be 0, 1, true or false\n"
 

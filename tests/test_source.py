@@ -60,6 +60,7 @@ def refused_file(path) -> Problem:
 
 # -- object-constructing tags -----------------------------------------------------------------
 
+
 def creating_tags(marker: str) -> list[str]:
     """Tags that would create `marker` if any loader built them."""
     return [
@@ -93,8 +94,15 @@ def test_python_object_tags_are_refused_at_the_tag_and_nothing_runs(tmp_path, in
 
 
 @pytest.mark.parametrize(
-    "tag", ["!!python/name:os.system", "!!python/module:os", "!!python/tuple [1, 2]",
-            "!!python/bytes aGk=", "!foo bar", "!<tag:example.com,2000:x> y"],
+    "tag",
+    [
+        "!!python/name:os.system",
+        "!!python/module:os",
+        "!!python/tuple [1, 2]",
+        "!!python/bytes aGk=",
+        "!foo bar",
+        "!<tag:example.com,2000:x> y",
+    ],
 )
 def test_other_non_standard_tags_are_refused_at_the_tag(tag):
     text = f"name: x\nsteps:\n  - id: a\n    inputs: {{v: {tag}}}\n"
@@ -107,7 +115,8 @@ def test_nothing_runs_through_load_file_either(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
     path.write_text(
-        f'name: !!python/object/apply:os.system ["touch {marker}"]\nsteps: [{{id: a}}]\n')
+        f'name: !!python/object/apply:os.system ["touch {marker}"]\nsteps: [{{id: a}}]\n'
+    )
     p = refused_file(path)
     assert (p.line, p.column) == (1, 7)
     assert not marker.exists()
@@ -120,7 +129,8 @@ def test_standard_tags_still_work():
 
 
 @pytest.mark.parametrize(
-    "value", ["!!set {a, b}", "!!binary aGVsbG8=", "!!timestamp 2026-11-26", ".nan", "-.inf"],
+    "value",
+    ["!!set {a, b}", "!!binary aGVsbG8=", "!!timestamp 2026-11-26", ".nan", "-.inf"],
 )
 def test_every_loaded_value_is_json_data_or_refused(value):
     """Inputs are stored as JSON and handed to remote workers: a set, bytes, a date or NaN that
@@ -136,9 +146,15 @@ def test_every_loaded_value_is_json_data_or_refused(value):
 
 # -- alias bombs ------------------------------------------------------------------------------
 
+
 def laughs(levels: int, width: int) -> str:
-    lines = ["name: x", "steps:", "  - id: a", "    inputs:",
-             f"      l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines = [
+        "name: x",
+        "steps:",
+        "  - id: a",
+        "    inputs:",
+        f"      l0: &l0 [{', '.join(['lol'] * width)}]",
+    ]
     lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
@@ -177,6 +193,7 @@ def test_ordinary_anchors_and_aliases_still_work():
 
 # -- size and depth ---------------------------------------------------------------------------
 
+
 def test_an_oversized_text_is_refused_before_parsing():
     text = VALID + "#" * MAX_FILE_BYTES
     [p] = refused(text)
@@ -212,6 +229,7 @@ def test_deeply_nested_block_inputs_are_loaded_or_refused_never_a_crash(depth):
 
 # -- duplicate keys ---------------------------------------------------------------------------
 
+
 def test_a_duplicate_key_is_refused_naming_both_lines():
     text = "name: x\nsteps: [{id: a}]\nname: y\n"
     [p] = refused(text)
@@ -244,10 +262,21 @@ def test_a_merge_key_is_not_a_duplicate():
 
 # -- not a definition at all ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "text",
-    ["", "\n\n", "# only a comment\n", "---\n", "null\n", "~\n", "- a\n- b\n", "just text\n",
-     "42\n", "[name, steps]\n"],
+    [
+        "",
+        "\n\n",
+        "# only a comment\n",
+        "---\n",
+        "null\n",
+        "~\n",
+        "- a\n- b\n",
+        "just text\n",
+        "42\n",
+        "[name, steps]\n",
+    ],
 )
 def test_a_document_that_is_not_a_mapping_is_refused(text):
     [p] = refused(text)
@@ -267,10 +296,10 @@ def test_several_documents_are_refused_at_the_second():
         # unclosed at the end of the file: the end of the last line, or the empty line after it
         ("name: x\nsteps: [{id: a}\n", {(3, 1), (2, 16)}),
         ('name: "x\nsteps: []\n', {(3, 1), (2, 10)}),
-        ("name: x\nsteps:\n\t- id: a\n", {(3, 1)}),         # a tab as indentation
+        ("name: x\nsteps:\n\t- id: a\n", {(3, 1)}),  # a tab as indentation
         ("name: x\n  bad: indent\nsteps: []\n", {(2, 6)}),  # mapping value where none may stand
-        ("name: x\nsteps: [{id: *nope}]\n", {(2, 14)}),     # undefined alias
-        ("? [a, b]\n: 1\n", {(1, 3)}),                       # unhashable key
+        ("name: x\nsteps: [{id: *nope}]\n", {(2, 14)}),  # undefined alias
+        ("? [a, b]\n: 1\n", {(1, 3)}),  # unhashable key
     ],
 )
 def test_yaml_syntax_errors_are_located(text, positions):
@@ -301,6 +330,7 @@ def test_a_non_string_top_level_key_is_refused_at_the_key():
 
 
 # -- files ------------------------------------------------------------------------------------
+
 
 def test_invalid_utf8_is_refused_at_its_line(tmp_path):
     path = tmp_path / "latin1.yaml"

@@ -55,8 +55,9 @@ steps:
 
 def _engine(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "120"}
-    return subprocess.run([ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [ENGINE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -71,11 +72,10 @@ def workdir(tmp_path: Path) -> Path:
     ("text", "times"),
     [(MARKUP, 1), ("[/]", 1), ("[bold", 1), ("[/b] x", 400_000), ("\x01\x07\r\x1b]0;t\x07", 1)],
 )
-def test_markup_and_odd_text_in_an_error_print_as_text_and_the_handler_runs(
-    workdir, text, times
-):
-    ran = _engine(workdir, "run", "texts.yaml", "-p", f"text={text}", "-p", f"times={times}",
-                  "--json")
+def test_markup_and_odd_text_in_an_error_print_as_text_and_the_handler_runs(workdir, text, times):
+    ran = _engine(
+        workdir, "run", "texts.yaml", "-p", f"text={text}", "-p", f"times={times}", "--json"
+    )
     assert ran.returncode == 1, ran.stderr[-2000:]
     assert "Traceback" not in ran.stderr
     doc = json.loads(ran.stdout)

@@ -130,7 +130,9 @@ def serve(conn: Connection, refs: list[RunnerRef]) -> None:
         runner, inputs, ctx = prepared
         cancel_event = ctx.cancel_event
         threading.Thread(
-            target=_attempt, args=(send, runner, task, inputs, ctx), name="engine-attempt",
+            target=_attempt,
+            args=(send, runner, task, inputs, ctx),
+            name="engine-attempt",
             daemon=True,
         ).start()
 

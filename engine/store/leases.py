@@ -231,9 +231,7 @@ class InstanceLeases:
             lease_expires_at=expires,
         )
 
-    def adopt(
-        self, instance_id: int, owner: str, expires: datetime, max_recoveries: int
-    ) -> bool:
+    def adopt(self, instance_id: int, owner: str, expires: datetime, max_recoveries: int) -> bool:
         """Claim an abandoned instance to resume it, counting the recovery; False when another
         process did first or it has been recovered `max_recoveries` times already."""
         return self._update(

@@ -18,9 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("batch_instance") as table:
-        table.add_column(
-            sa.Column("recoveries", sa.Integer(), nullable=False, server_default="0")
-        )
+        table.add_column(sa.Column("recoveries", sa.Integer(), nullable=False, server_default="0"))
     # Pending instances of older engines had no lease: they are orphans now, to be started.
     op.execute(
         "UPDATE batch_instance SET lease_expires_at = created_at "
