@@ -1,9 +1,10 @@
-"""Backfill: run every cron tick of a past range, in order, each at most once.
+"""Backfill: fill a past range of cron ticks, in order, each tick's instance run once.
 
-Each tick is claimed like a scheduler's, so a tick that already ran (by a scheduler, an earlier
-backfill, or a racing one) is reported, not run again. The definition's `overlap` applies
-against scheduled runs of other processes: `skip` records the tick as skipped, `queue` waits
-for them to end, `allow` runs beside them. The backfill's own ticks run one after another.
+A backfill is done only when every tick of its range has an instance that succeeded, so it
+never skips: a tick nobody claimed waits for any overlapping scheduled run to end and then runs;
+a tick a scheduler skipped is taken over; a tick another process is running is waited for, and
+run here if that process dies; a failed instance is reported, or resumed with `rerun_failed`.
+Every claim is a conditional write, so racing backfills and schedulers run each tick once.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from datetime import datetime
 
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
-from engine.errors import ScheduleError, TickTaken
+from engine.errors import LeaseLost, ResumeRefused, ScheduleError, TickTaken
 from engine.execution import Cancellation, Listener
+from engine.registry import JobRegistry
 from engine.scheduler import process_name
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
+from engine.store import InstanceView
 from engine.store.ticks import TickView
 from engine.store.types import utcnow
 
 WAIT_SECONDS = 0.5
-"""How often a queued tick looks whether the runs ahead of it have ended."""
+"""How often a waiting tick looks whether the run it waits for has ended."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,11 @@ class TickOutcome:
 
     tick: datetime
     status: str
-    """The instance's end status, `skipped`, or `claimed` when it had run before."""
+    """The end status of the tick's instance; `not run` when the backfill stopped first."""
+    how: str
+    """`ran`, `took over` (a skipped tick), `rerun` (a failed one, resumed), `recovered` (its
+    process had died), `waited` (another process ran it), `earlier` (it had ended before),
+    or `stopped`."""
     instance_id: int | None
     detail: str = ""
 
@@ -53,81 +60,125 @@ def ticks_in_range(loaded: LoadedDefinition, start: datetime, end: datetime) -> 
     return CronSchedule(definition.cron, definition.timezone).between(start, end)
 
 
-def backfill(
-    service: BatchService,
-    loaded: LoadedDefinition,
-    start: datetime,
-    end: datetime,
-    report: Callable[[TickOutcome], None],
-    listener: Listener | None = None,
-    cancellation: Cancellation | None = None,
-) -> list[TickOutcome]:
-    """Run the ticks in [start, end] in order; stop early when `cancellation` is cancelled."""
-    owner = process_name("backfill")
-    ticks = service.store.ticks
-    outcomes: list[TickOutcome] = []
+class Backfill:
+    """Fills one definition's range; `stop.cancel(reason)` (a signal) ends it after the
+    running instance is cancelled."""
 
-    def done(outcome: TickOutcome) -> None:
-        outcomes.append(outcome)
-        report(outcome)
+    def __init__(
+        self,
+        service: BatchService,
+        loaded: LoadedDefinition,
+        registry: JobRegistry,
+        rerun_failed: bool = False,
+        listener: Listener | None = None,
+        stop: Cancellation | None = None,
+    ) -> None:
+        self.service = service
+        self.loaded = loaded
+        self.registry = registry
+        self.rerun_failed = rerun_failed
+        self.listener = listener
+        self.stop = stop or Cancellation()
+        self.owner = process_name("backfill")
+        self._running: Cancellation | None = None
+        self.stop.subscribe(self._forward_stop)
 
-    for tick in ticks_in_range(loaded, start, end):
-        if cancellation is not None and cancellation.reason:
-            break
-        if (claim := ticks.find(loaded.name, tick)) is not None:
-            done(_earlier(claim))
-            continue
-        reason = _overlap_wait(service, loaded, cancellation)
-        if reason is not None:
+    def run(
+        self, start: datetime, end: datetime, report: Callable[[TickOutcome], None]
+    ) -> list[TickOutcome]:
+        """Fill [start, end] in order; the outcomes so far when stopped or a lease is lost."""
+        outcomes: list[TickOutcome] = []
+        for tick in ticks_in_range(self.loaded, start, end):
+            outcome = self._fill(tick)
+            outcomes.append(outcome)
+            report(outcome)
+            if outcome.how in ("stopped", "lost"):
+                break
+        return outcomes
+
+    def _fill(self, tick: datetime) -> TickOutcome:
+        """Bring one tick to an ended instance, whoever runs it."""
+        waited = False  # whether another process ran it while this one looked
+        while True:
+            if self.stop.reason:
+                return TickOutcome(tick, "not run", "stopped", None, self.stop.reason)
+            claim = self.service.store.ticks.find(self.loaded.name, tick)
             try:
-                ticks.skip(loaded.name, tick, Trigger.backfill.value, owner, reason)
-                done(TickOutcome(tick, "skipped", None, reason))
-            except TickTaken:
-                done(_earlier(_claim_of(service, loaded.name, tick)))
-            continue
-        prepared = service.prepare(loaded, {}, Trigger.backfill, tick)
+                if claim is None or claim.instance_id is None:
+                    return self._start(tick, claim)
+                if claim.status in (InstanceStatus.pending, InstanceStatus.running):
+                    if claim.abandoned:
+                        return self._resume(claim, "recovered")
+                    waited = True
+                    time.sleep(WAIT_SECONDS)
+                    continue
+                failed = claim.status in (InstanceStatus.failed, InstanceStatus.cancelled)
+                if failed and self.rerun_failed and not waited:
+                    return self._resume(claim, "rerun")
+                return _ended(claim, "waited" if waited else "earlier")
+            except (TickTaken, ResumeRefused):
+                waited = True  # another process got there first: look at what it does
+                continue
+            except LeaseLost as lost:
+                instance = claim.instance_id if claim else None
+                return TickOutcome(tick, "lost", "lost", instance, str(lost))
+
+    def _start(self, tick: datetime, skipped: TickView | None) -> TickOutcome:
+        """Run a tick nobody ran, once no overlapping scheduled run is live."""
+        if not self._overlap_ended():
+            return TickOutcome(tick, "not run", "stopped", None, self.stop.reason or "")
+        prepared = self.service.prepare(self.loaded, {}, Trigger.backfill, tick)
+        instance_id = self.service.start(
+            prepared, tick_claimed_by=self.owner, over_skipped=skipped is not None
+        )
+        view = self._watched(
+            lambda c: self.service.execute(prepared, instance_id, self.listener, c)
+        )
+        detail = f"skipped earlier: {skipped.skipped_reason}" if skipped else ""
+        return _outcome(tick, view, "took over" if skipped else "ran", detail)
+
+    def _resume(self, claim: TickView, how: str) -> TickOutcome:
+        assert claim.instance_id is not None
+        taken = self.service.claim(claim.instance_id, self.registry)
+        view = self._watched(lambda c: self.service.run_claimed(taken, self.listener, c))
+        return _outcome(claim.scheduled_for, view, how, f"was {claim.status}")
+
+    def _watched(self, run: Callable[[Cancellation], InstanceView]) -> InstanceView:
+        """Run one instance with its own cancellation, which the backfill's stop reaches: an
+        `engine cancel` of that instance ends it, not the backfill."""
+        self._running = Cancellation()
+        if self.stop.reason:
+            self._running.cancel(self.stop.reason)
         try:
-            instance_id = service.start(prepared, tick_claimed_by=owner)
-        except TickTaken:
-            done(_earlier(_claim_of(service, loaded.name, tick)))
-            continue
-        view = service.execute(prepared, instance_id, listener, cancellation)
-        done(TickOutcome(tick, view.status, instance_id, view.error or ""))
-    return outcomes
+            return run(self._running)
+        finally:
+            self._running = None
+
+    def _forward_stop(self) -> None:
+        running = self._running
+        if running is not None and self.stop.reason:
+            running.cancel(self.stop.reason)
+
+    def _overlap_ended(self) -> bool:
+        """Wait while another scheduled run of the definition is live (unless `overlap` is
+        `allow`): a backfill's tick waits where a scheduler's would be skipped. False when
+        stopped while waiting."""
+        if self.loaded.definition.overlap == "allow":
+            return True
+        while any(not r.abandoned for r in self.service.store.ticks.active(self.loaded.name)):
+            if self.stop.reason:
+                return False
+            time.sleep(WAIT_SECONDS)
+        return not self.stop.reason
 
 
-def _overlap_wait(
-    service: BatchService, loaded: LoadedDefinition, cancellation: Cancellation | None
-) -> str | None:
-    """Apply `overlap` against other scheduled runs: the reason to skip, or None to run."""
-    overlap = loaded.definition.overlap
-    while overlap != "allow":
-        live = [r for r in service.store.ticks.active(loaded.name) if not r.abandoned]
-        if not live:
-            return None
-        if overlap == "skip":
-            return f"overlap: instance {live[0].id} is still {live[0].status}"
-        if cancellation is not None and cancellation.reason:
-            return f"not run: {cancellation.reason}"
-        time.sleep(WAIT_SECONDS)
-    return None
+def _outcome(tick: datetime, view: InstanceView, how: str, detail: str) -> TickOutcome:
+    error = view.error or ""
+    return TickOutcome(tick, view.status, how, view.id, "; ".join(filter(None, (detail, error))))
 
 
-def _claim_of(service: BatchService, name: str, tick: datetime) -> TickView:
-    claim = service.store.ticks.find(name, tick)
-    assert claim is not None, "a claimed tick's row is never deleted"
-    return claim
-
-
-def _earlier(claim: TickView) -> TickOutcome:
-    """The outcome of a tick someone else claimed."""
-    tick = claim.scheduled_for
-    if claim.instance_id is None:
-        return TickOutcome(tick, "claimed", None, f"skipped earlier: {claim.skipped_reason}")
-    verb = "claimed" if claim.status in (InstanceStatus.pending, InstanceStatus.running) else "ran"
-    return TickOutcome(
-        tick,
-        "claimed",
-        claim.instance_id,
-        f"already {verb}: instance {claim.instance_id} is {claim.status}",
-    )
+def _ended(claim: TickView, how: str) -> TickOutcome:
+    detail = "" if claim.status == InstanceStatus.succeeded else (claim.error or "")
+    if how == "earlier" and claim.status != InstanceStatus.succeeded:
+        detail = f"{detail}; --rerun-failed resumes it" if detail else "--rerun-failed resumes it"
+    return TickOutcome(claim.scheduled_for, claim.status or "", how, claim.instance_id, detail)

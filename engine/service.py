@@ -73,11 +73,13 @@ class BatchService:
         prepared: PreparedRun,
         tick_claimed_by: str | None = None,
         idempotency_key: str | None = None,
+        over_skipped: bool = False,
     ) -> int:
         """Store the definition version and create the instance (status pending).
 
         With `tick_claimed_by` (a scheduler or backfill), the tick `prepared.scheduled_for` is
-        claimed with it: TickTaken when someone else has it. IdempotencyKeyTaken when an
+        claimed with it: TickTaken when someone else has it, or, `over_skipped` (a backfill
+        filling a skipped tick), when it is no longer skipped. IdempotencyKeyTaken when an
         instance already has `idempotency_key`.
         """
         loaded = prepared.loaded
@@ -100,6 +102,7 @@ class BatchService:
             tick_claimed_by,
             idempotency_key,
             lease_expiry(),
+            over_skipped,
         )
 
     def start_once(

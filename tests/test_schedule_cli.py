@@ -210,53 +210,6 @@ def test_schedule_refuses_paths_without_a_cron(tmp_path):
     assert done.stderr.strip() == "error: no definition has a cron"
 
 
-def test_racing_backfill_processes_run_each_tick_once(tmp_path, db_url):
-    cwd = project(tmp_path, "*/10 * * * *", overlap="queue")
-    Store(db_url).close()
-    args = [
-        "backfill",
-        "defs/tick.yaml",
-        "--start",
-        "2026-11-01T00:00",
-        "--end",
-        "2026-11-01T02:00",
-        "--json",
-    ]
-    procs = [engine(cwd, db_url, *args) for _ in range(2)]
-    results = [(p.wait(120), *p.communicate()) for p in procs]
-    assert [code for code, _, _ in results] == [0, 0], results
-    outcomes = [o for _, out, _ in results for o in json.loads(out)]
-    ran = Counter(o["scheduled_for"] for o in outcomes if o["status"] == "succeeded")
-    assert len(ran) == 13 and set(ran.values()) == {1}
-    assert "13 ticks from 2026-11-01T00:00:00+00:00" in results[0][2]
-
-    again = subprocess.run(
-        [ENGINE, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "ENGINE_DATABASE_URL": db_url},
-    )
-    assert again.returncode == 0
-    assert {o["status"] for o in json.loads(again.stdout)} == {"claimed"}
-    assert "13 claimed" in again.stderr
-
-
-def test_backfill_into_the_future_is_refused(tmp_path):
-    cwd = project(tmp_path, "0 * * * *")
-    done = subprocess.run(
-        [ENGINE, "backfill", "defs/tick.yaml", "--start", "2026-01-01", "--end", "2999-01-01"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "ENGINE_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"},
-    )
-    assert done.returncode == 2
-    assert "is in the future: backfill runs past ticks only" in done.stderr
-
-
 class Proxy:
     """A TCP proxy to PostgreSQL that can be cut and restored: a database outage."""
 

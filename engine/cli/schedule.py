@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -101,16 +102,21 @@ def _moment(value: str, zone: str) -> datetime:
 @click.argument("file", type=click.Path())
 @click.option("--start", required=True, metavar="ISO", help="First moment of the range.")
 @click.option("--end", required=True, metavar="ISO", help="Last moment of the range (included).")
+@click.option(
+    "--rerun-failed", is_flag=True, help="Also resume the range's failed and cancelled instances."
+)
 @json_option
 @pass_config
-def backfill(file: str, start: str, end: str, as_json: bool, config: Config) -> None:
-    """Run every cron tick of FILE in [START, END], in order, each at most once.
+def backfill(
+    file: str, start: str, end: str, rerun_failed: bool, as_json: bool, config: Config
+) -> None:
+    """Fill every cron tick of FILE in [START, END], in order, each tick's instance run once.
 
-    Times without an offset are in the definition's time zone. Ticks that already ran are
-    reported and not run again. Exit 0 when every tick run succeeded, 1 otherwise.
+    Times without an offset are in the definition's time zone. A tick that ran is reported, one
+    skipped earlier runs now, one another process runs is waited for. Exit 0 only when every
+    tick of the range has succeeded, 1 otherwise.
     """
-    from engine.backfill import backfill as run_backfill
-    from engine.backfill import ticks_in_range
+    from engine.backfill import Backfill, ticks_in_range
     from engine.cli import render
     from engine.definition import load_file
 
@@ -127,19 +133,25 @@ def backfill(file: str, start: str, end: str, as_json: bool, config: Config) -> 
         tick = outcome.tick.astimezone(ZoneInfo(zone)).isoformat()
         instance = f"instance {outcome.instance_id}" if outcome.instance_id else ""
         render.console.print(
-            f"{tick}  {render.styled(outcome.status)}  {instance}  {outcome.detail}"
+            f"{tick}  ",
+            render.styled(outcome.status),
+            f"  {outcome.how}  {instance}  {render.shown(outcome.detail)}",
+            sep="",
         )
 
-    def start_all(service: Any, progress: Any, cancellation: Any) -> list[TickOutcome]:
-        return run_backfill(service, loaded, first, last, report, progress, cancellation)
+    def fill(service: Any, progress: Any, stop: Any) -> list[TickOutcome]:
+        filling = Backfill(service, loaded, registry, rerun_failed, progress, stop)
+        return filling.run(first, last, report)
 
-    outcomes: list[TickOutcome] = follow(config, registry, start_all)
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    render.console.print(
-        ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no ticks"
-    )
+    outcomes: list[TickOutcome] = follow(config, registry, fill)
+    counts = Counter(o.status for o in outcomes)
+    ways = Counter(o.how for o in outcomes)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no ticks"
+    if outcomes:
+        summary += " (" + ", ".join(f"{n} {how}" for how, n in sorted(ways.items())) + ")"
+    if len(outcomes) < total:
+        summary += f"; {total - len(outcomes)} ticks not reached"
+    render.console.print(summary)
     if as_json:
         click.echo(
             json.dumps(
@@ -147,6 +159,7 @@ def backfill(file: str, start: str, end: str, as_json: bool, config: Config) -> 
                     {
                         "scheduled_for": o.tick.isoformat(),
                         "status": o.status,
+                        "how": o.how,
                         "instance_id": o.instance_id,
                         "detail": o.detail,
                     }
@@ -155,5 +168,5 @@ def backfill(file: str, start: str, end: str, as_json: bool, config: Config) -> 
                 indent=2,
             )
         )
-    failed = any(o.status in ("failed", "cancelled") for o in outcomes)
-    sys.exit(EXIT_FAILED if failed else 0)
+    filled = len(outcomes) == total and all(o.status == "succeeded" for o in outcomes)
+    sys.exit(0 if filled else EXIT_FAILED)

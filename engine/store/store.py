@@ -122,12 +122,14 @@ class Store:
         tick_claimed_by: str | None = None,
         idempotency_key: str | None = None,
         lease_expires_at: datetime | None = None,
+        over_skipped: bool = False,
     ) -> int:
         """Create a pending instance, its lease expiring at `lease_expires_at` unless renewed
         (by whoever queues it) or taken (by whoever runs it).
 
         With `tick_claimed_by`, the instance's tick (`scheduled_for`) is claimed in the same
-        transaction: TickTaken when another scheduler or backfill has it. With
+        transaction: TickTaken when another scheduler or backfill has it (`over_skipped`: when
+        it is no longer a skipped tick). With
         `idempotency_key`, IdempotencyKeyTaken when another instance has that key: the key's
         unique constraint decides between racing requests, in any number of processes.
         """
@@ -148,7 +150,13 @@ class Store:
                 if tick_claimed_by is not None:
                     assert scheduled_for is not None, "a tick claim needs the tick"
                     insert_claim(
-                        conn, name, scheduled_for, trigger, tick_claimed_by, instance_id=instance_id
+                        conn,
+                        name,
+                        scheduled_for,
+                        trigger,
+                        tick_claimed_by,
+                        instance_id=instance_id,
+                        over_skipped=over_skipped,
                     )
                 return instance_id
         except IntegrityError:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.errors import TickTaken
@@ -36,6 +36,9 @@ class TickView(BaseModel):
     instance_id: int | None
     status: str | None
     """The instance's status; None for a skipped tick."""
+    error: str | None
+    abandoned: bool
+    """Pending or running, but no live process holds its lease: nobody runs it."""
     skipped_reason: str | None
     claimed_by: str
     claimed_at: Timestamp
@@ -60,8 +63,27 @@ def insert_claim(
     claimed_by: str,
     instance_id: int | None = None,
     skipped_reason: str | None = None,
+    over_skipped: bool = False,
 ) -> None:
-    """Claim a tick inside the caller's transaction; raises IntegrityError when taken."""
+    """Claim a tick inside the caller's transaction; raises IntegrityError when taken.
+
+    With `over_skipped`, the tick was recorded skipped and `instance_id` now fills it (a
+    backfill): one conditional update, so of racing takers one wins and the others get
+    TickTaken. The row keeps who claimed it first.
+    """
+    if over_skipped:
+        filled = conn.execute(
+            update(ticks)
+            .where(
+                ticks.c.definition_name == name,
+                ticks.c.scheduled_for == at,
+                ticks.c.instance_id.is_(None),
+            )
+            .values(instance_id=instance_id, skipped_reason=None)
+        ).rowcount
+        if filled != 1:
+            raise TickTaken(f"{name} tick {at.isoformat()} is already filled")
+        return
     conn.execute(
         insert(ticks).values(
             definition_name=name,
@@ -139,6 +161,7 @@ class TickClaims:
             ]
 
     def _views(self, query: Any) -> list[TickView]:
+        now = utcnow()
         with self.engine.connect() as conn:
             return [
                 TickView(
@@ -147,6 +170,8 @@ class TickClaims:
                     trigger=row.trigger,
                     instance_id=row.instance_id,
                     status=row.status,
+                    error=row.error,
+                    abandoned=_orphaned(row.status, row.lease_expires_at, now),
                     skipped_reason=row.skipped_reason,
                     claimed_by=row.claimed_by,
                     claimed_at=row.created_at,
@@ -155,7 +180,12 @@ class TickClaims:
             ]
 
 
+def _orphaned(status: str | None, lease_expires_at: datetime | None, now: datetime) -> bool:
+    active = status in (InstanceStatus.pending, InstanceStatus.running)
+    return active and lease_expires_at is not None and lease_expires_at < now
+
+
 def _tick_query() -> Any:
-    return select(ticks, instances.c.status).outerjoin(
-        instances, instances.c.id == ticks.c.instance_id
-    )
+    return select(
+        ticks, instances.c.status, instances.c.error, instances.c.lease_expires_at
+    ).outerjoin(instances, instances.c.id == ticks.c.instance_id)
