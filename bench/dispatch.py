@@ -65,7 +65,7 @@ def timed_run(text: str, dispatcher: Dispatcher, folder: Path) -> float:
     store = Store(f"sqlite:///{folder / (uuid.uuid4().hex + '.db')}")
     try:
         start = time.perf_counter()
-        view = BatchService(store, dispatcher).run(loaded, {})
+        view = BatchService(store, dispatcher).run(BatchService.prepare(loaded, {}))
         seconds = time.perf_counter() - start
     finally:
         store.close()

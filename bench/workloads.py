@@ -157,7 +157,7 @@ def engine_run(loaded: LoadedDefinition, dispatcher: DirectDispatcher, steps: in
         try:
             service = BatchService(store, dispatcher)
             with _measured(out):
-                view = service.run(loaded, {})
+                view = service.run(BatchService.prepare(loaded, {}))
         finally:
             store.close()
     attempts = len(view.steps or ())

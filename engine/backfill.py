@@ -128,11 +128,14 @@ class Backfill:
         if not self._overlap_ended():
             return TickOutcome(tick, "not run", "stopped", None, self.stop.reason or "")
         prepared = self.service.prepare(self.loaded, {}, Trigger.backfill, tick)
-        instance_id = self.service.start(
-            prepared, tick_claimed_by=self.owner, over_skipped=skipped is not None
-        )
         view = self._watched(
-            lambda c: self.service.execute(prepared, instance_id, self.listener, c)
+            lambda c: self.service.run(
+                prepared,
+                self.listener,
+                c,
+                tick_claimed_by=self.owner,
+                over_skipped=skipped is not None,
+            )
         )
         detail = f"skipped earlier: {skipped.skipped_reason}" if skipped else ""
         return _outcome(tick, view, "took over" if skipped else "ran", detail)

@@ -10,7 +10,8 @@ from engine.config import MAX_RESULT_BYTES_ENV
 
 
 class NotJsonData(ValueError):
-    """A value that cannot travel as JSON; the message says why."""
+    """A value that cannot travel as JSON; the message says why, after its subject
+    ("the result is 5,000,000 bytes as JSON, over the limit ...")."""
 
 
 MAX_TEXT_CHARS = 65_536
@@ -27,12 +28,13 @@ def json_copy(value: Any, max_bytes: int | None = None) -> Any:
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise NotJsonData(f"not JSON-serialisable: {exc}") from None
+        raise NotJsonData(f"is not JSON-serialisable: {exc}") from None
     if max_bytes is not None and len(text) * 4 > max_bytes:  # UTF-8: 1 to 4 bytes a character
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             raise NotJsonData(
-                f"{size:,} bytes as JSON, over the limit of {max_bytes:,} ({MAX_RESULT_BYTES_ENV})"
+                f"is {size:,} bytes as JSON, "
+                f"over the limit of {max_bytes:,} ({MAX_RESULT_BYTES_ENV})"
             )
     if "\\u0000" in text:
         raise NotJsonData("contains a NUL character (\\u0000), which PostgreSQL cannot store")

@@ -4,6 +4,7 @@ run it. The CLI, the scheduler and the HTTP API call this and nothing below it."
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -267,13 +268,22 @@ class BatchService:
 
     def run(
         self,
-        loaded: LoadedDefinition,
-        params: dict[str, Any],
-        trigger: Trigger = Trigger.cli,
+        prepared: PreparedRun,
         listener: Listener | None = None,
+        cancellation: Cancellation | None = None,
+        *,
+        started: Callable[[int], None] | None = None,
+        tick_claimed_by: str | None = None,
+        over_skipped: bool = False,
     ) -> InstanceView:
-        prepared = self.prepare(loaded, params, trigger)
-        return self.execute(prepared, self.start(prepared), listener)
+        """`start` then `execute`: a run this process waits for (`engine run`, a backfill's
+        tick). `started` hears the instance id before any step runs."""
+        instance_id = self.start(
+            prepared, tick_claimed_by=tick_claimed_by, over_skipped=over_skipped
+        )
+        if started is not None:
+            started(instance_id)
+        return self.execute(prepared, instance_id, listener, cancellation)
 
 
 def _run_info(

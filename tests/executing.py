@@ -19,7 +19,9 @@ def run(store, registry, yaml_text, params=None, *, dispatcher=None, listener=No
     loaded = load_text(textwrap.dedent(yaml_text), "x.yaml", registry)
     dispatcher = dispatcher or DirectDispatcher(registry)
     try:
-        return BatchService(store, dispatcher).run(loaded, params or {}, listener=listener)
+        return BatchService(store, dispatcher).run(
+            BatchService.prepare(loaded, params or {}), listener
+        )
     finally:
         dispatcher.close()
 

@@ -50,7 +50,7 @@ def test_stop_leaves_waiting_instances_resumable(store: Store, registry: JobRegi
     registry.add("gate", gate)
     registry.add("maybe", maybe)
     service = BatchService(store, DirectDispatcher(registry))
-    failed = service.run(load_text(FLAKY, "flaky.yaml", registry), {})
+    failed = service.run(BatchService.prepare(load_text(FLAKY, "flaky.yaml", registry), {}))
     assert failed.status == "failed"
 
     runner = BackgroundRunner(service, max_instances=1)

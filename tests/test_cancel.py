@@ -89,7 +89,9 @@ def test_cancel_stops_a_run_in_another_process(db_url, tmp_path):
 def test_an_abandoned_instance_is_cancelled_directly(store, registry):
     registry.add("noop", lambda inputs, ctx: None)
     view = BatchService(store, DirectDispatcher(registry)).run(
-        load_text("name: x\nsteps:\n  - {id: a, runner: noop}\n", "x.yaml", registry), {}
+        BatchService.prepare(
+            load_text("name: x\nsteps:\n  - {id: a, runner: noop}\n", "x.yaml", registry), {}
+        )
     )
     force(store, view.id, status="running", lease_expires_at=utcnow() - timedelta(1))
     assert store.get_instance(view.id).abandoned

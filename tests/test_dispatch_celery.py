@@ -42,7 +42,7 @@ def run(store: Any, broker: str, yaml_text: str, **options: Any) -> Any:
     loaded = load_text(textwrap.dedent(yaml_text), "celery.yaml", reg)
     dispatcher = CeleryDispatcher(reg, broker=broker, **options)
     try:
-        return BatchService(store, dispatcher).run(loaded, {})
+        return BatchService(store, dispatcher).run(BatchService.prepare(loaded, {}))
     finally:
         dispatcher.close()
 

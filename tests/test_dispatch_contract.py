@@ -86,7 +86,9 @@ def run(
         loaded = load_text(text, "contract.yaml", orchestrator)
         dispatcher = make_dispatcher(contract_runners.register(JobRegistry()))
         try:
-            return BatchService(sqlite_store, dispatcher).run(loaded, params or {})
+            return BatchService(sqlite_store, dispatcher).run(
+                BatchService.prepare(loaded, params or {})
+            )
         finally:
             dispatcher.close()
 

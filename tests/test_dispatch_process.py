@@ -37,7 +37,7 @@ def dispatcher(registry: JobRegistry) -> Iterator[ProcessDispatcher]:
 def run(sqlite_store: Any, registry: JobRegistry, dispatcher: ProcessDispatcher) -> Callable:
     def run(text: str) -> Any:
         loaded = load_text(text, "process.yaml", registry)
-        return BatchService(sqlite_store, dispatcher).run(loaded, {})
+        return BatchService(sqlite_store, dispatcher).run(BatchService.prepare(loaded, {}))
 
     return run
 
@@ -114,7 +114,7 @@ def test_workers_are_reused_and_closed(registry, sqlite_store):
         "s.yaml",
         registry,
     )
-    view = BatchService(sqlite_store, dispatcher).run(loaded, {})
+    view = BatchService(sqlite_store, dispatcher).run(BatchService.prepare(loaded, {}))
     pids = {s.result for s in view.steps}
     assert len(pids) == 1, "one step after another runs in one warm worker"
     dispatcher.close()
@@ -127,7 +127,7 @@ def test_a_runner_defined_inside_a_function_fails_saying_why(sqlite_store):
     dispatcher = ProcessDispatcher(registry)
     try:
         loaded = load_text("name: l\nsteps:\n  - {id: a, runner: local}\n", "l.yaml", registry)
-        view = BatchService(sqlite_store, dispatcher).run(loaded, {})
+        view = BatchService(sqlite_store, dispatcher).run(BatchService.prepare(loaded, {}))
     finally:
         dispatcher.close()
     assert view.status == "failed"

@@ -89,7 +89,7 @@ def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_ru
         "x.yaml",
         registry,
     )
-    view = BatchService(store, dispatcher).run(definition, {})
+    view = BatchService(store, dispatcher).run(BatchService.prepare(definition, {}))
     statuses = {s.step: (s.status, s.result) for s in view.steps}
     assert statuses["a"][0] == "failed" and "SystemExit" in view.steps[0].error
     assert statuses["b"] == ("succeeded", "ran") and statuses["c"] == ("succeeded", "ran")
@@ -99,7 +99,9 @@ def test_an_async_runner_calling_sys_exit_fails_its_step_and_later_ones_still_ru
 def test_results_read_back_exactly_as_returned(store, registry, value):
     registry.add("give", lambda inputs, ctx: value)
     view = BatchService(store, DirectDispatcher(registry)).run(
-        load_text("name: x\nsteps:\n  - {id: a, runner: give}\n", "x.yaml", registry), {}
+        BatchService.prepare(
+            load_text("name: x\nsteps:\n  - {id: a, runner: give}\n", "x.yaml", registry), {}
+        )
     )
     (attempt,) = view.steps
     assert attempt.result == value and type(attempt.result) is type(value)

@@ -285,7 +285,7 @@ class Trace:
 def check(dag: Dag, concurrency: int, service: BatchService, registry, trace: Trace) -> None:
     trace.reset()
     loaded = load_text(to_yaml(dag, concurrency), "prop.yaml", registry)
-    view = service.run(loaded, {})
+    view = service.run(BatchService.prepare(loaded, {}))
     expected, instance = model(dag)
 
     # each step ran at most once, and exactly the steps the model runs ran

@@ -79,7 +79,7 @@ def test_resume_never_runs_a_succeeded_always_step_again(store, registry):
         "  - {id: cleanup, runner: work}\n"
     )
     service = BatchService(store, DirectDispatcher(registry))
-    failed = service.run(load_text(text, "r.yaml", registry), {})
+    failed = service.run(BatchService.prepare(load_text(text, "r.yaml", registry), {}))
     assert final(failed) == {"a": "succeeded", "b": "failed", "cleanup": "succeeded"}
     fail["now"] = False
     calls.clear()

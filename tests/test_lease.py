@@ -96,7 +96,9 @@ def test_a_live_run_renews_its_lease_through_a_long_step(sqlite_store, registry,
     watcher = threading.Thread(target=watch)
     watcher.start()
     view = BatchService(sqlite_store, DirectDispatcher(registry)).run(
-        load_text("name: long\nsteps:\n  - {id: a, runner: long}\n", "long.yaml", registry), {}
+        BatchService.prepare(
+            load_text("name: long\nsteps:\n  - {id: a, runner: long}\n", "long.yaml", registry), {}
+        )
     )
     watcher.join()
     assert view.status == "succeeded" and not view.abandoned

@@ -54,7 +54,7 @@ def runner(service: BatchService) -> Iterator[BackgroundRunner]:
 
 def _abandoned(service: BatchService, registry: JobRegistry, recoveries: int = 0) -> int:
     """A running instance whose process died after step a succeeded, in the middle of b."""
-    done = service.run(load_text(TWO, "two.yaml", registry), {})
+    done = service.run(BatchService.prepare(load_text(TWO, "two.yaml", registry), {}))
     store = service.store
     with store.engine.begin() as conn:
         conn.execute(

@@ -50,7 +50,7 @@ def test_a_failed_instance_resumes_only_what_did_not_succeed(store, registry):
         return {"n": inputs["n"], "from_a": inputs["from_a"], "attempt": ctx.attempt}
 
     service = BatchService(store, DirectDispatcher(registry))
-    first = service.run(load_text(CHAIN, "chain.yaml", registry), {"n": 7})
+    first = service.run(BatchService.prepare(load_text(CHAIN, "chain.yaml", registry), {"n": 7}))
     assert first.status == "failed" and calls == ["a", "b"]
 
     fail["b"] = False
@@ -73,7 +73,7 @@ def test_a_succeeded_instance_or_a_live_one_is_not_resumed(store, registry):
     registry.add("count", lambda inputs, ctx: 1)
     registry.add("flaky", lambda inputs, ctx: 2)
     service = BatchService(store, DirectDispatcher(registry))
-    done = service.run(load_text(CHAIN, "chain.yaml", registry), {})
+    done = service.run(BatchService.prepare(load_text(CHAIN, "chain.yaml", registry), {}))
     with pytest.raises(ResumeRefused, match="succeeded: nothing to resume"):
         service.resume(done.id, registry)
 
@@ -86,7 +86,7 @@ def test_of_two_simultaneous_claims_exactly_one_wins(store, registry):
     registry.add("count", lambda inputs, ctx: 1)
     registry.add("flaky", lambda inputs, ctx: 1 / 0)
     failed = BatchService(store, DirectDispatcher(registry)).run(
-        load_text(CHAIN, "chain.yaml", registry), {}
+        BatchService.prepare(load_text(CHAIN, "chain.yaml", registry), {})
     )
     barrier = threading.Barrier(8)
     outcomes: list[str] = []

@@ -10,7 +10,7 @@ def test_a_linear_run_is_persisted(store, registry):
         "t.yaml",
         registry,
     )
-    view = BatchService(store, DirectDispatcher(registry)).run(loaded, {})
+    view = BatchService(store, DirectDispatcher(registry)).run(BatchService.prepare(loaded, {}))
     assert view.status == "succeeded"
     assert [(s.step, s.status, s.result) for s in view.steps] == [
         ("a", "succeeded", {"step": "a"}),

@@ -79,9 +79,10 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
         return
 
     def start(service: BatchService, progress: Listener, cancellation: Cancellation) -> Any:
-        instance_id = service.start(prepared)
-        render.console.print(f"instance {instance_id} of {loaded.name} started")
-        return service.execute(prepared, instance_id, progress, cancellation)
+        def started(instance_id: int) -> None:
+            render.console.print(f"instance {instance_id} of {loaded.name} started")
+
+        return service.run(prepared, progress, cancellation, started=started)
 
     exit_with(follow(config, registry, start), as_json)
 

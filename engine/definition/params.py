@@ -91,7 +91,7 @@ class ParamsSpec:
         try:
             resolved: dict[str, Any] = json_copy(validated.model_dump())  # JSON mode: NaN -> null
         except NotJsonData as exc:
-            raise ParamsError([f"params: {exc}"]) from None
+            raise ParamsError([f"params {exc}"]) from None
         return resolved
 
     def check_default(self, name: str) -> str | None:

@@ -56,7 +56,7 @@ class StepOutcome:
         try:
             return cls(task, ok=True, result=json_copy(value, int(number(MAX_RESULT_BYTES_ENV))))
         except NotJsonData as exc:
-            return cls(task, ok=False, error=f"the result is {exc}")
+            return cls(task, ok=False, error=f"the result {exc}")
 
     @classmethod
     def failure(cls, task: StepTask, exc: BaseException) -> StepOutcome:

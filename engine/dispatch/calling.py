@@ -24,8 +24,10 @@ def prepare(registry: JobRegistry, task: StepTask) -> tuple[Runner, Any, StepCon
     try:
         runner = registry.get(task.runner)
         inputs, params, results, run = json_copy([task.inputs, task.params, task.results, task.run])
-    except (RunnerNotFound, NotJsonData) as exc:
+    except RunnerNotFound as exc:
         return StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}")
+    except NotJsonData as exc:
+        return StepOutcome(task, ok=False, error=f"the step's inputs or context {exc}")
     ctx = StepContext(task.instance_id, task.step_id, task.attempt, params, results, run)
     return runner, inputs, ctx
 
