@@ -16,7 +16,7 @@ from datetime import datetime
 
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
-from engine.errors import LeaseLost, ResumeRefused, ScheduleError, TickTaken
+from engine.errors import InstanceTaken, LeaseLost, ResumeRefused, ScheduleError, TickTaken
 from engine.execution import Cancellation, Listener
 from engine.registry import JobRegistry
 from engine.scheduler import process_name
@@ -116,7 +116,7 @@ class Backfill:
                 if failed and self.rerun_failed and not waited:
                     return self._resume(claim, "rerun")
                 return _ended(claim, "waited" if waited else "earlier")
-            except (TickTaken, ResumeRefused):
+            except (TickTaken, InstanceTaken, ResumeRefused):
                 waited = True  # another process got there first: look at what it does
                 continue
             except LeaseLost as lost:
@@ -142,8 +142,8 @@ class Backfill:
 
     def _resume(self, claim: TickView, how: str) -> TickOutcome:
         assert claim.instance_id is not None
-        taken = self.service.claim(claim.instance_id, self.registry)
-        view = self._watched(lambda c: self.service.run_claimed(taken, self.listener, c))
+        taken = self.service.take(claim.instance_id, self.registry)
+        view = self._watched(lambda c: self.service.run_taken(taken, self.listener, c))
         return _outcome(claim.scheduled_for, view, how, f"was {claim.status}")
 
     def _watched(self, run: Callable[[Cancellation], InstanceView]) -> InstanceView:

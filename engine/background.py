@@ -1,5 +1,5 @@
 """Instances run in the background of a long-lived process (`engine serve`, `engine schedule`),
-a bounded number at once. The HTTP API and the scheduler hand a created or claimed instance over
+a bounded number at once. The HTTP API and the scheduler hand a created or taken instance over
 and return at once; the rest wait in order, `pending` in the database, until a slot frees.
 """
 
@@ -12,10 +12,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.errors import LeaseLost, ResumeRefused
+from engine.errors import InstanceTaken, LeaseLost
 from engine.execution import Cancellation
 from engine.lease import Lease, lease_expiry
-from engine.service import BatchService, Claim, PreparedRun
+from engine.service import BatchService, PreparedRun, Taken
 from engine.store import InstanceView
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,13 @@ class BackgroundRunner:
             _Job(instance_id, lambda c: self.service.execute(prepared, instance_id, None, c))
         )
 
-    def launch_claimed(self, claim: Claim) -> None:
-        """Resume a claimed instance when a slot is free; its lease is renewed meanwhile."""
+    def launch_taken(self, taken: Taken) -> None:
+        """Resume a taken instance when a slot is free; its lease is renewed meanwhile."""
         self._submit(
             _Job(
-                claim.instance_id,
-                lambda c: self.service.run_claimed(claim, None, c),
-                lease=claim.lease,
+                taken.instance_id,
+                lambda c: self.service.run_taken(taken, None, c),
+                lease=taken.lease,
             )
         )
 
@@ -180,8 +180,8 @@ class BackgroundRunner:
                     view.status,
                     f": {view.error}" if view.error else "",
                 )
-            except ResumeRefused as refused:  # cancelled while waiting, or taken elsewhere
-                log.info("%s", refused)
+            except InstanceTaken as taken:  # cancelled while waiting, or taken elsewhere
+                log.info("%s", taken)
             except Exception:
                 log.exception("instance %d: the engine failed", job.instance_id)
             finally:

@@ -95,6 +95,11 @@ class LeaseLost(EngineError):
     nothing more."""
 
 
+class InstanceTaken(EngineError):
+    """A pending instance did not start here: another process took it first, or it was
+    cancelled while it waited."""
+
+
 class ResumeRefused(EngineError):
     """The instance cannot be resumed: it succeeded, or a live process is running it."""
 

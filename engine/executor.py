@@ -69,7 +69,7 @@ class Executor:
         self.run_info = run
         self.listener = listener
         self.concurrency = self.definition.concurrency
-        self.plans = step_states(loaded)
+        self.states = step_states(loaded)
         self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
         self._outcomes: queue.SimpleQueue[StepOutcome | None] = queue.SimpleQueue()
         """Outcomes from the dispatcher; None only wakes the loop (a cancellation)."""
@@ -134,14 +134,14 @@ class Executor:
         again only what did not succeed: succeeded steps keep their results and feed the rest.
         """
         for step, prior in self.history.items():
-            plan = self.plans.get(step)
-            if plan is None:
+            state = self.states.get(step)
+            if state is None:
                 continue
-            plan.attempt = prior.attempt
+            state.attempt = prior.attempt
         for step, prior in self.history.items():
-            if step in self.plans and prior.status is StepStatus.succeeded:
-                self._end(self.plans[step], StepStatus.succeeded, prior.result)
-        return [p.id for p in self.plans.values() if p.waiting == 0 and p.status is None]
+            if step in self.states and prior.status is StepStatus.succeeded:
+                self._end(self.states[step], StepStatus.succeeded, prior.result)
+        return [p.id for p in self.states.values() if p.waiting == 0 and p.status is None]
 
     def _flush(self, writer: AttemptWriter) -> None:
         """Write this round's rows; until they are committed, they are kept in `_unwritten`."""
@@ -185,7 +185,7 @@ class Executor:
             task = self._in_flight.get(timer.step)
             if task is not None and task.attempt == timer.attempt:
                 self.dispatcher.cancel(task)
-                limit = self.plans[timer.step].timeout
+                limit = self.states[timer.step].timeout
                 self._handle(
                     StepOutcome(
                         task, ok=False, error=f"timeout: the attempt ran longer than {limit:g}s"
@@ -195,7 +195,7 @@ class Executor:
     def _outcome(self) -> Outcome:
         failed = [
             p.id
-            for p in self.plans.values()
+            for p in self.states.values()
             if p.status is StepStatus.failed and not p.allow_failure
         ]
         if failed:
@@ -208,56 +208,56 @@ class Executor:
         tasks = []
         while self._runnable and len(self._in_flight) < self.concurrency:
             _, step = heapq.heappop(self._runnable)
-            plan = self.plans[step]
+            state = self.states[step]
             try:
                 inputs = (
-                    plan.inputs.render(self.scope)
-                    if isinstance(plan.inputs, TemplateTree)
-                    else plan.inputs
+                    state.inputs.render(self.scope)
+                    if isinstance(state.inputs, TemplateTree)
+                    else state.inputs
                 )
             except Exception as exc:
-                self._settle(self._fail_before_start(plan, f"inputs: {exc}"))
+                self._settle(self._fail_before_start(state, f"inputs: {exc}"))
                 continue
-            plan.attempt += 1
+            state.attempt += 1
             task = StepTask(
                 instance_id=self.instance_id,
                 step_id=step,
-                attempt=plan.attempt,
-                runner=plan.runner,
+                attempt=state.attempt,
+                runner=state.runner,
                 inputs=inputs,
                 params=self.params,
                 results={
-                    up.source: self.scope["steps"][up.source]["result"] for up in plan.incoming
+                    up.source: self.scope["steps"][up.source]["result"] for up in state.incoming
                 },
                 run=self.run_info,
-                timeout=plan.timeout,
-                queue=plan.queue,
+                timeout=state.timeout,
+                queue=state.queue,
             )
             now = utcnow()
-            self._starts.append(AttemptStart(step, plan.attempt, StepStatus.running, now))
+            self._starts.append(AttemptStart(step, state.attempt, StepStatus.running, now))
             self._in_flight[step] = task
-            if plan.timeout is not None:
+            if state.timeout is not None:
                 heapq.heappush(
                     self._deadlines,
-                    _Timer(time.monotonic() + plan.timeout, plan.index, step, plan.attempt),
+                    _Timer(time.monotonic() + state.timeout, state.index, step, state.attempt),
                 )
-            self._emit(StepEvent(step, plan.attempt, StepStatus.running, now))
+            self._emit(StepEvent(step, state.attempt, StepStatus.running, now))
             tasks.append(task)
         return tasks
 
-    def _fail_before_start(self, plan: StepState, error: str) -> list[str]:
+    def _fail_before_start(self, state: StepState, error: str) -> list[str]:
         """A step whose condition or inputs could not be evaluated fails without a runner call.
 
         Returns the downstream steps that became ready.
         """
-        plan.attempt += 1
+        state.attempt += 1
         now = utcnow()
         error = storable_text(error)
         self._starts.append(
-            AttemptStart(plan.id, plan.attempt, StepStatus.failed, now, now, None, error)
+            AttemptStart(state.id, state.attempt, StepStatus.failed, now, now, None, error)
         )
-        self._emit(StepEvent(plan.id, plan.attempt, StepStatus.failed, now, error))
-        return self._end(plan, StepStatus.failed, None)
+        self._emit(StepEvent(state.id, state.attempt, StepStatus.failed, now, error))
+        return self._end(state, StepStatus.failed, None)
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -269,39 +269,39 @@ class Executor:
         if current is None or current.attempt != task.attempt:
             return  # a late outcome of an attempt already ended (timed out)
         del self._in_flight[task.step_id]
-        plan = self.plans[task.step_id]
+        state = self.states[task.step_id]
         now = utcnow()
         if outcome.ok:
             self._ends.append(
-                AttemptEnd(plan.id, task.attempt, StepStatus.succeeded, now, outcome.result)
+                AttemptEnd(state.id, task.attempt, StepStatus.succeeded, now, outcome.result)
             )
-            self._emit(StepEvent(plan.id, task.attempt, StepStatus.succeeded, now))
-            self._settle(self._end(plan, StepStatus.succeeded, outcome.result))
+            self._emit(StepEvent(state.id, task.attempt, StepStatus.succeeded, now))
+            self._settle(self._end(state, StepStatus.succeeded, outcome.result))
             return
         self._ends.append(
-            AttemptEnd(plan.id, task.attempt, StepStatus.failed, now, None, outcome.error)
+            AttemptEnd(state.id, task.attempt, StepStatus.failed, now, None, outcome.error)
         )
-        if task.attempt < plan.retry.max_attempts:
-            delay = plan.retry.delay(task.attempt)
+        if task.attempt < state.retry.max_attempts:
+            delay = state.retry.delay(task.attempt)
             heapq.heappush(
-                self._retries, _Timer(time.monotonic() + delay, plan.index, plan.id, task.attempt)
+                self._retries, _Timer(time.monotonic() + delay, state.index, state.id, task.attempt)
             )
             self._emit(
                 StepEvent(
-                    plan.id, task.attempt, StepStatus.failed, now, outcome.error, retry_in=delay
+                    state.id, task.attempt, StepStatus.failed, now, outcome.error, retry_in=delay
                 )
             )
             return
-        self._emit(StepEvent(plan.id, task.attempt, StepStatus.failed, now, outcome.error))
-        self._settle(self._end(plan, StepStatus.failed, None))
+        self._emit(StepEvent(state.id, task.attempt, StepStatus.failed, now, outcome.error))
+        self._settle(self._end(state, StepStatus.failed, None))
 
-    def _end(self, plan: StepState, status: StepStatus, result: Any) -> list[str]:
+    def _end(self, state: StepState, status: StepStatus, result: Any) -> list[str]:
         """Record a step's final status; return the downstream steps that became ready."""
-        plan.status = status
-        self.scope["steps"][plan.id] = {"result": result, "status": status.value}
+        state.status = status
+        self.scope["steps"][state.id] = {"result": result, "status": status.value}
         ready = []
-        for target in plan.downstream:
-            downstream = self.plans[target]
+        for target in state.downstream:
+            downstream = self.states[target]
             downstream.waiting -= 1
             if downstream.waiting == 0 and downstream.status is None:  # not ended before a resume
                 ready.append(target)
@@ -311,20 +311,20 @@ class Executor:
         """Decide each ready step: runnable, or skipped (which may make further steps ready)."""
         work = deque(ready)
         while work:
-            plan = self.plans[work.popleft()]
+            state = self.states[work.popleft()]
             try:
-                runs = plan.should_run(self.scope)
+                runs = state.should_run(self.scope)
             except Exception as exc:
-                work.extend(self._fail_before_start(plan, f"condition: {exc}"))
+                work.extend(self._fail_before_start(state, f"condition: {exc}"))
                 continue
             if runs:
-                heapq.heappush(self._runnable, (plan.index, plan.id))
+                heapq.heappush(self._runnable, (state.index, state.id))
                 continue
-            plan.attempt += 1
+            state.attempt += 1
             now = utcnow()
-            self._starts.append(AttemptStart(plan.id, plan.attempt, StepStatus.skipped, now, now))
-            self._emit(StepEvent(plan.id, plan.attempt, StepStatus.skipped, now))
-            work.extend(self._end(plan, StepStatus.skipped, None))
+            self._starts.append(AttemptStart(state.id, state.attempt, StepStatus.skipped, now, now))
+            self._emit(StepEvent(state.id, state.attempt, StepStatus.skipped, now))
+            work.extend(self._end(state, StepStatus.skipped, None))
 
     def _end_in_flight(self, status: StepStatus, error: str) -> None:
         """Stop every running attempt (its runner is asked to stop) and record its end."""

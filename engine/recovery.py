@@ -22,7 +22,7 @@ from engine.errors import EngineError
 from engine.lease import Lease, lease_expiry, lease_seconds
 from engine.periodic import Periodic
 from engine.registry import JobRegistry
-from engine.service import Claim
+from engine.service import Taken
 from engine.store.leases import Orphan
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Recovery(Periodic):
             orphan.recoveries + 1,
             self.max_recoveries,
         )
-        self.runner.launch_claimed(Claim(prepared, orphan.id, lease))
+        self.runner.launch_taken(Taken(prepared, orphan.id, lease))
         return 1
 
 

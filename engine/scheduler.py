@@ -223,7 +223,7 @@ class Scheduler:
         return on_time
 
     def fire(self, loaded: LoadedDefinition, tick: datetime, trigger: Trigger) -> int | None:
-        """Claim `tick` and act on it by the overlap policy; the instance id when one was
+        """Taken `tick` and act on it by the overlap policy; the instance id when one was
         created by this claim, None when skipped or claimed elsewhere."""
         active = self.live_runs(loaded.name)
         overlap = loaded.definition.overlap

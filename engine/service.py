@@ -42,7 +42,7 @@ class PreparedRun:
 
 
 @dataclass(frozen=True)
-class Claim:
+class Taken:
     """An instance whose lease this process took to resume it."""
 
     prepared: PreparedRun
@@ -142,7 +142,7 @@ class BatchService:
         """Run a created instance to its end and return it with every attempt.
 
         `cancellation.cancel(reason)` stops it: no new step starts, running attempts end
-        `cancelled`, and so does the instance. Raises ResumeRefused when another process took
+        `cancelled`, and so does the instance. Raises InstanceTaken when another process took
         the instance first (a scheduler's queue, `engine resume`) or it was cancelled while
         pending.
         """
@@ -163,7 +163,7 @@ class BatchService:
         file says now. Steps that succeeded keep their results and are not run again; attempt
         numbers continue. Raises ResumeRefused when it succeeded or a live process runs it.
         """
-        return self.run_claimed(self.claim(instance_id, registry), listener, cancellation)
+        return self.run_taken(self.take(instance_id, registry), listener, cancellation)
 
     def cancel(self, instance_id: int) -> str:
         """Cancel an instance wherever it runs; what was done, in words.
@@ -173,33 +173,33 @@ class BatchService:
         """
         return self.store.leases.request_cancel(instance_id)
 
-    def claim(self, instance_id: int, registry: JobRegistry) -> Claim:
+    def take(self, instance_id: int, registry: JobRegistry) -> Taken:
         """The first half of `resume`: take the instance's lease, or raise ResumeRefused.
 
-        Whoever claims must then `run_claimed` it, or keep its lease renewed while it waits.
+        Whoever takes it must then `run_taken` it, or keep its lease renewed while it waits.
         """
         prepared = self.stored_run(instance_id, registry)
         lease = Lease(self.store, instance_id)
-        self.store.leases.claim(instance_id, lease.owner, lease.expiry())
-        return Claim(prepared, instance_id, lease)
+        self.store.leases.take(instance_id, lease.owner, lease.expiry())
+        return Taken(prepared, instance_id, lease)
 
-    def run_claimed(
+    def run_taken(
         self,
-        claim: Claim,
+        taken: Taken,
         listener: Listener | None = None,
         cancellation: Cancellation | None = None,
     ) -> InstanceView:
-        """The second half of `resume`: run what did not succeed in a claimed instance."""
-        instance_id = claim.instance_id
+        """The second half of `resume`: run what did not succeed in a taken instance."""
+        instance_id = taken.instance_id
         self.store.leases.close_open_attempts(
-            instance_id, claim.lease.owner, "abandoned: the process running this attempt stopped"
+            instance_id, taken.lease.owner, "abandoned: the process running this attempt stopped"
         )
         history = {
             step: PriorAttempt(attempt, StepStatus(status), result)
             for step, (attempt, status, result) in self.store.last_attempts(instance_id).items()
         }
         return self._run_leased(
-            claim.prepared, instance_id, claim.lease, listener, cancellation, history
+            taken.prepared, instance_id, taken.lease, listener, cancellation, history
         )
 
     def stored_run(self, instance_id: int, registry: JobRegistry) -> PreparedRun:

@@ -26,8 +26,10 @@ class StepStatus(StrEnum):
 
 
 class Trigger(StrEnum):
+    """How an instance was started. A resume runs the same instance again, so it keeps its
+    trigger (a resumed cron run is still `cron`, its `run.scheduled_for` still the tick's)."""
+
     cli = "cli"
     http = "http"
     cron = "cron"
     backfill = "backfill"
-    resume = "resume"

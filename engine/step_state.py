@@ -67,14 +67,14 @@ class StepState:
 def step_states(loaded: LoadedDefinition) -> dict[str, StepState]:
     """The state of each step of a definition before its instance starts."""
     definition, graph = loaded.definition, loaded.graph
-    plans = {}
+    states = {}
     for index, step in enumerate(definition.steps):
         retry, timeout, queue_name = definition.settings(step)
         incoming = [
             Incoming(edge.source, edge.on, loaded.edge_conditions.get((step.id, j)))
             for j, edge in enumerate(graph.incoming[step.id])
         ]
-        plans[step.id] = StepState(
+        states[step.id] = StepState(
             index=index,
             id=step.id,
             runner=step.runner_key,
@@ -89,4 +89,4 @@ def step_states(loaded: LoadedDefinition) -> dict[str, StepState]:
             downstream=[edge.target for edge in graph.outgoing[step.id]],
             waiting=len(incoming),
         )
-    return plans
+    return states

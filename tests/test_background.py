@@ -59,7 +59,7 @@ def test_stop_leaves_waiting_instances_resumable(store: Store, registry: JobRegi
     runner.launch(gated, running)
     waiting = service.start(gated)
     runner.launch(gated, waiting)
-    runner.launch_claimed(service.claim(failed.id, registry))
+    runner.launch_taken(service.take(failed.id, registry))
     assert entered.wait(20)
     assert runner.counts() == (1, 2)
 

@@ -129,7 +129,7 @@ def test_an_executor_blocked_in_its_listener_keeps_its_lease(registry, db_url, m
         for _ in range(3):
             time.sleep(0.5)
             try:
-                other.leases.claim(instance_id, "intruder", Lease(other, instance_id).expiry())
+                other.leases.take(instance_id, "intruder", Lease(other, instance_id).expiry())
             except ResumeRefused as refused:
                 refusals.append(str(refused))
             else:

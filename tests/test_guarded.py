@@ -11,7 +11,7 @@ from executing import Recorder, final, rows, run
 
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
-from engine.errors import ResumeRefused
+from engine.errors import InstanceTaken
 from engine.service import BatchService
 from engine.store import Store
 
@@ -101,7 +101,7 @@ def test_a_pending_instance_cancelled_from_another_process_never_starts(db_url, 
         assert other.leases.request_cancel(instance_id) == f"instance {instance_id} cancelled"
     finally:
         other.close()
-    with pytest.raises(ResumeRefused, match="is cancelled"):
+    with pytest.raises(InstanceTaken, match="is cancelled"):
         service.execute(prepared, instance_id)
     assert calls == []
     assert store.get_instance(instance_id).status == "cancelled"

@@ -94,7 +94,7 @@ def test_of_two_simultaneous_claims_exactly_one_wins(store, registry):
     def claim(i: int) -> None:
         barrier.wait()
         try:
-            store.leases.claim(failed.id, f"claimant-{i}", utcnow().replace(year=2100))
+            store.leases.take(failed.id, f"claimant-{i}", utcnow().replace(year=2100))
             outcomes.append("won")
         except ResumeRefused:
             outcomes.append("refused")

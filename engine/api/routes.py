@@ -146,10 +146,10 @@ def show_instance(state: State, instance_id: InstanceId) -> Any:
     tags=["instances"],
 )
 def resume(state: State, instance_id: InstanceId) -> Accepted:
-    """Claim the instance now (409 when it succeeded or a live process runs it), then run
+    """Take the instance now (409 when it succeeded or a live process runs it), then run
     again, in the background, what did not succeed (as `engine resume`)."""
-    claim = state.service.claim(instance_id, state.registry)
-    state.runner.launch_claimed(claim)
+    taken = state.service.take(instance_id, state.registry)
+    state.runner.launch_taken(taken)
     return Accepted(instance_id=instance_id, detail=f"instance {instance_id} resuming")
 
 

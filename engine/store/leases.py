@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.engine import Connection
 
-from engine.errors import InstanceNotFound, LeaseLost, ResumeRefused
+from engine.errors import InstanceNotFound, InstanceTaken, LeaseLost, ResumeRefused
 from engine.status import ENDED, InstanceStatus
 from engine.store.tables import instances, step_results
 from engine.store.types import utcnow
@@ -53,7 +53,7 @@ class InstanceLeases:
     def start(self, instance_id: int, owner: str, expires: datetime) -> None:
         """Take a pending instance to run it; of several takers exactly one wins.
 
-        Raises ResumeRefused for the others: another process runs it, or it was cancelled.
+        Raises InstanceTaken for the others: another process runs it, or it was cancelled.
         """
         taken = self._update(
             and_(instances.c.id == instance_id, instances.c.status == "pending"),
@@ -64,21 +64,21 @@ class InstanceLeases:
         )
         if not taken:
             status = self._status(instance_id)
-            raise ResumeRefused(f"instance {instance_id} is {status}: another process took it")
+            raise InstanceTaken(f"instance {instance_id} is {status}: another process took it")
 
-    def claim(self, instance_id: int, owner: str, expires: datetime) -> None:
+    def take(self, instance_id: int, owner: str, expires: datetime) -> None:
         """Take an instance to resume it (`engine resume`); exactly one of several wins.
 
-        Claimable: pending, failed or cancelled instances, and running ones whose lease has
+        Takeable: pending, failed or cancelled instances, and running ones whose lease has
         expired (their process died). A person resuming starts the recovery count afresh.
         Raises ResumeRefused (or InstanceNotFound) for the losers.
         """
-        claimable = or_(
+        takeable = or_(
             instances.c.status.in_(["pending", "failed", "cancelled"]),
             and_(instances.c.status == "running", _expired(utcnow())),
         )
         if self._update(
-            and_(instances.c.id == instance_id, claimable),
+            and_(instances.c.id == instance_id, takeable),
             status="running",
             lease_owner=owner,
             lease_expires_at=expires,
@@ -133,7 +133,7 @@ class InstanceLeases:
             raise self.lost(instance_id, owner)
 
     def release(self, instance_id: int, owner: str) -> None:
-        """Give a claimed instance back unrun: its lease expires now, any process may take it."""
+        """Give a taken instance back unrun: its lease expires now, any process may take it."""
         self._update(held_by(instance_id, owner, "running"), lease_expires_at=utcnow())
 
     def lost(self, instance_id: int, owner: str) -> LeaseLost:
@@ -232,7 +232,7 @@ class InstanceLeases:
         )
 
     def adopt(self, instance_id: int, owner: str, expires: datetime, max_recoveries: int) -> bool:
-        """Claim an abandoned instance to resume it, counting the recovery; False when another
+        """Taken an abandoned instance to resume it, counting the recovery; False when another
         process did first or it has been recovered `max_recoveries` times already."""
         return self._update(
             and_(
