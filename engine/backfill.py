@@ -102,7 +102,7 @@ class Backfill:
         while True:
             if self.stop.reason:
                 return TickOutcome(tick, "not run", "stopped", None, self.stop.reason)
-            claim = self.service.store.ticks.find(self.loaded.name, tick)
+            claim = self.service.tick(self.loaded.name, tick)
             try:
                 if claim is None or claim.instance_id is None:
                     return self._start(tick, claim)
@@ -168,7 +168,7 @@ class Backfill:
         stopped while waiting."""
         if self.loaded.definition.overlap == "allow":
             return True
-        while any(not r.abandoned for r in self.service.store.ticks.active(self.loaded.name)):
+        while any(not r.abandoned for r in self.service.scheduled_runs(self.loaded.name)):
             if self.stop.reason:
                 return False
             time.sleep(WAIT_SECONDS)

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from engine.background import BackgroundRunner
 from engine.config import MAX_RECOVERIES_ENV, number
 from engine.errors import EngineError
-from engine.lease import Lease, lease_expiry, lease_seconds
+from engine.lease import lease_seconds
 from engine.periodic import Periodic
 from engine.registry import JobRegistry
-from engine.service import Taken
 from engine.store.leases import Orphan
 
 log = logging.getLogger(__name__)
@@ -69,20 +68,21 @@ class Recovery(Periodic):
     def _adopt(self, orphan: Orphan) -> int:
         service = self.runner.service
         try:
-            prepared = service.stored_run(orphan.id, self.registry)
+            if orphan.status == "pending":
+                prepared = service.adopt_pending(orphan.id, self.registry)
+                if prepared is None:
+                    return 0
+                log.warning(
+                    "recovery: starting instance %d, whose creating process died", orphan.id
+                )
+                self.runner.launch(prepared, orphan.id)
+                return 1
+            taken = service.adopt(orphan.id, self.registry, self.max_recoveries)
         except EngineError as exc:
             self._unrunnable.add(orphan.id)
             log.warning("recovery: instance %d cannot run here, left to others: %s", orphan.id, exc)
             return 0
-        leases = service.store.leases
-        if orphan.status == "pending":
-            if not leases.adopt_pending(orphan.id, lease_expiry()):
-                return 0
-            log.warning("recovery: starting instance %d, whose creating process died", orphan.id)
-            self.runner.launch(prepared, orphan.id)
-            return 1
-        lease = Lease(service.store, orphan.id)
-        if not leases.adopt(orphan.id, lease.owner, lease.expiry(), self.max_recoveries):
+        if taken is None:
             return 0
         log.warning(
             "recovery: resuming instance %d, whose process stopped (recovery %d of %d)",
@@ -90,7 +90,7 @@ class Recovery(Periodic):
             orphan.recoveries + 1,
             self.max_recoveries,
         )
-        self.runner.launch_taken(Taken(prepared, orphan.id, lease))
+        self.runner.launch_taken(taken)
         return 1
 
 

@@ -199,7 +199,7 @@ class Scheduler:
     ) -> Iterable[datetime]:
         """The ticks to claim now, after the catch-up policy."""
         on_time_from = now - self.grace
-        last = self.service.store.ticks.last(loaded.name)
+        last = self.service.last_tick(loaded.name)
         if last is None:  # never scheduled: the latest tick within the grace, if any, is due
             latest = schedule.before(now)
             last = latest - _TINY if latest is not None and latest >= on_time_from else now
@@ -223,7 +223,7 @@ class Scheduler:
         return on_time
 
     def fire(self, loaded: LoadedDefinition, tick: datetime, trigger: Trigger) -> int | None:
-        """Taken `tick` and act on it by the overlap policy; the instance id when one was
+        """Claim `tick` and act on it by the overlap policy; the instance id when one was
         created by this claim, None when skipped or claimed elsewhere."""
         active = self.live_runs(loaded.name)
         overlap = loaded.definition.overlap
@@ -255,7 +255,7 @@ class Scheduler:
     def live_runs(self, name: str) -> list[ActiveRun]:
         """Scheduled instances of `name` that a live process runs or that wait their turn."""
         live = []
-        for run in self.service.store.ticks.active(name):
+        for run in self.service.scheduled_runs(name):
             if run.abandoned:
                 if run.id not in self._warned:
                     self._warned.add(run.id)
@@ -272,7 +272,7 @@ class Scheduler:
 
     def _skip(self, loaded: LoadedDefinition, tick: datetime, trigger: Trigger, why: str) -> None:
         try:
-            self.service.store.ticks.skip(loaded.name, tick, trigger.value, self.owner, why)
+            self.service.skip_tick(loaded.name, tick, trigger, self.owner, why)
         except TickTaken:
             return
         log.warning("%s tick %s skipped: %s", loaded.name, tick.isoformat(), why)

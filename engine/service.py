@@ -19,6 +19,7 @@ from engine.lease import Heartbeat, Lease, lease_expiry
 from engine.registry import JobRegistry
 from engine.status import InstanceStatus, StepStatus, Trigger
 from engine.store import InstanceView, Store
+from engine.store.ticks import ActiveRun, TickView
 from engine.store.types import utcnow
 
 
@@ -183,6 +184,22 @@ class BatchService:
         self.store.leases.take(instance_id, lease.owner, lease.expiry())
         return Taken(prepared, instance_id, lease)
 
+    def adopt(self, instance_id: int, registry: JobRegistry, max_recoveries: int) -> Taken | None:
+        """Take an abandoned instance for recovery, counting it; None when another process did
+        first or it was recovered `max_recoveries` times. Raises EngineError when this process
+        cannot load it (a runner it lacks)."""
+        prepared = self.stored_run(instance_id, registry)
+        lease = Lease(self.store, instance_id)
+        if not self.store.leases.adopt(instance_id, lease.owner, lease.expiry(), max_recoveries):
+            return None
+        return Taken(prepared, instance_id, lease)
+
+    def adopt_pending(self, instance_id: int, registry: JobRegistry) -> PreparedRun | None:
+        """Take over waiting for a pending instance whose creator died: its run, to `execute`
+        when a slot is free; None when another process did first."""
+        prepared = self.stored_run(instance_id, registry)
+        return prepared if self.store.leases.adopt_pending(instance_id, lease_expiry()) else None
+
     def run_taken(
         self,
         taken: Taken,
@@ -201,6 +218,24 @@ class BatchService:
         return self._run_leased(
             taken.prepared, instance_id, taken.lease, listener, cancellation, history
         )
+
+    # -- ticks: what schedulers and backfills claim -----------------------------------------
+
+    def tick(self, name: str, at: datetime) -> TickView | None:
+        """The claim of `name`'s tick `at`, with its instance's state; None when unclaimed."""
+        return self.store.ticks.find(name, at)
+
+    def last_tick(self, name: str) -> datetime | None:
+        """The latest tick a scheduler claimed: where a starting scheduler takes over."""
+        return self.store.ticks.last(name)
+
+    def skip_tick(self, name: str, at: datetime, trigger: Trigger, owner: str, why: str) -> None:
+        """Record the tick as skipped, with why; TickTaken when it was already claimed."""
+        self.store.ticks.skip(name, at, trigger.value, owner, why)
+
+    def scheduled_runs(self, name: str) -> list[ActiveRun]:
+        """Cron and backfill instances of `name` that have not ended, oldest first."""
+        return self.store.ticks.active(name)
 
     def stored_run(self, instance_id: int, registry: JobRegistry) -> PreparedRun:
         """An existing instance as it was prepared: its definition version, params and run."""

@@ -232,7 +232,7 @@ class InstanceLeases:
         )
 
     def adopt(self, instance_id: int, owner: str, expires: datetime, max_recoveries: int) -> bool:
-        """Taken an abandoned instance to resume it, counting the recovery; False when another
+        """Take an abandoned instance to resume it, counting the recovery; False when another
         process did first or it has been recovered `max_recoveries` times already."""
         return self._update(
             and_(

@@ -65,7 +65,7 @@ def insert_claim(
     skipped_reason: str | None = None,
     over_skipped: bool = False,
 ) -> None:
-    """Taken a tick inside the caller's transaction; raises IntegrityError when taken.
+    """Claim a tick inside the caller's transaction; raises IntegrityError when taken.
 
     With `over_skipped`, the tick was recorded skipped and `instance_id` now fills it (a
     backfill): one conditional update, so of racing takers one wins and the others get
