@@ -1,8 +1,7 @@
 """The `engine` command, run as users run it: the installed executable, in a subprocess.
 
-Each command starts a Python process, so the commands of this module are started together once,
-in a thread pool, from tables (`runs`, `commands`, then `queries` once the runs have ended) and
-`race`; the tests read their results by name.
+Each test runs the commands it asserts on, named in tables (`commands`; `queries`, which read the
+history that the `history` fixture's three runs leave), so that any test runs alone.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -273,6 +272,11 @@ def commands(ws: Path) -> dict[str, tuple]:
         ),
         "runners_broken": (plain, ["validate", "extra.yaml", "--runners", "broken"], {}),
         "bad_db": (ws, ["runs", "list", "--db", f"sqlite:///{ws}/no/such/dir/x.db"], {}),
+        "list_empty": (
+            ws,
+            ["runs", "list", "--json"],
+            {"ENGINE_DATABASE_URL": f"sqlite:///{ws}/empty.db"},
+        ),
         "default_db": (ws / "fresh", ["runs", "list", "--json"], {}),
     }
 
@@ -331,53 +335,49 @@ def race(ws: Path) -> dict[str, Result]:
     return results
 
 
+def command(ws: Path, name: str) -> Result:
+    """Run the command `name` of the `commands` table."""
+    cwd, args, env = commands(ws)[name]
+    return engine(cwd, *args, **env)
+
+
 @pytest.fixture(scope="module")
-def cli(ws) -> dict[str, Result]:
-    def start(table: dict[str, tuple]) -> dict[str, Future]:
-        return {
-            name: pool.submit(engine, cwd, *args, **env) for name, (cwd, args, env) in table.items()
+def history(ws) -> dict[str, Result]:
+    """The three `runs`, at once, on one database that the history queries then read."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        started = {
+            name: pool.submit(engine, cwd, *args, **env)
+            for name, (cwd, args, env) in runs(ws).items()
         }
-
-    # ENGINE_DATABASE_URL names the same database as the --db of the runs below
-    empty = {
-        "list_empty": (
-            ws,
-            ["runs", "list", "--json"],
-            {"ENGINE_DATABASE_URL": f"sqlite:///{ws}/history.db"},
-        )
-    }
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        racing = pool.submit(race, ws)  # first, while nothing else competes for the CPU
-        pending = start(empty)
-        results = {name: f.result() for name, f in pending.items()}  # the schema exists now
-        results |= racing.result()
-        pending = start(runs(ws)) | start(commands(ws))
-        results |= {name: pending.pop(name).result() for name in runs(ws)}
-        try:
-            flaky_id = results["run_flaky"].json()["id"]
-        except ValueError:
-            flaky_id = 0
-        pending |= start(queries(ws, flaky_id))
-        results |= {name: f.result() for name, f in pending.items()}
-    return results
+        return {name: future.result() for name, future in started.items()}
 
 
-def ids(cli: dict[str, Result]) -> dict[str, int]:
-    return {name: cli[f"run_{name}"].json()["id"] for name in ("good", "fail", "flaky")}
+def query(ws: Path, history: dict[str, Result], name: str) -> Result:
+    """Run the history query `name` once the runs of `history` have ended."""
+    try:
+        flaky_id = history["run_flaky"].json()["id"]
+    except ValueError:
+        flaky_id = 0
+    cwd, args, env = queries(ws, flaky_id)[name]
+    return engine(cwd, *args, **env)
+
+
+def ids(history: dict[str, Result]) -> dict[str, int]:
+    return {name: history[f"run_{name}"].json()["id"] for name in ("good", "fail", "flaky")}
 
 
 # -- validate ---------------------------------------------------------------------------------
 
 
-def test_validate_exits_0_for_a_folder_of_valid_definitions(cli):
-    r = cli["validate_ok"]
+def test_validate_exits_0_for_a_folder_of_valid_definitions(ws):
+    r = command(ws, "validate_ok")
     assert r.code == 0, r
     no_traceback(r)
     assert "3 of 3" in r.err  # good.yaml, fail.yaml and sub/flaky.yml; notes.txt is no definition
 
 
-def test_validate_exits_1_and_prints_every_error_of_every_file_as_file_line_col(cli):
-    r = cli["validate_bad"]
+def test_validate_exits_1_and_prints_every_error_of_every_file_as_file_line_col(ws):
+    r = command(ws, "validate_bad")
     assert r.code == 1, r
     no_traceback(r)
     lines = [line for line in r.err.splitlines() if re.match(r"^\S+:\d+:\d+: ", line)]
@@ -396,8 +396,8 @@ def test_validate_exits_1_and_prints_every_error_of_every_file_as_file_line_col(
     assert r.out == ""
 
 
-def test_validate_reports_expression_faults_as_file_line_col_and_goes_on(cli):
-    r = cli["validate_pdefault"]
+def test_validate_reports_expression_faults_as_file_line_col_and_goes_on(ws):
+    r = command(ws, "validate_pdefault")
     no_traceback(r)
     assert r.code == 1, r
     assert re.search(r"^pdefault/a_pdefault\.yaml:3:\d+: ", r.err, re.M), r.err
@@ -405,8 +405,8 @@ def test_validate_reports_expression_faults_as_file_line_col_and_goes_on(cli):
     assert re.search(r"^pdefault/c_empty_condition\.yaml:4:\d+: ", r.err, re.M), r.err
 
 
-def test_validate_never_prints_a_traceback_for_a_deeply_nested_file(cli):
-    r = cli["validate_deep"]
+def test_validate_never_prints_a_traceback_for_a_deeply_nested_file(ws):
+    r = command(ws, "validate_deep")
     no_traceback(r)
     assert r.code in (0, 1), r
 
@@ -447,8 +447,8 @@ def check_instance(doc: dict) -> None:
             assert ISO_UTC.match(attempt["finished_at"]), attempt
 
 
-def test_run_exits_0_and_prints_exactly_one_json_instance(cli):
-    r = cli["run_good"]
+def test_run_exits_0_and_prints_exactly_one_json_instance(history):
+    r = history["run_good"]
     assert r.code == 0, r
     no_traceback(r)
     doc = r.json()  # the whole of stdout is one JSON document
@@ -468,13 +468,13 @@ def test_run_exits_0_and_prints_exactly_one_json_instance(cli):
     assert steps["first"]["attempt"] == 1 and steps["first"]["error"] is None
 
 
-def test_run_prints_progress_on_stderr(cli):
-    err = cli["run_good"].err
+def test_run_prints_progress_on_stderr(history):
+    err = history["run_good"].err
     assert "first" in err and "second" in err
 
 
-def test_run_exits_1_when_the_instance_fails(cli):
-    r = cli["run_fail"]
+def test_run_exits_1_when_the_instance_fails(history):
+    r = history["run_fail"]
     assert r.code == 1, r
     doc = r.json()
     check_instance(doc)
@@ -494,8 +494,8 @@ def test_run_exits_1_when_the_instance_fails(cli):
         ("run_param_syntax", "novalue"),
     ],
 )
-def test_a_refused_run_exits_2_says_why_and_creates_no_instance(cli, ws, name, says):
-    r = cli[name]
+def test_a_refused_run_exits_2_says_why_and_creates_no_instance(ws, name, says):
+    r = command(ws, name)
     assert r.code == 2, r
     no_traceback(r)
     assert says in r.err
@@ -503,8 +503,8 @@ def test_a_refused_run_exits_2_says_why_and_creates_no_instance(cli, ws, name, s
     assert instances(ws / "refused.db") == 0
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(cli, ws):
-    r = cli["dry_run"]
+def test_dry_run_prints_the_plan_and_runs_nothing(ws):
+    r = command(ws, "dry_run")
     assert r.code == 0, r
     no_traceback(r)
     text = r.out + r.err
@@ -517,11 +517,11 @@ def test_dry_run_prints_the_plan_and_runs_nothing(cli, ws):
 # -- runs -------------------------------------------------------------------------------------
 
 
-def test_runs_list_json_is_an_array_newest_first(cli):
-    r = cli["list_all"]
+def test_runs_list_json_is_an_array_newest_first(ws, history):
+    r = query(ws, history, "list_all")
     assert r.code == 0, r
     docs = r.json()
-    by_id = {i: name for name, i in ids(cli).items()}
+    by_id = {i: name for name, i in ids(history).items()}
     assert [d["id"] for d in docs] == sorted(by_id, reverse=True)
     assert [d["definition"] for d in docs] == [by_id[d["id"]] for d in docs]
     status = {"good": "succeeded", "fail": "failed", "flaky": "succeeded"}
@@ -530,28 +530,31 @@ def test_runs_list_json_is_an_array_newest_first(cli):
         assert set(d) >= INSTANCE_KEYS - {"steps"}
 
 
-def test_runs_list_of_an_empty_history_is_an_empty_array_and_reads_engine_database_url(cli, ws):
-    r = cli["list_empty"]
+def test_runs_list_of_an_empty_history_is_an_empty_array_and_reads_engine_database_url(ws):
+    r = command(ws, "list_empty")
     assert r.code == 0, r
     assert r.json() == []
     assert not (ws / "engine.db").exists(), "ENGINE_DATABASE_URL was ignored"
 
 
-def test_commands_opening_one_fresh_database_at_once_all_succeed(cli):
+def test_commands_opening_one_fresh_database_at_once_all_succeed(ws):
+    raced = race(ws)
     for i in range(RACERS):
-        r = cli[f"race_{i}"]
+        r = raced[f"race_{i}"]
         assert r.code == 0, r
         assert r.json() == []
 
 
-def test_runs_list_filters_by_definition_status_and_limit(cli):
-    run = ids(cli)
-    assert [d["id"] for d in cli["list_fail"].json()] == [run["fail"]]
-    assert [d["id"] for d in cli["list_succeeded"].json()] == [max(run["good"], run["flaky"])]
+def test_runs_list_filters_by_definition_status_and_limit(ws, history):
+    run = ids(history)
+    assert [d["id"] for d in query(ws, history, "list_fail").json()] == [run["fail"]]
+    assert [d["id"] for d in query(ws, history, "list_succeeded").json()] == [
+        max(run["good"], run["flaky"])
+    ]
 
 
-def test_runs_show_lists_every_attempt(cli):
-    r = cli["show_flaky"]
+def test_runs_show_lists_every_attempt(ws, history):
+    r = query(ws, history, "show_flaky")
     assert r.code == 0, r
     doc = r.json()
     check_instance(doc)
@@ -561,26 +564,26 @@ def test_runs_show_lists_every_attempt(cli):
     ]
     assert "first attempt fails" in doc["steps"][0]["error"]
     assert doc["steps"][1]["result"] == {"attempt": 2}
-    assert doc == cli["run_flaky"].json()
+    assert doc == history["run_flaky"].json()
 
 
-def test_runs_show_of_an_unknown_id_exits_1_with_a_clear_message(cli):
-    r = cli["show_unknown"]
+def test_runs_show_of_an_unknown_id_exits_1_with_a_clear_message(ws, history):
+    r = query(ws, history, "show_unknown")
     assert r.code == 1, r
     no_traceback(r)
     assert "999" in r.err
     assert r.out == ""
 
 
-def test_the_default_database_is_engine_db_in_the_working_directory(cli, ws):
-    r = cli["default_db"]
+def test_the_default_database_is_engine_db_in_the_working_directory(ws):
+    r = command(ws, "default_db")
     assert r.code == 0, r
     assert r.json() == []
     assert (ws / "fresh" / "engine.db").is_file()
 
 
-def test_an_unusable_database_is_a_clear_error(cli):
-    r = cli["bad_db"]
+def test_an_unusable_database_is_a_clear_error(ws):
+    r = command(ws, "bad_db")
     assert r.code != 0, r
     no_traceback(r)
     assert "database" in r.err.lower()
@@ -589,16 +592,16 @@ def test_an_unusable_database_is_a_clear_error(cli):
 # -- graph (`engine schema` is checked in test_schema.py) ------------------------------------
 
 
-def test_graph_as_mermaid(cli):
-    r = cli["graph_mermaid"]
+def test_graph_as_mermaid(ws):
+    r = command(ws, "graph_mermaid")
     assert r.code == 0, r
     assert r.out.startswith("flowchart")
     assert "first --> second" in r.out
     assert 'first -->|"failure"| cleanup' in r.out
 
 
-def test_graph_as_dot(cli):
-    r = cli["graph_dot"]
+def test_graph_as_dot(ws):
+    r = command(ws, "graph_dot")
     assert r.code == 0, r
     assert r.out.startswith('digraph "good"') and r.out.rstrip().endswith("}")
     assert '"first" -> "second"' in r.out
@@ -608,20 +611,20 @@ def test_graph_as_dot(cli):
 # -- runner discovery -------------------------------------------------------------------------
 
 
-def test_runners_given_as_a_path(cli):
-    r = cli["runners_path"]
+def test_runners_given_as_a_path(ws):
+    r = command(ws, "runners_path")
     assert r.code == 0, r
     no_traceback(r)
 
 
-def test_engine_runners_takes_folders_and_modules_comma_separated(cli):
-    r = cli["runners_env"]
+def test_engine_runners_takes_folders_and_modules_comma_separated(ws):
+    r = command(ws, "runners_env")
     assert r.code == 0, r
     no_traceback(r)
 
 
-def test_a_runner_import_error_is_a_clear_message_not_a_traceback(cli):
-    r = cli["runners_broken"]
+def test_a_runner_import_error_is_a_clear_message_not_a_traceback(ws):
+    r = command(ws, "runners_broken")
     assert r.code == 2, r
     no_traceback(r)
     assert "broken.py" in r.err and "no_such_dependency_zz" in r.err
