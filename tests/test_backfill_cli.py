@@ -73,6 +73,15 @@ def calls(cwd: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def hanging(tmp_path: Path, db_url: str, end: str) -> tuple[Path, subprocess.Popen]:
+    """A backfill from 2026-11-01T00:00 to `end` whose first tick's runner hangs."""
+    cwd = project(tmp_path)
+    (cwd / "calls.hang").touch()
+    proc = backfill(cwd, db_url, "2026-11-01T00:00", end)
+    wait_until(lambda: len(calls(cwd)) == 1, "the first runner call")
+    return cwd, proc
+
+
 def test_ten_racing_backfills_fill_a_hundred_ticks_once(tmp_path, db_url):
     cwd = project(tmp_path)
     Store(db_url).close()  # migrate once, not in ten racing processes
@@ -121,10 +130,7 @@ def test_the_exit_code_says_whether_the_whole_range_succeeded(tmp_path, db_url):
 
 
 def test_a_killed_backfill_is_recovered_by_the_next(tmp_path, db_url):
-    cwd = project(tmp_path)
-    (cwd / "calls.hang").touch()
-    killed = backfill(cwd, db_url, "2026-11-01T00:00", "2026-11-01T02:00")
-    wait_until(lambda: len(calls(cwd)) == 1, "the first runner call")
+    cwd, killed = hanging(tmp_path, db_url, "2026-11-01T02:00")
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(30)
     (cwd / "calls.hang").unlink()
@@ -142,10 +148,7 @@ def test_a_killed_backfill_is_recovered_by_the_next(tmp_path, db_url):
 
 
 def test_stopping_a_backfill_exits_non_zero_and_says_what_was_not_reached(tmp_path, db_url):
-    cwd = project(tmp_path)
-    (cwd / "calls.hang").touch()
-    proc = backfill(cwd, db_url, "2026-11-01T00:00", "2026-11-01T09:00")
-    wait_until(lambda: len(calls(cwd)) == 1, "the first runner call")
+    _, proc = hanging(tmp_path, db_url, "2026-11-01T09:00")
     proc.send_signal(signal.SIGTERM)
     code, outcomes, err = finished(proc, 60)
     assert code == 1
@@ -157,18 +160,15 @@ def test_stopping_a_backfill_exits_non_zero_and_says_what_was_not_reached(tmp_pa
 
 
 def test_engine_cancel_of_one_instance_cancels_it_and_the_backfill_goes_on(tmp_path, db_url):
-    cwd = project(tmp_path)
-    (cwd / "calls.hang").touch()
-    proc = backfill(cwd, db_url, "2026-11-01T00:00", "2026-11-01T02:00")
-    wait_until(lambda: len(calls(cwd)) == 1, "the first runner call")
+    cwd, proc = hanging(tmp_path, db_url, "2026-11-01T02:00")
     (cwd / "calls.hang").unlink()
     store = Store(db_url)
     try:
-        [hanging] = store.list_instances(limit=10)
+        [stuck] = store.list_instances(limit=10)
     finally:
         store.close()
     cancel = subprocess.run(
-        [ENGINE, "cancel", str(hanging.id)],
+        [ENGINE, "cancel", str(stuck.id)],
         cwd=cwd,
         env={**os.environ, "ENGINE_DATABASE_URL": db_url},
         capture_output=True,
