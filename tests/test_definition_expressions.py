@@ -12,36 +12,32 @@ from locating import at, load, only, problems, where, yaml
 # -- expressions ------------------------------------------------------------------------------
 
 
-def test_a_condition_that_does_not_parse_is_located_at_the_condition():
-    text = yaml("""
-        name: x
+# (the definition, where its one problem is, what the message names): the YAML a user wrote.
+BAD_EXPRESSIONS = {
+    "a step condition that does not parse": (
+        """
         steps:
           - id: a
           - id: b
             condition: "steps.a.result.count >"
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"steps.a')
-    assert "expression" in p.message
-
-
-def test_an_edge_condition_that_does_not_parse_is_located_at_it():
-    text = yaml("""
-        name: x
+        """,
+        '"steps.a',
+        ["expression"],
+    ),
+    "an edge condition that does not parse": (
+        """
         steps:
           - id: a
             nextSteps:
               - step: b
                 condition: "steps.a.result.count == = 0"
           - id: b
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"steps.a')
-
-
-def test_a_template_that_does_not_parse_is_located_at_its_string_even_when_nested():
-    text = yaml("""
-        name: x
+        """,
+        '"steps.a',
+        ["expression"],
+    ),
+    "a nested template that does not parse": (
+        """
         steps:
           - id: a
             inputs:
@@ -50,10 +46,86 @@ def test_a_template_that_does_not_parse_is_located_at_its_string_even_when_neste
                 list:
                   - fine
                   - "{{ params.x + }}"
-    """)
+        """,
+        '"{{ params.x + }}"',
+        ["template"],
+    ),
+    "an unclosed template": (
+        """
+        steps:
+          - id: a
+            inputs: {v: "{{ params.x "}
+        """,
+        '"{{',
+        ["template"],
+    ),
+    "an unknown step, with a hint": (
+        """
+        steps:
+          - id: process
+          - id: b
+            condition: "steps.procss.result.count > 0"
+        """,
+        '"steps.procss',
+        ["'procss'", "did you mean 'process'"],
+    ),
+    "an unknown step in a template": (
+        """
+        steps:
+          - id: a
+          - id: b
+            inputs:
+              first: 1
+              rows: "{{ steps.nope.result.rows }}"
+        """,
+        '"{{ steps.nope',
+        ["'nope'"],
+    ),
+    "a step that is not upstream": (
+        """
+        steps:
+          - id: a
+            condition: "steps.b.status == 'succeeded'"
+          - id: b
+        """,
+        '"steps.b',
+        ["steps.b", "upstream"],
+    ),
+    "a step condition reading its own result": (
+        """
+        steps:
+          - id: a
+            condition: "steps.a.result.ok"
+        """,
+        '"steps.a',
+        ["upstream"],
+    ),
+    "a template reading a parallel branch": (
+        """
+        steps:
+          - id: root
+            nextSteps: [left, right]
+          - id: left
+          - id: right
+            inputs:
+              n: 1
+              v: "{{ steps.left.result }}"
+        """,
+        '"{{ steps.left',
+        ["upstream"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("steps", "anchor", "says"), BAD_EXPRESSIONS.values(), ids=BAD_EXPRESSIONS.keys()
+)
+def test_a_bad_expression_is_one_problem_located_at_its_string(steps, anchor, says):
+    text = "name: x\n" + yaml(steps)
     p = only(text)
-    assert where(p) == at(text, '"{{ params.x + }}"')
-    assert "template" in p.message
+    assert where(p) == at(text, anchor), p
+    for fragment in says:
+        assert fragment in p.message, p.message
 
 
 @pytest.mark.parametrize("condition", ["''", "'   '"])
@@ -67,76 +139,6 @@ def test_an_empty_edge_condition_is_a_located_validation_error():
     text = "name: x\nsteps:\n  - id: a\n    nextSteps: [{step: b, condition: ''}]\n  - id: b\n"
     found = problems(text)
     assert [p.line for p in found] == [4]
-
-
-def test_an_unclosed_template_is_a_validation_error():
-    text = 'name: x\nsteps:\n  - id: a\n    inputs: {v: "{{ params.x "}\n'
-    p = only(text)
-    assert where(p) == at(text, '"{{')
-
-
-def test_an_expression_naming_an_unknown_step_is_refused_with_a_hint():
-    text = yaml("""
-        name: x
-        steps:
-          - id: process
-          - id: b
-            condition: "steps.procss.result.count > 0"
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"steps.procss')
-    assert "'procss'" in p.message and "did you mean 'process'" in p.message
-
-
-def test_a_template_naming_an_unknown_step_is_located_at_its_string():
-    text = yaml("""
-        name: x
-        steps:
-          - id: a
-          - id: b
-            inputs:
-              first: 1
-              rows: "{{ steps.nope.result.rows }}"
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"{{ steps.nope')
-    assert "'nope'" in p.message
-
-
-def test_an_expression_may_not_read_a_step_that_is_not_upstream():
-    text = yaml("""
-        name: x
-        steps:
-          - id: a
-            condition: "steps.b.status == 'succeeded'"
-          - id: b
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"steps.b')
-    assert "steps.b" in p.message and "upstream" in p.message
-
-
-def test_a_step_condition_may_not_read_its_own_result():
-    text = 'name: x\nsteps:\n  - id: a\n    condition: "steps.a.result.ok"\n'
-    p = only(text)
-    assert "upstream" in p.message
-
-
-def test_a_template_may_not_read_a_parallel_branch():
-    text = yaml("""
-        name: x
-        steps:
-          - id: root
-            nextSteps: [left, right]
-          - id: left
-          - id: right
-            inputs:
-              n: 1
-              v: "{{ steps.left.result }}"
-    """)
-    p = only(text)
-    assert where(p) == at(text, '"{{ steps.left')
-    assert "upstream" in p.message
 
 
 def test_expressions_may_read_transitive_upstream_steps():
