@@ -8,6 +8,7 @@ only matter when the engine is broken.
 
 from __future__ import annotations
 
+import textwrap
 import threading
 
 import pytest
@@ -53,24 +54,6 @@ def test_linear_steps_run_one_after_another_in_list_order(store, registry, rec):
         ("b", 1, "succeeded"),
     ]
     assert [s.result for s in view.steps] == [{"step": "c"}, {"step": "a"}, {"step": "b"}]
-
-
-def test_linear_failure_skips_every_later_step_and_fails_the_instance(store, registry, rec):
-    view = run(
-        store,
-        registry,
-        """
-        name: lin
-        steps:
-          - {id: a, runner: r}
-          - {id: b, runner: r, inputs: {fail: true}}
-          - {id: c, runner: r}
-          - {id: d, runner: r}
-    """,
-    )
-    assert rec.called == ["a", "b"]
-    assert final(view) == {"a": "succeeded", "b": "failed", "c": "skipped", "d": "skipped"}
-    assert view.status == "failed"
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["a-succeeds", "a-fails"])
@@ -188,24 +171,6 @@ def test_step_condition_false_skips_the_step_without_calling_its_runner(store, r
     assert view.status == "succeeded"
 
 
-def test_a_root_step_condition_is_evaluated_too(store, registry, rec):
-    view = run(
-        store,
-        registry,
-        """
-        name: guard
-        params:
-          n: {type: integer, default: 1}
-        steps:
-          - {id: a, runner: r, condition: "params.n > 5"}
-          - {id: b, runner: r}
-    """,
-    )
-    assert final(view) == {"a": "skipped", "b": "skipped"}
-    assert rec.called == []
-    assert view.status == "succeeded"
-
-
 def test_join_all_needs_every_incoming_edge_join_any_needs_one(store, registry, rec):
     view = run(
         store,
@@ -232,75 +197,6 @@ def test_join_all_needs_every_incoming_edge_join_any_needs_one(store, registry, 
     assert rec.log.index(("end", "ok")) < rec.log.index(("start", "any_of"))
 
 
-def test_join_any_with_no_edge_fired_is_skipped(store, registry, rec):
-    view = run(
-        store,
-        registry,
-        """
-        name: joins
-        concurrency: 2
-        steps:
-          - {id: x, runner: r, inputs: {fail: true}, allowFailure: true, nextSteps: [j]}
-          - {id: y, runner: r, condition: "false", nextSteps: [j]}
-          - {id: j, runner: r, join: any}
-    """,
-    )
-    assert final(view) == {"x": "failed", "y": "skipped", "j": "skipped"}
-    assert "j" not in rec.called
-
-
-def test_skipped_propagates_along_success_and_failure_edges_but_fires_always_edges(
-    store, registry, rec
-):
-    view = run(
-        store,
-        registry,
-        """
-        name: skips
-        steps:
-          - id: a
-            runner: r
-            condition: "false"
-            nextSteps: [b, {step: cleanup, on: always}, {step: handler, on: failure}]
-          - {id: b, runner: r, nextSteps: [c, {step: b_always, on: always}]}
-          - {id: c, runner: r}
-          - {id: b_always, runner: r}
-          - {id: cleanup, runner: r}
-          - {id: handler, runner: r}
-    """,
-    )
-    assert final(view) == {
-        "a": "skipped",
-        "b": "skipped",
-        "c": "skipped",
-        "b_always": "succeeded",
-        "cleanup": "succeeded",
-        "handler": "skipped",
-    }
-    assert sorted(rec.called) == ["b_always", "cleanup"]
-    assert view.status == "succeeded"
-
-
-def test_allow_failure_step_does_not_fail_the_instance(store, registry, rec):
-    view = run(
-        store,
-        registry,
-        """
-        name: allow
-        steps:
-          - id: flaky
-            runner: r
-            inputs: {fail: true}
-            allowFailure: true
-            nextSteps: [after, {step: alert, on: failure}]
-          - {id: after, runner: r}
-          - {id: alert, runner: r}
-    """,
-    )
-    assert final(view) == {"flaky": "failed", "after": "skipped", "alert": "succeeded"}
-    assert view.status == "succeeded"
-
-
 def test_failure_handlers_run_and_the_instance_still_fails(store, registry, rec):
     view = run(
         store,
@@ -322,37 +218,118 @@ def test_failure_handlers_run_and_the_instance_still_fails(store, registry, rec)
     assert "load" in (view.error or "")
 
 
-def test_a_failing_failure_handler_fails_the_instance_even_when_its_step_may_fail(
-    store, registry, rec
-):
-    view = run(
-        store,
-        registry,
+# (the steps, each step's final status, the instance's, the runners called): the step failing
+# is the one with `inputs: {fail: true}`.
+OUTCOMES = {
+    "a linear failure skips every later step and fails the instance": (
         """
-        name: handlers
+        steps:
+          - {id: a, runner: r}
+          - {id: b, runner: r, inputs: {fail: true}}
+          - {id: c, runner: r}
+          - {id: d, runner: r}
+        """,
+        {"a": "succeeded", "b": "failed", "c": "skipped", "d": "skipped"},
+        "failed",
+        ["a", "b"],
+    ),
+    "a root step's condition is evaluated too": (
+        """
+        params:
+          n: {type: integer, default: 1}
+        steps:
+          - {id: a, runner: r, condition: "params.n > 5"}
+          - {id: b, runner: r}
+        """,
+        {"a": "skipped", "b": "skipped"},
+        "succeeded",
+        [],
+    ),
+    "join any with no edge fired is skipped": (
+        """
+        concurrency: 2
+        steps:
+          - {id: x, runner: r, inputs: {fail: true}, allowFailure: true, nextSteps: [j]}
+          - {id: y, runner: r, condition: "false", nextSteps: [j]}
+          - {id: j, runner: r, join: any}
+        """,
+        {"x": "failed", "y": "skipped", "j": "skipped"},
+        "succeeded",
+        ["x"],
+    ),
+    "skipped propagates along success and failure edges, always edges fire": (
+        """
+        steps:
+          - id: a
+            runner: r
+            condition: "false"
+            nextSteps: [b, {step: cleanup, on: always}, {step: handler, on: failure}]
+          - {id: b, runner: r, nextSteps: [c, {step: b_always, on: always}]}
+          - {id: c, runner: r}
+          - {id: b_always, runner: r}
+          - {id: cleanup, runner: r}
+          - {id: handler, runner: r}
+        """,
+        {
+            "a": "skipped",
+            "b": "skipped",
+            "c": "skipped",
+            "b_always": "succeeded",
+            "cleanup": "succeeded",
+            "handler": "skipped",
+        },
+        "succeeded",
+        ["b_always", "cleanup"],
+    ),
+    "an allowFailure step does not fail the instance": (
+        """
+        steps:
+          - id: flaky
+            runner: r
+            inputs: {fail: true}
+            allowFailure: true
+            nextSteps: [after, {step: alert, on: failure}]
+          - {id: after, runner: r}
+          - {id: alert, runner: r}
+        """,
+        {"flaky": "failed", "after": "skipped", "alert": "succeeded"},
+        "succeeded",
+        ["alert", "flaky"],
+    ),
+    "a failing failure handler fails the instance, even of a step that may fail": (
+        """
         steps:
           - {id: a, runner: r, inputs: {fail: true}, allowFailure: true,
              nextSteps: [{step: alert, on: failure}]}
           - {id: alert, runner: r, inputs: {fail: true}}
-    """,
-    )
-    assert final(view) == {"a": "failed", "alert": "failed"}
-    assert view.status == "failed"
-
-
-def test_an_instance_whose_steps_are_all_skipped_succeeds(store, registry, rec):
-    view = run(
-        store,
-        registry,
+        """,
+        {"a": "failed", "alert": "failed"},
+        "failed",
+        ["a", "alert"],
+    ),
+    "an instance whose steps are all skipped succeeds": (
         """
-        name: none
         steps:
           - {id: a, runner: r, condition: "1 > 2"}
           - {id: b, runner: r}
-    """,
-    )
-    assert final(view) == {"a": "skipped", "b": "skipped"}
-    assert view.status == "succeeded"
+        """,
+        {"a": "skipped", "b": "skipped"},
+        "succeeded",
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("steps", "statuses", "status", "called"), OUTCOMES.values(), ids=OUTCOMES.keys()
+)
+def test_the_outcome_of_each_step_and_of_the_instance(
+    store, registry, rec, steps, statuses, status, called
+):
+    view = run(store, registry, "name: outcome\n" + textwrap.dedent(steps))
+    assert final(view) == statuses
+    assert view.status == status
+    assert sorted(rec.called) == called
 
 
 # -- concurrency --------------------------------------------------------------------------------
