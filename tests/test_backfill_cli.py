@@ -147,6 +147,31 @@ def test_a_killed_backfill_is_recovered_by_the_next(tmp_path, db_url):
         store.close()
 
 
+def test_a_stalled_backfill_loses_its_tick_to_the_next_and_exits_non_zero(tmp_path, db_url):
+    cwd, stalled = hanging(tmp_path, db_url, "2026-11-01T01:00")
+    os.killpg(stalled.pid, signal.SIGSTOP)  # a VM pause, past the 2 s lease
+    try:
+        (cwd / "calls.hang").unlink()
+        code, outcomes, err = finished(
+            backfill(cwd, db_url, "2026-11-01T00:00", "2026-11-01T01:00")
+        )
+    finally:
+        os.killpg(stalled.pid, signal.SIGCONT)
+    assert code == 0, err
+    assert [o["how"] for o in outcomes] == ["recovered", "ran"]
+    code, lost, err = finished(stalled, 60)
+    assert code == 1, err
+    assert [(o["status"], o["how"]) for o in lost] == [("lost", "lost")], err
+    store = Store(db_url)
+    try:
+        instances = store.list_instances(limit=10)
+        assert len(instances) == 2 and {v.status for v in instances} == {"succeeded"}
+        first = store.get_instance(outcomes[0]["instance_id"])
+        assert [(a.attempt, a.status) for a in first.steps] == [(1, "failed"), (2, "succeeded")]
+    finally:
+        store.close()
+
+
 def test_stopping_a_backfill_exits_non_zero_and_says_what_was_not_reached(tmp_path, db_url):
     _, proc = hanging(tmp_path, db_url, "2026-11-01T09:00")
     proc.send_signal(signal.SIGTERM)
