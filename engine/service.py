@@ -54,9 +54,16 @@ class Taken:
 class BatchService:
     """Runs definitions against one store through one dispatcher."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher | None = None) -> None:
+        """Without a dispatcher, the service can do all but run steps (`engine cancel`)."""
         self.store = store
-        self.dispatcher = dispatcher
+        self._dispatcher = dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise RuntimeError("this BatchService was made without a dispatcher: it runs nothing")
+        return self._dispatcher
 
     @staticmethod
     def prepare(

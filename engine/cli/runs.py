@@ -55,7 +55,9 @@ def show(instance_id: int, as_json: bool, config: Config) -> None:
 @pass_config
 def cancel(instance_id: int, config: Config) -> None:
     """Stop instance ID: no new step starts, running steps and the instance end cancelled."""
-    click.echo(config.store().leases.request_cancel(instance_id), err=True)
+    from engine.service import BatchService
+
+    click.echo(BatchService(config.store()).cancel(instance_id), err=True)
 
 
 @runs.command("ticks")
