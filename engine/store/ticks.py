@@ -19,7 +19,7 @@ from engine.errors import TickTaken
 from engine.status import InstanceStatus, Trigger
 from engine.store.tables import instances, ticks
 from engine.store.types import utcnow
-from engine.store.views import Timestamp, is_abandoned
+from engine.store.views import Timestamp, is_abandoned, is_orphaned
 
 SCHEDULED = (Trigger.cron.value, Trigger.backfill.value)
 """The triggers whose instances the overlap policy looks at."""
@@ -171,18 +171,13 @@ class TickClaims:
                     instance_id=row.instance_id,
                     status=row.status,
                     error=row.error,
-                    abandoned=_orphaned(row.status, row.lease_expires_at, now),
+                    abandoned=is_orphaned(row.status, row.lease_expires_at, now),
                     skipped_reason=row.skipped_reason,
                     claimed_by=row.claimed_by,
                     claimed_at=row.created_at,
                 )
                 for row in conn.execute(query)
             ]
-
-
-def _orphaned(status: str | None, lease_expires_at: datetime | None, now: datetime) -> bool:
-    active = status in (InstanceStatus.pending, InstanceStatus.running)
-    return active and lease_expires_at is not None and lease_expires_at < now
 
 
 def _tick_query() -> Any:

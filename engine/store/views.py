@@ -11,9 +11,15 @@ Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="j
 """ISO 8601 with an explicit `+00:00` offset."""
 
 
+def is_orphaned(status: str | None, lease_expires_at: datetime | None, now: datetime) -> bool:
+    """A pending or running instance whose lease expired: no live process holds it."""
+    active = status in ("pending", "running")
+    return active and lease_expires_at is not None and lease_expires_at < now
+
+
 def is_abandoned(status: str, lease_expires_at: datetime | None, now: datetime) -> bool:
     """A running instance whose process stopped renewing its lease: no process runs it."""
-    return status == "running" and lease_expires_at is not None and lease_expires_at < now
+    return status == "running" and is_orphaned(status, lease_expires_at, now)
 
 
 class StoredInstance(BaseModel):
