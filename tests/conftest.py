@@ -68,6 +68,14 @@ def _postgres_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def rec(registry: JobRegistry) -> Any:
+    """The recording runner `r` of the executor tests (`executing.Recorder`)."""
+    from executing import Recorder
+
+    return Recorder(registry)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each kind."""

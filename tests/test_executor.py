@@ -12,14 +12,9 @@ import textwrap
 import threading
 
 import pytest
-from executing import WAIT, Recorder, final, rows, run
+from executing import WAIT, final, rows, run
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def rec(registry) -> Recorder:
-    return Recorder(registry)
 
 
 # -- section 1: order and edges ----------------------------------------------------------------

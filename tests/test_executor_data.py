@@ -15,15 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from executing import WAIT, Recorder, final, rows, run
+from executing import WAIT, final, rows, run
 from pydantic import BaseModel
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def rec(registry) -> Recorder:
-    return Recorder(registry)
 
 
 # -- templates and what a runner receives ---------------------------------------------------

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from executing import WAIT, Recorder, final, rows, run
+from executing import WAIT, final, rows, run
 
 from engine.definition import load_text
 from engine.definition.models import Retry
@@ -22,11 +22,6 @@ from engine.dispatch.direct import DirectDispatcher
 from engine.execution import StepEvent
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def rec(registry) -> Recorder:
-    return Recorder(registry)
 
 
 # -- retries ----------------------------------------------------------------------------------
