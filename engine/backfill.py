@@ -40,7 +40,7 @@ class TickOutcome:
     how: str
     """`ran`, `took over` (a skipped tick), `rerun` (a failed one, resumed), `recovered` (its
     process had died), `waited` (another process ran it), `earlier` (it had ended before),
-    or `stopped`."""
+    `stopped` (by a signal, before it ran) or `lost` (this process stalled past its lease)."""
     instance_id: int | None
     detail: str = ""
 
@@ -107,7 +107,7 @@ class Backfill:
                 if claim is None or claim.instance_id is None:
                     return self._start(tick, claim)
                 if claim.status in (InstanceStatus.pending, InstanceStatus.running):
-                    if claim.abandoned:
+                    if claim.orphaned:
                         return self._resume(claim, "recovered")
                     waited = True
                     time.sleep(WAIT_SECONDS)
@@ -181,7 +181,9 @@ def _outcome(tick: datetime, view: InstanceView, how: str, detail: str) -> TickO
 
 
 def _ended(claim: TickView, how: str) -> TickOutcome:
-    detail = "" if claim.status == InstanceStatus.succeeded else (claim.error or "")
-    if how == "earlier" and claim.status != InstanceStatus.succeeded:
-        detail = f"{detail}; --rerun-failed resumes it" if detail else "--rerun-failed resumes it"
+    if claim.status == InstanceStatus.succeeded:
+        detail = ""
+    else:
+        hint = "--rerun-failed resumes it" if how == "earlier" else ""
+        detail = "; ".join(filter(None, (claim.error, hint)))
     return TickOutcome(claim.scheduled_for, claim.status or "", how, claim.instance_id, detail)

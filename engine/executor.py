@@ -141,7 +141,7 @@ class Executor:
         for step, prior in self.history.items():
             if step in self.states and prior.status is StepStatus.succeeded:
                 self._end(self.states[step], StepStatus.succeeded, prior.result)
-        return [p.id for p in self.states.values() if p.waiting == 0 and p.status is None]
+        return [s.id for s in self.states.values() if s.waiting == 0 and s.status is None]
 
     def _flush(self, writer: AttemptWriter) -> None:
         """Write this round's rows; until they are committed, they are kept in `_unwritten`."""
@@ -194,9 +194,9 @@ class Executor:
 
     def _outcome(self) -> Outcome:
         failed = [
-            p.id
-            for p in self.states.values()
-            if p.status is StepStatus.failed and not p.allow_failure
+            s.id
+            for s in self.states.values()
+            if s.status is StepStatus.failed and not s.allow_failure
         ]
         if failed:
             return Outcome(InstanceStatus.failed, "failed steps: " + ", ".join(failed))

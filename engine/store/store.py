@@ -128,10 +128,10 @@ class Store:
         (by whoever queues it) or taken (by whoever runs it).
 
         With `tick_claimed_by`, the instance's tick (`scheduled_for`) is claimed in the same
-        transaction: TickTaken when another scheduler or backfill has it (`over_skipped`: when
-        it is no longer a skipped tick). With
-        `idempotency_key`, IdempotencyKeyTaken when another instance has that key: the key's
-        unique constraint decides between racing requests, in any number of processes.
+        transaction: TickTaken when another scheduler or backfill has it (with `over_skipped`,
+        when it is no longer a skipped tick). With `idempotency_key`, IdempotencyKeyTaken when
+        another instance has that key: the key's unique constraint decides between racing
+        requests, in any number of processes.
         """
         row = {
             "definition_id": definition_id,

@@ -37,7 +37,7 @@ class TickView(BaseModel):
     status: str | None
     """The instance's status; None for a skipped tick."""
     error: str | None
-    abandoned: bool
+    orphaned: bool
     """Pending or running, but no live process holds its lease: nobody runs it."""
     skipped_reason: str | None
     claimed_by: str
@@ -171,7 +171,7 @@ class TickClaims:
                     instance_id=row.instance_id,
                     status=row.status,
                     error=row.error,
-                    abandoned=is_orphaned(row.status, row.lease_expires_at, now),
+                    orphaned=is_orphaned(row.status, row.lease_expires_at, now),
                     skipped_reason=row.skipped_reason,
                     claimed_by=row.claimed_by,
                     claimed_at=row.created_at,
