@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from test_schedule_cli import ENGINE, wait_until
@@ -208,6 +209,21 @@ def test_engine_cancel_of_one_instance_cancels_it_and_the_backfill_goes_on(tmp_p
         ("succeeded", "ran"),
         ("succeeded", "ran"),
     ]
+
+
+def test_a_skip_reason_that_looks_like_markup_prints_as_text(tmp_path, db_url):
+    cwd = project(tmp_path)
+    store = Store(db_url)
+    try:
+        tick = datetime(2026, 11, 1, tzinfo=UTC)
+        store.ticks.skip("hourly", tick, "cron", "scheduler-x", "cannot start: [/bold] \x1b[31m")
+    finally:
+        store.close()
+    code, outcomes, err = finished(backfill(cwd, db_url, "2026-11-01T00:00", "2026-11-01T00:00"))
+    assert code == 0, err
+    assert [o["how"] for o in outcomes] == ["took over"]
+    assert "skipped earlier: cannot start: [/bold] \\x1b[31m" in " ".join(err.split())
+    assert "\x1b" not in err and "Traceback" not in err
 
 
 def test_backfill_into_the_future_is_refused(tmp_path):
