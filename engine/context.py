@@ -25,6 +25,10 @@ class StepContext:
     params: dict[str, Any]
     results: dict[str, Any]
     run: dict[str, Any]
+    item: Any = None
+    """In one item of a mapped step: the item, its key and its index; None outside `map`."""
+    item_key: str | None = None
+    item_index: int | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -37,5 +41,10 @@ class StepContext:
         """A logger that tags each record with the instance, step and attempt."""
         return logging.LoggerAdapter(
             _runner_logger,
-            {"instance_id": self.instance_id, "step_id": self.step_id, "attempt": self.attempt},
+            {
+                "instance_id": self.instance_id,
+                "step_id": self.step_id,
+                "item_key": self.item_key,
+                "attempt": self.attempt,
+            },
         )

@@ -23,6 +23,10 @@ class StepEvent:
     error: str | None = None
     retry_in: float | None = None
     """Seconds until the next attempt, when a failed attempt will be retried."""
+    item: str | None = None
+    """The key of the item, for an attempt of one item of a mapped step."""
+    items: int | None = None
+    """How many items a mapped step has, when it starts."""
 
 
 Listener = Callable[[StepEvent], None]

@@ -12,28 +12,25 @@ step that depends on it starts.
 from __future__ import annotations
 
 import heapq
-import logging
 import queue
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.definition import LoadedDefinition
+from engine.definition import LoadedDefinition, MapPlan
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import LeaseLost
-from engine.execution import Cancellation, Listener, Outcome, PriorAttempt, StepEvent
+from engine.execution import Cancellation, Listener, Outcome, PriorAttempt
 from engine.expressions import TemplateTree
+from engine.fanout import Fanout, item_keys
+from engine.journal import Journal
 from engine.jsondata import storable_text
 from engine.lease import Lease
 from engine.status import InstanceStatus, StepStatus
 from engine.step_state import StepState, step_states
-from engine.store import AttemptEnd, AttemptStart, Store
-from engine.store.attempts import AttemptWriter
-from engine.store.types import utcnow
-
-log = logging.getLogger(__name__)
+from engine.store import Store
 
 
 @dataclass(order=True)
@@ -42,6 +39,7 @@ class _Timer:
     index: int
     step: str = field(compare=False)
     attempt: int = field(compare=False)
+    item: int | None = field(default=None, compare=False)
 
 
 class Executor:
@@ -67,7 +65,6 @@ class Executor:
         self.instance_id = instance_id
         self.params = params
         self.run_info = run
-        self.listener = listener
         self.concurrency = self.definition.concurrency
         self.states = step_states(loaded)
         self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
@@ -77,9 +74,10 @@ class Executor:
         self._retries: list[_Timer] = []
         self._deadlines: list[_Timer] = []
         self._in_flight: dict[str, StepTask] = {}
-        self._ends: list[AttemptEnd] = []
-        self._starts: list[AttemptStart] = []
-        self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
+        """The attempts in flight of steps that are not mapped; a mapped step's are its fanout's."""
+        self._fanouts: dict[str, Fanout] = {}
+        """The mapped steps running; each holds one slot of `concurrency`, as a step does."""
+        self.journal = Journal(instance_id, listener)
         self.lease = lease
         self.history = dict(history or {})
         self.cancellation = cancellation or Cancellation()
@@ -100,26 +98,28 @@ class Executor:
                 while self.cancellation.reason is None:
                     self._check_lease()
                     tasks = self._start_runnable()
-                    self._flush(writer)
+                    self.journal.flush(writer)
                     for task in tasks:
                         self.dispatcher.submit(task, self._outcomes.put)
-                    if not (self._in_flight or self._retries or self._runnable):
+                    if not (self._in_flight or self._fanouts or self._retries or self._runnable):
                         break
                     self._wait()
                 self._check_lease()
                 if self.cancellation.reason is not None:
                     self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
-                    self._flush(writer)
+                    self.journal.flush(writer)
                     return Outcome(InstanceStatus.cancelled, self.cancellation.reason)
             except LeaseLost:
-                for task in self._in_flight.values():
+                for task in self._tasks():
                     self.dispatcher.cancel(task)
                 raise
             except KeyboardInterrupt:  # no signal handler installed: stop as if cancelled
-                self._abandon(writer, StepStatus.cancelled, "interrupted")
+                self._end_in_flight(StepStatus.cancelled, "interrupted")
+                self.journal.salvage(writer)
                 return Outcome(InstanceStatus.cancelled, "interrupted")
             except BaseException as exc:
-                self._abandon(writer, StepStatus.failed, f"engine error: {exc!r}")
+                self._end_in_flight(StepStatus.failed, f"engine error: {exc!r}")
+                self.journal.salvage(writer)
                 raise
         return self._outcome()
 
@@ -143,29 +143,6 @@ class Executor:
                 self._end(self.states[step], StepStatus.succeeded, prior.result)
         return [s.id for s in self.states.values() if s.waiting == 0 and s.status is None]
 
-    def _flush(self, writer: AttemptWriter) -> None:
-        """Write this round's rows; until they are committed, they are kept in `_unwritten`."""
-        self._unwritten = (self._ends, self._starts)
-        self._ends, self._starts = [], []
-        writer.record(*self._unwritten)
-        self._unwritten = ([], [])
-
-    def _abandon(self, writer: AttemptWriter, status: StepStatus, error: str) -> None:
-        """Best effort after the loop broke: end every open attempt so that none stays running.
-
-        Updates can be repeated, inserts cannot: if writing everything fails (the round that broke
-        may have been committed after all, or may hold the fault), the ends alone are written.
-        """
-        self._end_in_flight(status, error)
-        ends = self._unwritten[0] + self._ends
-        starts = self._unwritten[1] + self._starts
-        for rows in ((ends, starts), (ends, [])):
-            try:
-                writer.record(*rows)
-                return
-            except Exception:
-                continue
-
     def _wait(self) -> None:
         """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
         timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
@@ -179,10 +156,13 @@ class Executor:
         now = time.monotonic()
         while self._retries and self._retries[0].due <= now:
             timer = heapq.heappop(self._retries)
-            heapq.heappush(self._runnable, (timer.index, timer.step))
+            if timer.item is None:
+                heapq.heappush(self._runnable, (timer.index, timer.step))
+            elif (fanout := self._fanouts.get(timer.step)) is not None:
+                fanout.retry_due(timer.item)
         while self._deadlines and self._deadlines[0].due <= now:
             timer = heapq.heappop(self._deadlines)
-            task = self._in_flight.get(timer.step)
+            task = self._running_task(timer.step, timer.item)
             if task is not None and task.attempt == timer.attempt:
                 self.dispatcher.cancel(task)
                 limit = self.states[timer.step].timeout
@@ -205,45 +185,119 @@ class Executor:
     # -- starting ---------------------------------------------------------------------------
 
     def _start_runnable(self) -> list[StepTask]:
-        tasks = []
-        while self._runnable and len(self._in_flight) < self.concurrency:
-            _, step = heapq.heappop(self._runnable)
-            state = self.states[step]
-            try:
-                inputs = (
-                    state.inputs.render(self.scope)
-                    if isinstance(state.inputs, TemplateTree)
-                    else state.inputs
-                )
-            except Exception as exc:
-                self._settle(self._fail_before_start(state, f"inputs: {exc}"))
-                continue
-            state.attempt += 1
-            task = StepTask(
-                instance_id=self.instance_id,
-                step_id=step,
-                attempt=state.attempt,
-                runner=state.runner,
-                inputs=inputs,
-                params=self.params,
-                results={
+        """Start what may start: ready steps while slots are free, and the items of mapped
+        steps. Repeated while a mapped step that ended at once (every item resumed, say) has
+        freed a slot for a ready step."""
+        tasks: list[StepTask] = []
+        while True:
+            while self._runnable and self._slot_free():
+                _, step = heapq.heappop(self._runnable)
+                state = self.states[step]
+                if state.map is not None:
+                    self._open_fanout(state, state.map)
+                    continue
+                try:
+                    inputs = self._render(state, self.scope)
+                except Exception as exc:
+                    self._settle(self._fail_before_start(state, f"inputs: {exc}"))
+                    continue
+                state.attempt += 1
+                results = {
                     up.source: self.scope["steps"][up.source]["result"] for up in state.incoming
-                },
-                run=self.run_info,
-                timeout=state.timeout,
-                queue=state.queue,
-            )
-            now = utcnow()
-            self._starts.append(AttemptStart(step, state.attempt, StepStatus.running, now))
-            self._in_flight[step] = task
-            if state.timeout is not None:
-                heapq.heappush(
-                    self._deadlines,
-                    _Timer(time.monotonic() + state.timeout, state.index, step, state.attempt),
-                )
-            self._emit(StepEvent(step, state.attempt, StepStatus.running, now))
-            tasks.append(task)
+                }
+                task = self._task(state, state.attempt, inputs, results)
+                self._in_flight[step] = task
+                tasks.append(self._started(state, task))
+            for fanout in list(self._fanouts.values()):
+                tasks.extend(self._start_items(fanout))
+            if not (self._runnable and self._slot_free()):
+                return tasks
+
+    def _slot_free(self) -> bool:
+        return len(self._in_flight) + len(self._fanouts) < self.concurrency
+
+    def _open_fanout(self, state: StepState, plan: MapPlan) -> None:
+        """Evaluate a mapped step's items and their keys, all before any item runs."""
+        try:
+            items = plan.items.render(self.scope)
+            keys = item_keys(items, plan.key, plan.spec.as_name, self.scope)
+        except Exception as exc:
+            self._settle(self._fail_before_start(state, f"map: {exc}"))
+            return
+        resumed = state.id in self.history
+        state.attempt += 1
+        self.journal.open(state.id, state.attempt, items=len(items))
+        self._fanouts[state.id] = Fanout(
+            state.id,
+            state.attempt,
+            items,
+            keys,
+            concurrency=plan.spec.concurrency or self.concurrency,
+            fail_fast=plan.spec.fail_fast,
+            prior=self.store.last_item_attempts(self.instance_id, state.id) if resumed else {},
+        )
+
+    def _start_items(self, fanout: Fanout) -> list[StepTask]:
+        state = self.states[fanout.step]
+        assert state.map is not None
+        scope, name = dict(self.scope), state.map.spec.as_name
+        tasks = []
+        while (index := fanout.next_item()) is not None:
+            item, key = fanout.items[index], fanout.keys[index]
+            attempt = fanout.attempts[index] + 1
+            scope[name] = item
+            try:
+                inputs = self._render(state, scope)
+            except Exception as exc:
+                fanout.attempts[index] = attempt
+                error = storable_text(f"inputs: {exc}")
+                self.journal.open(state.id, attempt, StepStatus.failed, error, item=key)
+                fanout.fail(index, retry=False)
+                continue
+            task = self._task(state, attempt, inputs, {}, item=item, item_key=key, item_index=index)
+            fanout.started(index, task)
+            tasks.append(self._started(state, task))
+        self._close_if_finished(fanout)
         return tasks
+
+    @staticmethod
+    def _render(state: StepState, scope: Mapping[str, Any]) -> Any:
+        return (
+            state.inputs.render(scope) if isinstance(state.inputs, TemplateTree) else state.inputs
+        )
+
+    def _task(
+        self,
+        state: StepState,
+        attempt: int,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        **item: Any,
+    ) -> StepTask:
+        """An attempt's task; an item's gets `item`, `item_key` and `item_index`, and no
+        upstream results (each of 100,000 items would carry the whole list it came from)."""
+        return StepTask(
+            instance_id=self.instance_id,
+            step_id=state.id,
+            attempt=attempt,
+            runner=state.runner,
+            inputs=inputs,
+            params=self.params,
+            results=results,
+            run=self.run_info,
+            timeout=state.timeout,
+            queue=state.queue,
+            **item,
+        )
+
+    def _started(self, state: StepState, task: StepTask) -> StepTask:
+        """Record an attempt about to be handed over: its row and event, its deadline."""
+        self.journal.open(state.id, task.attempt, item=task.item_key)
+        if state.timeout is not None:
+            due = time.monotonic() + state.timeout
+            timer = _Timer(due, state.index, state.id, task.attempt, task.item_index)
+            heapq.heappush(self._deadlines, timer)
+        return task
 
     def _fail_before_start(self, state: StepState, error: str) -> list[str]:
         """A step whose condition or inputs could not be evaluated fails without a runner call.
@@ -251,12 +305,7 @@ class Executor:
         Returns the downstream steps that became ready.
         """
         state.attempt += 1
-        now = utcnow()
-        error = storable_text(error)
-        self._starts.append(
-            AttemptStart(state.id, state.attempt, StepStatus.failed, now, now, None, error)
-        )
-        self._emit(StepEvent(state.id, state.attempt, StepStatus.failed, now, error))
+        self.journal.open(state.id, state.attempt, StepStatus.failed, storable_text(error))
         return self._end(state, StepStatus.failed, None)
 
     # -- ending -----------------------------------------------------------------------------
@@ -264,36 +313,61 @@ class Executor:
     def _handle(self, outcome: StepOutcome | None) -> None:
         if outcome is None:
             return  # a wake-up: the loop looks at the cancellation
-        task = outcome.task
-        current = self._in_flight.get(task.step_id)
+        task, item = outcome.task, outcome.task.item_index
+        current = self._running_task(task.step_id, item)
         if current is None or current.attempt != task.attempt:
             return  # a late outcome of an attempt already ended (timed out)
-        del self._in_flight[task.step_id]
-        state = self.states[task.step_id]
-        now = utcnow()
+        fanout = None if item is None else self._fanouts[task.step_id]
+        if fanout is None:
+            del self._in_flight[task.step_id]
+        state, key = self.states[task.step_id], task.item_key
         if outcome.ok:
-            self._ends.append(
-                AttemptEnd(state.id, task.attempt, StepStatus.succeeded, now, outcome.result)
-            )
-            self._emit(StepEvent(state.id, task.attempt, StepStatus.succeeded, now))
-            self._settle(self._end(state, StepStatus.succeeded, outcome.result))
+            status, result = StepStatus.succeeded, outcome.result
+            self.journal.close(state.id, task.attempt, status, result, item=key)
+            if fanout is None:
+                self._settle(self._end(state, status, result))
+            else:
+                fanout.succeed(task.item_index or 0, result)
+                self._close_if_finished(fanout)
             return
-        self._ends.append(
-            AttemptEnd(state.id, task.attempt, StepStatus.failed, now, None, outcome.error)
+        retry = task.attempt < state.retry.max_attempts and not (fanout and fanout.stopped)
+        delay = state.retry.delay(task.attempt) if retry else None
+        if delay is not None:
+            due = time.monotonic() + delay
+            heapq.heappush(self._retries, _Timer(due, state.index, state.id, task.attempt, item))
+        self.journal.close(
+            state.id, task.attempt, StepStatus.failed, None, outcome.error, item=key, retry_in=delay
         )
-        if task.attempt < state.retry.max_attempts:
-            delay = state.retry.delay(task.attempt)
-            heapq.heappush(
-                self._retries, _Timer(time.monotonic() + delay, state.index, state.id, task.attempt)
-            )
-            self._emit(
-                StepEvent(
-                    state.id, task.attempt, StepStatus.failed, now, outcome.error, retry_in=delay
-                )
-            )
+        if fanout is not None:
+            fanout.fail(item or 0, retry=retry)
+            self._close_if_finished(fanout)
+        elif not retry:
+            self._settle(self._end(state, StepStatus.failed, None))
+
+    def _running_task(self, step: str, item: int | None) -> StepTask | None:
+        if item is None:
+            return self._in_flight.get(step)
+        fanout = self._fanouts.get(step)
+        return None if fanout is None else fanout.running.get(item)
+
+    def _tasks(self) -> Iterator[StepTask]:
+        """Every attempt in flight, of steps and of items."""
+        yield from self._in_flight.values()
+        for fanout in self._fanouts.values():
+            yield from fanout.running.values()
+
+    def _close_if_finished(self, fanout: Fanout) -> None:
+        """End a mapped step once its items have: its own row gets the collected results."""
+        if not fanout.finished:
             return
-        self._emit(StepEvent(state.id, task.attempt, StepStatus.failed, now, outcome.error))
-        self._settle(self._end(state, StepStatus.failed, None))
+        state = self.states[fanout.step]
+        status, result, error = fanout.outcome()
+        self.journal.close(state.id, fanout.attempt, status, result, error)
+        del self._fanouts[fanout.step]
+        if fanout.awaiting_retry:  # failFast stopped it: its retries will not run
+            self._retries = [t for t in self._retries if t.item is None or t.step != fanout.step]
+            heapq.heapify(self._retries)
+        self._settle(self._end(state, status, result))
 
     def _end(self, state: StepState, status: StepStatus, result: Any) -> list[str]:
         """Record a step's final status; return the downstream steps that became ready."""
@@ -321,24 +395,16 @@ class Executor:
                 heapq.heappush(self._runnable, (state.index, state.id))
                 continue
             state.attempt += 1
-            now = utcnow()
-            self._starts.append(AttemptStart(state.id, state.attempt, StepStatus.skipped, now, now))
-            self._emit(StepEvent(state.id, state.attempt, StepStatus.skipped, now))
+            self.journal.open(state.id, state.attempt, StepStatus.skipped)
             work.extend(self._end(state, StepStatus.skipped, None))
 
     def _end_in_flight(self, status: StepStatus, error: str) -> None:
-        """Stop every running attempt (its runner is asked to stop) and record its end."""
-        now = utcnow()
-        for task in self._in_flight.values():
+        """Stop every running attempt (its runner is asked to stop) and record its end, and
+        the end of every mapped step running."""
+        for task in self._tasks():
             self.dispatcher.cancel(task)
-            self._ends.append(AttemptEnd(task.step_id, task.attempt, status, now, None, error))
-            self._emit(StepEvent(task.step_id, task.attempt, status, now, error))
+            self.journal.close(task.step_id, task.attempt, status, None, error, item=task.item_key)
+        for fanout in self._fanouts.values():
+            self.journal.close(fanout.step, fanout.attempt, status, None, error)
         self._in_flight.clear()
-
-    def _emit(self, event: StepEvent) -> None:
-        """Tell the listener; a listener that fails (a progress display) never fails the run."""
-        if self.listener is not None:
-            try:
-                self.listener(event)
-            except Exception:
-                log.exception("instance %d: the listener failed on %s", self.instance_id, event)
+        self._fanouts.clear()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.definition import LoadedDefinition
+from engine.definition import LoadedDefinition, MapPlan
 from engine.definition.models import Join, On, Retry
 from engine.expressions import Compiled, TemplateTree
 from engine.status import StepStatus
@@ -44,6 +44,7 @@ class StepState:
     inputs: TemplateTree | dict[str, Any]
     incoming: list[Incoming]
     downstream: list[str]
+    map: MapPlan | None = None
     waiting: int = 0
     attempt: int = 0
     status: StepStatus | None = None
@@ -87,6 +88,7 @@ def step_states(loaded: LoadedDefinition) -> dict[str, StepState]:
             inputs=loaded.inputs.get(step.id, step.inputs),
             incoming=incoming,
             downstream=[edge.target for edge in graph.outgoing[step.id]],
+            map=loaded.maps.get(step.id),
             waiting=len(incoming),
         )
     return states

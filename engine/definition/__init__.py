@@ -1,6 +1,6 @@
 """Batch definitions: the DSL models and the loader that validates them."""
 
-from engine.definition.loader import LoadedDefinition, load_file, load_text
+from engine.definition.loader import LoadedDefinition, MapPlan, load_file, load_text
 from engine.definition.models import Definition, Edge, Join, On, Param, Retry, Step
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "Edge",
     "Join",
     "LoadedDefinition",
+    "MapPlan",
     "On",
     "Param",
     "Retry",

@@ -7,8 +7,6 @@ together: a user fixes a file in one pass, not one error per run.
 from __future__ import annotations
 
 import contextlib
-import copy
-import difflib
 import gc
 import hashlib
 import stat
@@ -19,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from engine import cron
 from engine.definition.graph import StepGraph
-from engine.definition.models import Definition
+from engine.definition.models import Definition, Map
 from engine.definition.params import ParamsSpec
+from engine.definition.problems import did_you_mean, pydantic_problems, without_faults
 from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
 from engine.errors import DefinitionError, ExpressionError, Problem
 from engine.expressions import (
@@ -33,10 +32,25 @@ from engine.expressions import (
     Compiled,
     TemplateTree,
     compile_condition,
+    compile_template,
+    is_template,
 )
 
 if typing.TYPE_CHECKING:
     from engine.registry import JobRegistry
+
+
+RESERVED_ITEM_NAMES = KNOWN_NAMES | {"secrets"}
+"""What `map.as` may not be: a name templates already see."""
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """A mapped step's `map`, with its `items` and `key` compiled."""
+
+    items: TemplateTree
+    key: Compiled | None
+    spec: Map
 
 
 @dataclass
@@ -53,6 +67,7 @@ class LoadedDefinition:
     edge_conditions: dict[tuple[str, int], Compiled] = field(default_factory=dict)
     """By (target step, index of the edge in the target's incoming edges)."""
     inputs: dict[str, TemplateTree] = field(default_factory=dict)
+    maps: dict[str, MapPlan] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -107,8 +122,8 @@ def _load(text: str, file: str, registry: JobRegistry | None) -> LoadedDefinitio
     try:
         definition = Definition.model_validate(document.data)
     except ValidationError as exc:
-        problems = list(_pydantic_problems(exc, document))
-        pruned = _without_faults(document.data, exc)
+        problems = list(pydantic_problems(exc, document))
+        pruned = without_faults(document.data, exc)
         if pruned is not None:  # check the rest too, so that a file is fixed in one pass
             try:
                 _Checker(pruned, document, text, registry).run()
@@ -116,29 +131,6 @@ def _load(text: str, file: str, registry: JobRegistry | None) -> LoadedDefinitio
                 problems += [p for p in more.problems if p not in problems]
         raise DefinitionError(_sorted(problems)) from None
     return _Checker(definition, document, text, registry).run()
-
-
-def _without_faults(data: dict[str, Any], exc: ValidationError) -> Definition | None:
-    """The definition with every faulty mapping key removed, if that leaves it valid.
-
-    List items are never removed, so that the positions of the remaining problems stay right.
-    """
-    pruned = copy.deepcopy(data)
-    for error in exc.errors():
-        parent, key = None, None
-        node: Any = pruned
-        for part in error["loc"]:
-            if isinstance(node, dict) and part in node:
-                parent, key, node = node, part, node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                parent, key, node = None, None, node[part]
-        if parent is None:
-            return None
-        parent.pop(key, None)
-    try:
-        return Definition.model_validate(pruned)
-    except ValidationError:
-        return None
 
 
 def _sorted(problems: Iterable[Problem]) -> list[Problem]:
@@ -210,7 +202,7 @@ class _Checker:
                 self.add(
                     edge.path,
                     f"nextSteps names unknown step {edge.target!r}"
-                    + _hint(edge.target, graph.order),
+                    + did_you_mean(edge.target, graph.order),
                 )
             elif unique_ids and (edge.source, edge.target) in pairs:
                 self.add(
@@ -233,7 +225,10 @@ class _Checker:
                         f"the working directory ({Path.cwd()}) and in the modules or paths "
                         "named with --runners or ENGINE_RUNNERS"
                     )
-                self.add(path, f"unknown runner {key!r}{_hint(key, self.registry.keys())}; {known}")
+                self.add(
+                    path,
+                    f"unknown runner {key!r}{did_you_mean(key, self.registry.keys())}; {known}",
+                )
 
     def _check_schedule(self) -> None:
         d = self.definition
@@ -271,11 +266,13 @@ class _Checker:
                 if compiled:
                     self._check_refs(("steps", i, "condition"), compiled, step.id, graph)
                     loaded.conditions[step.id] = compiled
-            tree = TemplateTree(step.inputs)
-            for path, exc in tree.errors:
-                self.add(("steps", i, "inputs", *path), f"template: {exc}")
-            for path, leaf in tree.leaves:
-                self._check_refs(("steps", i, "inputs", *path), leaf, step.id, graph)
+            item: frozenset[str] = frozenset()
+            if step.map is not None:
+                item = frozenset([step.map.as_name])
+                plan = self._map_plan(i, graph)
+                if plan is not None:
+                    loaded.maps[step.id] = plan
+            tree = self._template_tree(("steps", i, "inputs"), step.inputs, step.id, graph, item)
             if not tree.is_static:
                 loaded.inputs[step.id] = tree
         for target, edges in graph.incoming.items():
@@ -287,6 +284,56 @@ class _Checker:
                 if compiled:
                     self._check_refs(path, compiled, edge.source, graph, itself=True)
                     loaded.edge_conditions[(target, j)] = compiled
+
+    def _map_plan(self, i: int, graph: StepGraph) -> MapPlan | None:
+        step = self.definition.steps[i]
+        assert step.map is not None
+        spec, where = step.map, ("steps", i, "map")
+        before = len(self.problems)
+        if spec.as_name in RESERVED_ITEM_NAMES:
+            self.add(
+                (*where, "as"),
+                f"map.as: {spec.as_name!r} would hide a name that templates see; "
+                f"choose another (not {', '.join(sorted(RESERVED_ITEM_NAMES))})",
+            )
+        items = spec.items
+        if not (isinstance(items, list) or is_template(items)):
+            self.add(
+                (*where, "items"),
+                "map.items must be a YAML list, or one template that yields a list such as "
+                "'{{ steps.collect.result.regions }}'",
+            )
+        tree = self._template_tree((*where, "items"), items, step.id, graph, frozenset())
+        key = None
+        if spec.key is not None and not is_template(spec.key):
+            self.add(
+                (*where, "key"),
+                f"map.key must be a template such as '{{{{ {spec.as_name}.id }}}}': "
+                "a literal key would be the same for every item",
+            )
+        elif spec.key is not None:
+            try:
+                key = compile_template(spec.key)
+                self._check_refs((*where, "key"), key, step.id, graph, item=[spec.as_name])
+            except ExpressionError as exc:
+                self.add((*where, "key"), f"template: {exc}")
+        return MapPlan(tree, key, spec) if len(self.problems) == before else None
+
+    def _template_tree(
+        self,
+        where: tuple[str | int, ...],
+        value: Any,
+        step: str,
+        graph: StepGraph,
+        item: frozenset[str],
+    ) -> TemplateTree:
+        """`value` compiled wherever it holds templates, each fault and reference checked."""
+        tree = TemplateTree(value)
+        for path, exc in tree.errors:
+            self.add((*where, *path), f"template: {exc}")
+        for path, leaf in tree.leaves:
+            self._check_refs((*where, *path), leaf, step, graph, item=item)
+        return tree
 
     def _expression(self, path: Sequence[str | int], source: str) -> Compiled | None:
         try:
@@ -303,87 +350,30 @@ class _Checker:
         graph: StepGraph,
         *,
         itself: bool = False,
+        item: Iterable[str] = (),
     ) -> None:
-        for name in sorted(compiled.names - KNOWN_NAMES):
+        """Names the scope does not have, undeclared params, steps that are not upstream; `item`
+        is the name a mapped step's inputs and key also see."""
+        for name in sorted(compiled.names - KNOWN_NAMES - set(item)):
             self.add(
                 path,
                 f"unknown name {name!r}: expressions see {', '.join(SCOPE_NAMES)}"
-                + _hint(name, SCOPE_NAMES),
+                + did_you_mean(name, SCOPE_NAMES),
             )
         declared = list(self.definition.params)
         for param in sorted(compiled.params - set(declared)):
             known = f" (declared: {', '.join(declared)})" if declared else " (none is declared)"
-            hint = _hint(param, declared)
+            hint = did_you_mean(param, declared)
             self.add(path, f"unknown param {param!r} in params.{param}{known}{hint}")
         upstream = graph.upstream_among(step, compiled.steps)
         for ref in sorted(compiled.steps):
             if ref not in graph.incoming:
-                self.add(path, f"unknown step {ref!r} in steps.{ref}" + _hint(ref, graph.order))
+                self.add(
+                    path, f"unknown step {ref!r} in steps.{ref}" + did_you_mean(ref, graph.order)
+                )
             elif not (itself and ref == step) and ref not in upstream:
                 self.add(
                     path,
                     f"steps.{ref} is not upstream of {step!r}: its result is not "
                     "known when this is evaluated",
                 )
-
-
-def _hint(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _pydantic_problems(exc: ValidationError, document: YamlDocument) -> Iterator[Problem]:
-    for error in exc.errors():
-        loc = error["loc"]
-        where = _dotted(loc, document)
-        if error["type"] == "invalid_key":
-            yield document.problem(loc, f"{where}: keys must be strings", key=True)
-        elif error["type"] == "extra_forbidden":
-            known = _known_keys(loc)
-            hint = _hint(str(loc[-1]), known) or (f"; allowed: {', '.join(known)}" if known else "")
-            yield document.problem(loc, f"{where}: unknown key {loc[-1]!r}{hint}", key=True)
-        elif error["type"] == "missing":
-            yield document.problem(loc, f"{where}: required key is missing")
-        else:
-            yield document.problem(loc, f"{where}: {error['msg']}")
-
-
-def _dotted(loc: Sequence[str | int], document: YamlDocument) -> str:
-    """`steps[2].nextSteps[0].step`, leaving out pydantic's union tags."""
-    text = ""
-    node_path: list[str | int] = []
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in ("name", "edge") and node_path[-2:-1] == ["nextSteps"]:
-            continue
-        else:
-            text += f".{part}" if text else str(part)
-        node_path.append(part)
-    return text or "(top level)"
-
-
-def _known_keys(loc: Sequence[str | int]) -> list[str]:
-    """The keys allowed in the mapping that holds `loc[-1]`, found by walking the model types."""
-    current: Any = Definition
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if typing.get_origin(current) is dict:
-            current = typing.get_args(current)[1]
-            continue
-        for model in _models_in(current):
-            fields = {f.alias or n: f.annotation for n, f in model.model_fields.items()}
-            if part in fields:
-                current = fields[part]
-                break
-    models = _models_in(current)
-    return [f.alias or n for n, f in models[0].model_fields.items()] if models else []
-
-
-def _models_in(tp: Any) -> list[type[BaseModel]]:
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [tp]
-    if typing.get_origin(tp) is dict:
-        return []
-    return [m for arg in typing.get_args(tp) for m in _models_in(arg)]

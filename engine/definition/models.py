@@ -130,6 +130,25 @@ class StepSettings(DslModel):
     queue `default`). The direct dispatcher ignores it."""
 
 
+MAX_MAP_CONCURRENCY = 1024
+
+
+class Map(DslModel):
+    """Fan the step out over a list: one runner call per item, each with its own attempts."""
+
+    items: Any = Field(json_schema_extra={"anyOf": [{"type": "array"}, {"type": "string"}]})
+    """A YAML list, or one template that yields a list when the step is about to run."""
+    as_name: str = Field("item", alias="as", pattern=STEP_ID_PATTERN, max_length=200)
+    """The item's name in the step's templates."""
+    key: str | None = None
+    """A template giving each item a stable, unique key (a string or an integer); default: the
+    item's index. Resume keeps the results of the keys that succeeded."""
+    concurrency: int | None = Field(None, ge=1, le=MAX_MAP_CONCURRENCY)
+    """Items in flight at once; default: the definition's `concurrency`."""
+    fail_fast: bool = False
+    """True: no new item starts once one has failed for good."""
+
+
 class Step(StepSettings):
     id: str = Field(pattern=STEP_ID_PATTERN, max_length=200)
     """Unique within the definition."""
@@ -146,6 +165,8 @@ class Step(StepSettings):
     """all: every incoming edge must fire; any: at least one."""
     allow_failure: bool = False
     """True: this step failing does not fail the instance."""
+    map: Map | None = None
+    """Run the step once per item of a list; its result is the list of the items' results."""
 
     @property
     def runner_key(self) -> str:

@@ -20,6 +20,10 @@ _LINE = MAX_TEXT_CHARS // 8
 """The most of one traceback line kept (the last one repeats the message)."""
 
 
+TaskKey = tuple[int, str, int | None, int]
+"""Instance, step, item index (None outside `map`), attempt."""
+
+
 @dataclass(frozen=True)
 class StepTask:
     """One attempt of one step, with everything its runner receives."""
@@ -34,6 +38,15 @@ class StepTask:
     run: dict[str, Any]
     timeout: float | None = None
     queue: str | None = None
+    item: Any = None
+    """For one item of a mapped step: the item, its key and its index (else None)."""
+    item_key: str | None = None
+    item_index: int | None = None
+
+    @property
+    def key(self) -> TaskKey:
+        """What tells this attempt from every other in flight: instance, step, item, attempt."""
+        return self.instance_id, self.step_id, self.item_index, self.attempt
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,24 @@ def prepare(registry: JobRegistry, task: StepTask) -> tuple[Runner, Any, StepCon
     """
     try:
         runner = registry.get(task.runner)
-        inputs, params, results, run = json_copy([task.inputs, task.params, task.results, task.run])
+        inputs, params, results, run, item = json_copy(
+            [task.inputs, task.params, task.results, task.run, task.item]
+        )
     except RunnerNotFound as exc:
         return StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}")
     except NotJsonData as exc:
         return StepOutcome(task, ok=False, error=f"the step's inputs or context {exc}")
-    ctx = StepContext(task.instance_id, task.step_id, task.attempt, params, results, run)
+    ctx = StepContext(
+        task.instance_id,
+        task.step_id,
+        task.attempt,
+        params,
+        results,
+        run,
+        item=item,
+        item_key=task.item_key,
+        item_index=task.item_index,
+    )
     return runner, inputs, ctx
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import WORKER_LOST_ENV, number
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
+from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
 from engine.dispatch.celery_app import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -35,7 +35,6 @@ TIME_LIMIT_GRACE = 30.0
 """A worker kills an attempt this long after its timeout, should the revoke not reach it."""
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
 
-_Key = tuple[int, str, int]
 _Command = tuple[Callable[..., None], tuple[Any, ...]]
 
 
@@ -72,7 +71,7 @@ class CeleryDispatcher(Dispatcher):
         self.lost_after = lost_after or number(WORKER_LOST_ENV)
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._sent: dict[str, _Sent] = {}
-        self._ids: dict[_Key, str] = {}
+        self._ids: dict[TaskKey, str] = {}
         self._unreadable_since: float | None = None
         self._courier = threading.Thread(target=self._run, name="engine-celery", daemon=True)
         self._courier.start()
@@ -125,10 +124,10 @@ class CeleryDispatcher(Dispatcher):
             done(StepOutcome(task, ok=False, error=f"DispatchError: the broker refused: {exc}"))
             return
         self._sent[task_id] = _Sent(task, done)
-        self._ids[_key(task)] = task_id
+        self._ids[task.key] = task_id
 
     def _revoke(self, task: StepTask) -> None:
-        task_id = self._ids.pop(_key(task), None)
+        task_id = self._ids.pop(task.key, None)
         if task_id is None:
             return
         del self._sent[task_id]
@@ -199,12 +198,8 @@ class CeleryDispatcher(Dispatcher):
 
     def _finish(self, task_id: str, outcome: StepOutcome) -> None:
         sent = self._sent.pop(task_id)
-        self._ids.pop(_key(sent.task), None)
+        self._ids.pop(sent.task.key, None)
         sent.done(outcome)
-
-
-def _key(task: StepTask) -> _Key:
-    return task.instance_id, task.step_id, task.attempt
 
 
 def _worker_error(meta: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from engine.context import StepContext
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
+from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
 from engine.dispatch.calling import call, call_async, prepare
 from engine.registry import JobRegistry
 
@@ -95,7 +95,7 @@ class DirectDispatcher(Dispatcher):
         self._pool = _ThreadPool()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
-        self._running: dict[tuple[int, str, int], tuple[StepContext, Any]] = {}
+        self._running: dict[TaskKey, tuple[StepContext, Any]] = {}
 
     def submit(self, task: StepTask, done: Done) -> None:
         """Run `task` on a thread (or the event loop, for async runners)."""
@@ -104,7 +104,7 @@ class DirectDispatcher(Dispatcher):
             done(prepared)
             return
         runner, inputs, ctx = prepared
-        key = (task.instance_id, task.step_id, task.attempt)
+        key = task.key
         if runner.is_async:
             future = asyncio.run_coroutine_threadsafe(
                 call_async(runner.resolve(), task, inputs, ctx), self._event_loop()
@@ -117,12 +117,12 @@ class DirectDispatcher(Dispatcher):
                 lambda: self._finish(key, done, call(runner.resolve, task, inputs, ctx))
             )
 
-    def _finish(self, key: tuple[int, str, int], done: Done, outcome: StepOutcome) -> None:
+    def _finish(self, key: TaskKey, done: Done, outcome: StepOutcome) -> None:
         self._running.pop(key, None)
         done(outcome)
 
     def cancel(self, task: StepTask) -> None:
-        running = self._running.get((task.instance_id, task.step_id, task.attempt))
+        running = self._running.get(task.key)
         if running is None:
             return
         ctx, future = running

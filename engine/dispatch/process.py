@@ -21,7 +21,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection, wait
 
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask
+from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
 from engine.dispatch.subprocess_worker import RunnerRef
 from engine.registry import JobRegistry
 
@@ -29,8 +29,6 @@ CANCEL_GRACE_SECONDS = 2.0
 """How long a cancelled attempt's worker may take to return before it is killed."""
 
 _WORKER_MAIN = "from engine.dispatch.subprocess_worker import main; main()"
-
-Key = tuple[int, str, int]
 
 
 def exit_message(code: int | None) -> str:
@@ -63,14 +61,14 @@ class _Worker:
         self._exited = os.pidfd_open(self.process.pid)
         """Readable once the process has exited, even if a child of it holds the socket."""
         self.conn.send((list(sys.path), dispatcher.refs))
-        self.key: Key | None = None
+        self.key: TaskKey | None = None
         """The attempt it runs now, if any."""
         self._send_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[tuple[StepTask, Done] | None] = queue.SimpleQueue()
         threading.Thread(target=self._attend, name="engine-worker-attendant", daemon=True).start()
 
     def give(self, task: StepTask, done: Done) -> None:
-        self.key = (task.instance_id, task.step_id, task.attempt)
+        self.key = task.key
         self._inbox.put((task, done))
 
     def cancel(self) -> None:
@@ -126,7 +124,7 @@ class ProcessDispatcher(Dispatcher):
         self.refs = [RunnerRef.of(runner) for runner in registry.runners()]
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
-        self._busy: dict[Key, _Worker] = {}
+        self._busy: dict[TaskKey, _Worker] = {}
         self._closed = False
 
     def submit(self, task: StepTask, done: Done) -> None:
@@ -139,11 +137,11 @@ class ProcessDispatcher(Dispatcher):
                 done(StepOutcome(task, ok=False, error=f"cannot start a worker process: {exc}"))
                 return
         with self._lock:
-            self._busy[(task.instance_id, task.step_id, task.attempt)] = worker
+            self._busy[task.key] = worker
         worker.give(task, done)
 
     def cancel(self, task: StepTask) -> None:
-        key = (task.instance_id, task.step_id, task.attempt)
+        key = task.key
         with self._lock:
             worker = self._busy.get(key)
         if worker is None:
@@ -153,11 +151,11 @@ class ProcessDispatcher(Dispatcher):
         timer.daemon = True
         timer.start()
 
-    def _kill_if_still(self, worker: _Worker, key: Key) -> None:
+    def _kill_if_still(self, worker: _Worker, key: TaskKey) -> None:
         if worker.key == key:
             worker.kill()
 
-    def _returned(self, worker: _Worker, key: Key | None, alive: bool) -> None:
+    def _returned(self, worker: _Worker, key: TaskKey | None, alive: bool) -> None:
         with self._lock:
             if key is not None:
                 self._busy.pop(key, None)

@@ -35,6 +35,8 @@ class AttemptStart:
     finished_at: datetime | None = None
     result: Any = None
     error: str | None = None
+    item: str | None = None
+    """The item's key, for an attempt of one item of a mapped step."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,13 @@ class AttemptEnd:
     finished_at: datetime
     result: Any = None
     error: str | None = None
+    item: str | None = None
 
 
 _insert = insert(step_results).values(
     batch_instance_id=bindparam("instance_id"),
     step_key=bindparam("step"),
+    item_key=bindparam("item"),
     attempt=bindparam("attempt"),
     status=bindparam("status"),
     result_payload=bindparam("result"),
@@ -60,22 +64,29 @@ _insert = insert(step_results).values(
     finished_at=bindparam("finished_at"),
     created_at=bindparam("started_at"),
 )
-_end = (
-    update(step_results)
-    .where(
-        and_(
-            step_results.c.batch_instance_id == bindparam("instance_id"),
-            step_results.c.step_key == bindparam("row_step"),
-            step_results.c.attempt == bindparam("row_attempt"),
+
+
+def _ending(item: bool) -> ClauseElement:
+    """The update that completes an attempt's row: an item's (found by its key), or a step's
+    own (item_key NULL, which `=` never matches: so two statements, each on its index)."""
+    row = and_(
+        step_results.c.batch_instance_id == bindparam("instance_id"),
+        step_results.c.step_key == bindparam("row_step"),
+        step_results.c.attempt == bindparam("row_attempt"),
+        step_results.c.item_key == bindparam("row_item")
+        if item
+        else step_results.c.item_key.is_(None),
+    )
+    return (
+        update(step_results)
+        .where(row)
+        .values(
+            status=bindparam("status"),
+            result_payload=bindparam("result"),
+            error=bindparam("error"),
+            finished_at=bindparam("finished_at"),
         )
     )
-    .values(
-        status=bindparam("status"),
-        result_payload=bindparam("result"),
-        error=bindparam("error"),
-        finished_at=bindparam("finished_at"),
-    )
-)
 
 
 _fence = (
@@ -136,7 +147,8 @@ class AttemptWriter:
         self._lost = lost
         self._fence = _DriverStatement(_fence, engine.dialect)
         self._insert = _DriverStatement(_insert, engine.dialect)
-        self._end = _DriverStatement(_end, engine.dialect)
+        self._end_step = _DriverStatement(_ending(item=False), engine.dialect)
+        self._end_item = _DriverStatement(_ending(item=True), engine.dialect)
         self._connection = engine.raw_connection()
 
     def record(self, ended: Sequence[AttemptEnd], started: Sequence[AttemptStart]) -> None:
@@ -156,8 +168,11 @@ class AttemptWriter:
                 raise self._lost()
             if started:
                 cursor.executemany(self._insert.sql, self._insert.rows(self._opened(started)))
-            if ended:
-                cursor.executemany(self._end.sql, self._end.rows(self._closed(ended)))
+            steps = [e for e in ended if e.item is None]
+            items = [e for e in ended if e.item is not None] if len(steps) < len(ended) else []
+            for statement, rows in ((self._end_step, steps), (self._end_item, items)):
+                if rows:
+                    cursor.executemany(statement.sql, statement.rows(self._closed(rows)))
             self._connection.commit()
         except BaseException:
             self._connection.rollback()
@@ -175,6 +190,7 @@ class AttemptWriter:
                 "instance_id": self.instance_id,
                 "row_step": e.step,
                 "row_attempt": e.attempt,
+                "row_item": e.item,
                 "status": str(e.status),
                 "result": e.result,
                 "error": e.error,

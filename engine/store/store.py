@@ -13,6 +13,7 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
+    func,
     insert,
     select,
 )
@@ -191,21 +192,51 @@ class Store:
         return StoredInstance.model_validate(row._mapping)
 
     def last_attempts(self, instance_id: int) -> dict[str, tuple[int, str, Any]]:
-        """Each step's last attempt: (attempt, status, result)."""
-        query = (
-            select(
-                step_results.c.step_key,
-                step_results.c.attempt,
-                step_results.c.status,
-                step_results.c.result_payload,
-            )
-            .where(step_results.c.batch_instance_id == instance_id)
-            .order_by(step_results.c.attempt)
+        """Each step's last attempt: (attempt, status, result); a mapped step's own rows."""
+        query = _attempts(step_results.c.step_key).where(
+            step_results.c.batch_instance_id == instance_id, step_results.c.item_key.is_(None)
         )
         with self.engine.connect() as conn:
-            return {
-                r.step_key: (r.attempt, r.status, r.result_payload) for r in conn.execute(query)
-            }
+            return {r[0]: (r.attempt, r.status, r.result_payload) for r in conn.execute(query)}
+
+    def last_item_attempts(self, instance_id: int, step: str) -> dict[str, tuple[int, str, Any]]:
+        """Each item's last attempt in a mapped step, by item key: (attempt, status, result)."""
+        query = _attempts(step_results.c.item_key).where(
+            step_results.c.batch_instance_id == instance_id,
+            step_results.c.step_key == step,
+            step_results.c.item_key.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: (r.attempt, r.status, r.result_payload) for r in conn.execute(query)}
+
+    def item_counts(self, instance_id: int) -> dict[str, dict[str, int]]:
+        """By mapped step, how many of its items are in each status (of their last attempt);
+        counted by the database, so that a summary of 100,000 items loads none of them."""
+        later = step_results.alias("later")
+        last = ~(
+            select(later.c.id)
+            .where(
+                later.c.batch_instance_id == step_results.c.batch_instance_id,
+                later.c.step_key == step_results.c.step_key,
+                later.c.item_key == step_results.c.item_key,
+                later.c.attempt > step_results.c.attempt,
+            )
+            .exists()
+        )
+        query = (
+            select(step_results.c.step_key, step_results.c.status, func.count())
+            .where(
+                step_results.c.batch_instance_id == instance_id,
+                step_results.c.item_key.is_not(None),
+                last,
+            )
+            .group_by(step_results.c.step_key, step_results.c.status)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for step, status, count in conn.execute(query):
+                counts.setdefault(step, {})[status] = count
+        return counts
 
     def attempt_writer(self, instance_id: int, owner: str, lease_seconds: float) -> AttemptWriter:
         """The writer of one instance's attempts for the executor's rounds, each round fenced
@@ -220,19 +251,21 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def get_instance(self, instance_id: int) -> InstanceView:
+    def get_instance(self, instance_id: int, *, items: bool = True) -> InstanceView:
+        """The instance with every attempt in the order they started; with `items` false,
+        without the attempts of items (`item_counts` sums those up)."""
+        query = select(step_results).where(step_results.c.batch_instance_id == instance_id)
+        if not items:
+            query = query.where(step_results.c.item_key.is_(None))
         with self.engine.connect() as conn:
             row = conn.execute(_instance_query().where(instances.c.id == instance_id)).first()
             if row is None:
                 raise InstanceNotFound(f"no instance with id {instance_id}")
-            rows = conn.execute(
-                select(step_results)
-                .where(step_results.c.batch_instance_id == instance_id)
-                .order_by(step_results.c.id)
-            ).all()
+            rows = conn.execute(query.order_by(step_results.c.id)).all()
         steps = [
             StepAttemptView(
                 step=a.step_key,
+                item=a.item_key,
                 attempt=a.attempt,
                 status=a.status,
                 result=a.result_payload,
@@ -260,6 +293,14 @@ def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def _attempts(key: Any) -> Any:
+    """(key, attempt, status, result) rows, in attempt order: the last row of a key is its last
+    attempt."""
+    return select(
+        key, step_results.c.attempt, step_results.c.status, step_results.c.result_payload
+    ).order_by(step_results.c.attempt)
 
 
 def _instance_query() -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from engine.store.types import JsonType, UTCDateTime, utcnow
@@ -78,17 +78,38 @@ class BatchInstance(SQLModel, table=True):
 class BatchStepResult(SQLModel, table=True):
     """One attempt of one step, written when it starts and completed when it ends.
 
-    Skipped steps get a row too, so that an instance's history shows every step's fate.
+    Skipped steps get a row too, so that an instance's history shows every step's fate. A mapped
+    step has its own row per attempt (item_key NULL) and one per attempt of each item.
     """
 
     __tablename__ = "batch_step_result"
-    __table_args__ = (UniqueConstraint("batch_instance_id", "step_key", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "batch_instance_id",
+            "step_key",
+            "item_key",
+            "attempt",
+            name="uq_batch_step_result_item_attempt",
+        ),
+        Index(
+            "uq_batch_step_result_step_attempt",
+            "batch_instance_id",
+            "step_key",
+            "attempt",
+            unique=True,
+            sqlite_where=text("item_key IS NULL"),
+            postgresql_where=text("item_key IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     batch_instance_id: int = Field(
         sa_column=Column(Integer, ForeignKey("batch_instance.id"), nullable=False)
     )
     step_key: str = Field(sa_column=Column(String(200), nullable=False))
+    item_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    """For an attempt of one item of a mapped step, the item's key; NULL for the step's own row,
+    which holds the step's status and its collected result."""
     attempt: int = Field(sa_column=Column(Integer, nullable=False))
     status: str = Field(sa_column=Column(String(16), nullable=False))
     result_payload: Any = Field(default=None, sa_column=Column(JsonType()))

@@ -42,6 +42,8 @@ class StepAttemptView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     step: str
+    item: str | None = None
+    """For an attempt of one item of a mapped step, the item's key."""
     attempt: int
     status: str
     result: Any = None

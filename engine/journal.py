@@ -1,0 +1,93 @@
+"""What the executor decided in one round, to be written and told: each attempt it opened or
+closed, as a row for the database and as an event for the listener (a progress display).
+
+Rows wait here until the round's one transaction commits them; the events go out at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.execution import Listener, StepEvent
+from engine.status import StepStatus
+from engine.store import AttemptEnd, AttemptStart
+from engine.store.attempts import AttemptWriter
+from engine.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Journal:
+    """The rows of the round in progress, and the listener told of every attempt."""
+
+    def __init__(self, instance_id: int, listener: Listener | None) -> None:
+        self.instance_id = instance_id
+        self.listener = listener
+        self._starts: list[AttemptStart] = []
+        self._ends: list[AttemptEnd] = []
+        self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
+
+    def open(
+        self,
+        step: str,
+        attempt: int,
+        status: StepStatus = StepStatus.running,
+        error: str | None = None,
+        *,
+        item: str | None = None,
+        items: int | None = None,
+    ) -> None:
+        """An attempt starts; with another status than running it also ends at once (a step
+        skipped, or failed before its runner was called)."""
+        now = utcnow()
+        finished = None if status is StepStatus.running else now
+        self._starts.append(AttemptStart(step, attempt, status, now, finished, None, error, item))
+        self._emit(StepEvent(step, attempt, status, now, error, item=item, items=items))
+
+    def close(
+        self,
+        step: str,
+        attempt: int,
+        status: StepStatus,
+        result: Any = None,
+        error: str | None = None,
+        *,
+        item: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        """A started attempt ended."""
+        now = utcnow()
+        self._ends.append(AttemptEnd(step, attempt, status, now, result, error, item))
+        self._emit(StepEvent(step, attempt, status, now, error, retry_in, item))
+
+    def flush(self, writer: AttemptWriter) -> None:
+        """Write this round's rows; until they are committed, they are kept as unwritten."""
+        self._unwritten = (self._ends, self._starts)
+        self._ends, self._starts = [], []
+        writer.record(*self._unwritten)
+        self._unwritten = ([], [])
+
+    def salvage(self, writer: AttemptWriter) -> None:
+        """Best effort after the loop broke: write what is unwritten, so that no attempt stays
+        running.
+
+        Updates can be repeated, inserts cannot: if writing everything fails (the round that broke
+        may have been committed after all, or may hold the fault), the ends alone are written.
+        """
+        ends = self._unwritten[0] + self._ends
+        starts = self._unwritten[1] + self._starts
+        for rows in ((ends, starts), (ends, [])):
+            try:
+                writer.record(*rows)
+                return
+            except Exception:
+                continue
+
+    def _emit(self, event: StepEvent) -> None:
+        """Tell the listener; a listener that fails (a progress display) never fails the run."""
+        if self.listener is not None:
+            try:
+                self.listener(event)
+            except Exception:
+                log.exception("instance %d: the listener failed on %s", self.instance_id, event)
