@@ -272,7 +272,8 @@ class BatchService:
         """Run an instance whose lease this process holds, keeping the lease renewed meanwhile.
 
         Every write is fenced by the lease: LeaseLost, with nothing more written, once another
-        process holds the instance.
+        process holds the instance. Returns the ended instance without its items' attempts
+        (100,000 of them are for `get_instance` to page through when asked).
         """
         cancellation = cancellation or Cancellation()
         executor = Executor(
@@ -306,7 +307,7 @@ class BatchService:
                 )
             raise
         self.store.leases.finish(instance_id, lease.owner, outcome.status, outcome.error)
-        return self.store.get_instance(instance_id)
+        return self.store.get_instance(instance_id, items=False)
 
     def run(
         self,

@@ -139,7 +139,7 @@ def test_any_error_or_result_text_is_stored_whole_and_rendered(sqlite_store, err
     try:
         service = BatchService(sqlite_store, DirectDispatcher(registry))
         view = service.run(BatchService.prepare(loaded, {}), progress)
-        render.instance_summary(view)
+        render.instance_summary(view, {})
     finally:
         render.console.file = original
     statuses = {s.step: s.status for s in view.steps}

@@ -84,7 +84,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
 
         return service.run(prepared, progress, cancellation, started=started)
 
-    exit_with(follow(config, registry, start), as_json)
+    exit_with(config, follow(config, registry, start), as_json)
 
 
 @cli.command()
@@ -102,7 +102,7 @@ def resume(instance_id: int, as_json: bool, config: Config) -> None:
         render.console.print(f"resuming instance {instance_id}")
         return service.resume(instance_id, registry, progress, cancellation)
 
-    exit_with(follow(config, registry, start), as_json)
+    exit_with(config, follow(config, registry, start), as_json)
 
 
 def follow(
@@ -132,13 +132,14 @@ def follow(
         dispatcher.close()
 
 
-def exit_with(view: InstanceView, as_json: bool) -> None:
+def exit_with(config: Config, view: InstanceView, as_json: bool) -> None:
     """Print an ended instance's summary (and JSON); exit 0 when it succeeded, else 1."""
     from engine.cli import render
 
-    render.instance_summary(view)
-    if as_json:
-        click.echo(json.dumps(view.to_json(), indent=2))
+    store = config.store()
+    render.instance_summary(view, store.item_counts(view.id))
+    if as_json:  # with every attempt of every item
+        click.echo(json.dumps(store.get_instance(view.id).to_json(), indent=2))
     sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
 
 

@@ -22,6 +22,10 @@ from engine.execution import StepEvent
 from engine.status import StepStatus
 from engine.store import InstanceView
 from engine.store.ticks import TickView
+from engine.store.views import StepAttemptView
+
+ItemCounts = dict[str, dict[str, int]]
+"""By mapped step, how many of its items ended in each status."""
 
 _MARKS = {
     StepStatus.running: ("▶", "cyan"),
@@ -65,6 +69,8 @@ class RunnerLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         clock = time.strftime("%H:%M:%S", time.localtime(record.created))
         step = getattr(record, "step_id", record.name)
+        item = getattr(record, "item_key", None)
+        step = step if item is None else f"{step}[{shown(item, 80)}]"
         style = (
             "red"
             if record.levelno >= logging.ERROR
@@ -85,18 +91,30 @@ def show_runner_logs(level: int = logging.INFO) -> None:
 
 
 class Progress:
-    """Prints one line per step event as it happens."""
+    """Prints one line per step event as it happens; of a mapped step's items, only the
+    failures (100,000 items must not print 200,000 lines)."""
 
     def __init__(self) -> None:
         self._started: dict[str, datetime] = {}
+        self._items: dict[str, int] = {}
 
     def __call__(self, event: StepEvent) -> None:
+        if event.item is not None and event.status is not StepStatus.failed:
+            return
         clock = event.at.astimezone().strftime("%H:%M:%S")
-        line = Text.assemble(f"{clock} ", _MARKS[event.status], f" {event.step}")
+        name = event.step if event.item is None else f"{event.step}[{shown(event.item, 80)}]"
+        line = Text.assemble(f"{clock} ", _MARKS[event.status], f" {name}")
         if event.status is StepStatus.running:
             self._started[event.step] = event.at
+            if event.items is not None:
+                self._items[event.step] = event.items
+                line.append(f" ({event.items:,} items)", "dim")
             if event.attempt > 1:
                 line.append(f" (attempt {event.attempt})", "dim")
+        elif event.item is not None:
+            line.append(f" failed (attempt {event.attempt}): {first_line(event.error)}")
+            if event.retry_in is not None:
+                line.append(f" (retry in {event.retry_in:g}s)", "yellow")
         else:
             started = self._started.get(event.step, event.at)
             line.append(
@@ -104,6 +122,8 @@ class Progress:
                 if event.status is not StepStatus.skipped
                 else " skipped"
             )
+            if event.step in self._items:
+                line.append(f" ({self._items.pop(event.step):,} items)", "dim")
             if event.error:
                 line.append(f": {first_line(event.error)}")
             if event.retry_in is not None:
@@ -139,8 +159,34 @@ def _brief(value: Any, width: int = 40) -> str:
     return shown(text if len(text) <= width else text[: width - 1] + "…")
 
 
-def instance_summary(view: InstanceView) -> None:
-    """The steps of an instance (last attempt of each) and its end, as a table."""
+def _name(attempt: StepAttemptView) -> str:
+    """The step, and for an item of a mapped step its key: `step[key]`."""
+    if attempt.item is None:
+        return attempt.step
+    return f"{attempt.step}[{shown(attempt.item, 80)}]"
+
+
+def _item_counts(counts: dict[str, int]) -> str:
+    """`3 items: 2 succeeded, 1 failed`."""
+    by_status = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items()))
+    return f"{sum(counts.values()):,} items: {by_status}"
+
+
+def _detail(attempt: StepAttemptView, counts: ItemCounts) -> str:
+    """A row's last column: a mapped step's item counts, then the error or the result."""
+    parts = []
+    if attempt.item is None and attempt.step in counts:
+        parts.append(_item_counts(counts[attempt.step]))
+    if attempt.error:
+        parts.append(first_line(attempt.error))
+    elif attempt.result is not None:
+        parts.append(_brief(attempt.result))
+    return " · ".join(parts)
+
+
+def instance_summary(view: InstanceView, counts: ItemCounts) -> None:
+    """The steps of an instance (last attempt of each) and its end, as a table; a mapped step
+    is one row, with its item counts."""
     last: dict[str, Any] = {}
     for attempt in view.steps or []:
         last[attempt.step] = attempt
@@ -152,17 +198,12 @@ def instance_summary(view: InstanceView) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("result / error", overflow="fold")
     for step, attempt in last.items():
-        detail = (
-            first_line(attempt.error)
-            if attempt.error
-            else (_brief(attempt.result) if attempt.result is not None else "")
-        )
         table.add_row(
             step,
             styled(attempt.status),
             "-" if attempt.status == StepStatus.skipped else str(attempt.attempt),
             _duration(attempt.started_at, attempt.finished_at),
-            detail,
+            _detail(attempt, counts),
         )
     console.print(table)
     took = _duration(view.started_at, view.finished_at)
@@ -176,8 +217,8 @@ def instance_summary(view: InstanceView) -> None:
     )
 
 
-def instance_detail(view: InstanceView) -> None:
-    """Every attempt of an instance."""
+def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
+    """Every attempt of an instance (of items too, if `view` holds them)."""
     out.print(
         Text.assemble(
             f"instance {view.id} · {view.definition} ({view.version[:12]}) · ",
@@ -199,17 +240,14 @@ def instance_detail(view: InstanceView) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("result / error", overflow="fold")
     for a in view.steps or []:
-        detail = (
-            first_line(a.error) if a.error else (_brief(a.result) if a.result is not None else "")
-        )
         started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
         table.add_row(
-            a.step,
+            _name(a),
             str(a.attempt),
             styled(a.status),
             started,
             _duration(a.started_at, a.finished_at),
-            detail,
+            _detail(a, counts),
         )
     out.print(table)
 

@@ -37,17 +37,20 @@ def list_runs(
 
 @runs.command("show")
 @click.argument("instance_id", type=INSTANCE_ID)
+@click.option("--items", is_flag=True, help="Also list every attempt of every mapped item.")
 @json_option
 @pass_config
-def show(instance_id: int, as_json: bool, config: Config) -> None:
-    """One instance with every step attempt (exit 1 for an unknown id)."""
-    view = config.store().get_instance(instance_id)
+def show(instance_id: int, items: bool, as_json: bool, config: Config) -> None:
+    """One instance with every step attempt (exit 1 for an unknown id); a mapped step as one
+    row with its item counts (`--json` lists the items' attempts too)."""
+    store = config.store()
+    view = store.get_instance(instance_id, items=items or as_json)
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))
     else:
         from engine.cli import render
 
-        render.instance_detail(view)
+        render.instance_detail(view, store.item_counts(instance_id))
 
 
 @cli.command()

@@ -134,14 +134,24 @@ class StepGraph:
         index = {s: i for i, s in enumerate(self.order)}
         return list(nx.lexicographical_topological_sort(self.nx, key=index.__getitem__))
 
+    def _mapped(self) -> set[str]:
+        return {step.id for step in self.definition.steps if step.map is not None}
+
     def to_mermaid(self) -> str:
-        """Mermaid flowchart text; labels quoted, and ids Mermaid reserves (`end`) renamed."""
+        """Mermaid flowchart text; labels quoted, and ids Mermaid reserves (`end`) renamed. A
+        mapped step is drawn as a subroutine (a box in a box), its label saying `(map)`."""
         node = {
             step: f"step_{step}" if step.lower() in _MERMAID_RESERVED else step
             for step in self.order
         }
+        mapped = self._mapped()
         lines = ["flowchart TD"]
-        lines += [f'    {node[step]}["{_mermaid_text(step)}"]' for step in self.order]
+        lines += [
+            f'    {node[step]}[["{_mermaid_text(step)} (map)"]]'
+            if step in mapped
+            else f'    {node[step]}["{_mermaid_text(step)}"]'
+            for step in self.order
+        ]
         for edge in self.edges:
             label = _label(edge)
             arrow = f' -->|"{_mermaid_text(label)}"| ' if label else " --> "
@@ -150,7 +160,13 @@ class StepGraph:
 
     def to_dot(self) -> str:
         lines = [f"digraph {_dot_text(self.definition.name)} {{", "    rankdir=TB;"]
-        lines += [f"    {_dot_text(step)};" for step in self.order]
+        mapped = self._mapped()
+        lines += [
+            f"    {_dot_text(step)} [shape=box3d, label={_dot_text(step + ' (map)')}];"
+            if step in mapped
+            else f"    {_dot_text(step)};"
+            for step in self.order
+        ]
         for edge in self.edges:
             label = _label(edge)
             attrs = f" [label={_dot_text(label)}]" if label else ""
