@@ -22,7 +22,11 @@ MAX_KEY_CHARS = 200
 NAMED_KEYS = 10
 """How many failed keys a mapped step's error names before it counts the rest."""
 
-_OPEN, _SUCCEEDED, _FAILED = 0, 1, 2
+_OPEN, _SUCCEEDED, _FAILED, _RETRYING = 0, 1, 2, 3
+
+
+_ENDED_FAILED = (_FAILED, _RETRYING)
+"""The fates of items whose last attempt failed (a retry that failFast cut off included)."""
 
 
 class MapError(ValueError):
@@ -147,6 +151,7 @@ class Fanout:
         """An item attempt failed: to be retried, or for good (which stops a failFast map)."""
         self.running.pop(index, None)
         if retry:
+            self._fates[index] = _RETRYING
             self.awaiting_retry += 1
             return
         self._fates[index] = _FAILED
@@ -156,6 +161,7 @@ class Fanout:
     def retry_due(self, index: int) -> None:
         self.awaiting_retry -= 1
         if not self.stopped:
+            self._fates[index] = _OPEN
             self._retry_ready.append(index)
 
     @property
@@ -173,7 +179,7 @@ class Fanout:
         total = len(self.items)
         if self.succeeded == total:
             return StepStatus.succeeded, self.results, None
-        failed = [self.keys[i] for i, fate in enumerate(self._fates) if fate == _FAILED]
+        failed = [self.keys[i] for i, fate in enumerate(self._fates) if fate in _ENDED_FAILED]
         named = ", ".join(repr(k) for k in failed[:NAMED_KEYS])
         if len(failed) > NAMED_KEYS:
             named += f" and {len(failed) - NAMED_KEYS:,} more"
