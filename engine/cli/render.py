@@ -173,13 +173,13 @@ def _item_counts(counts: dict[str, int]) -> str:
 
 
 def _detail(attempt: StepAttemptView, counts: ItemCounts) -> str:
-    """A row's last column: a mapped step's item counts, then the error or the result."""
-    parts = []
-    if attempt.item is None and attempt.step in counts:
-        parts.append(_item_counts(counts[attempt.step]))
+    """A row's last column: the error or the result; a mapped step's item counts instead of its
+    result (the list of its items' results, which `--items` and `--json` show)."""
+    mapped = attempt.item is None and attempt.step in counts
+    parts = [_item_counts(counts[attempt.step])] if mapped else []
     if attempt.error:
         parts.append(first_line(attempt.error))
-    elif attempt.result is not None:
+    elif attempt.result is not None and not mapped:  # a mapped step's: its items' results
         parts.append(_brief(attempt.result))
     return " · ".join(parts)
 
