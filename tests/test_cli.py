@@ -426,7 +426,7 @@ INSTANCE_KEYS = {
     "finished_at",
     "steps",
 }
-STEP_KEYS = {"step", "attempt", "status", "result", "error", "started_at", "finished_at"}
+STEP_KEYS = {"step", "item", "attempt", "status", "result", "error", "started_at", "finished_at"}
 
 
 def check_instance(doc: dict) -> None:
