@@ -61,6 +61,13 @@ BASE_TEXT = textwrap.dedent("""\
           - {step: report_empty, condition: "steps.process.result.count == 0"}
       - id: load
         condition: "steps.process.result.count > 0"
+        map:
+          items: "{{ steps.process.result.by_region }}"
+          as: region
+          key: "{{ region.name }}"
+          concurrency: 4
+          failFast: true
+        inputs: {region: "{{ region }}"}
         nextSteps: [notify]
       - id: report_empty
         nextSteps: [notify]
