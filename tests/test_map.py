@@ -398,3 +398,18 @@ def test_a_valid_map_loads_with_its_templates_compiled():
     plan = loaded.maps["fan"]
     assert plan.spec.as_name == "item" and plan.key is not None and not plan.items.is_static
     assert only(yaml(MAPPED.format(spec="{items: 1}"))).message.startswith("map.items")
+
+
+def test_a_dry_run_plan_shows_the_map_as_written(registry):
+    Items(registry)
+    loaded = load_text(definition(KEYED), "m.yaml", registry)
+    plan = BatchService.prepare(loaded, {}).plan()
+    fan = next(s for s in plan["steps"] if s["step"] == "fan")
+    assert fan["map"] == {
+        "items": "{{ steps.make.result }}",
+        "as": "it",
+        "key": "{{ it.code }}",
+        "concurrency": None,
+        "failFast": False,
+    }
+    assert next(s for s in plan["steps"] if s["step"] == "make")["map"] is None

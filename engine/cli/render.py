@@ -278,7 +278,7 @@ def plan(data: dict[str, Any]) -> None:
     for i, step in enumerate(data["steps"], 1):
         table.add_row(
             str(i),
-            step["step"],
+            step["step"] + (" (map)" if step.get("map") else ""),
             step["runner"],
             ", ".join(step["upstream"]) or "-",
             step["join"] if len(step["upstream"]) > 1 else "",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.definition.models import Definition, Edge, On
+from engine.definition.models import Definition, Edge, On, Step
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class StepGraph:
                     "condition": steps[step_id].condition,
                     "join": steps[step_id].join.value,
                     "upstream": [e.source for e in self.incoming[step_id]],
+                    "map": _map_outline(steps[step_id]),
                 }
                 for step_id in order
             ],
@@ -172,6 +173,11 @@ class StepGraph:
             attrs = f" [label={_dot_text(label)}]" if label else ""
             lines.append(f"    {_dot_text(edge.source)} -> {_dot_text(edge.target)}{attrs};")
         return "\n".join(lines) + "\n}\n"
+
+
+def _map_outline(step: Step) -> dict[str, Any] | None:
+    """A mapped step's `map` as written (YAML keys), for plans; None for other steps."""
+    return None if step.map is None else step.map.model_dump(mode="json", by_alias=True)
 
 
 _MERMAID_RESERVED = {
