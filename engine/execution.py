@@ -27,6 +27,8 @@ class StepEvent:
     """The key of the item, for an attempt of one item of a mapped step."""
     items: int | None = None
     """How many items a mapped step has, when it starts."""
+    waited: float | None = None
+    """When a step's attempt starts: the seconds it was ready but waited for a free slot."""
 
 
 Listener = Callable[[StepEvent], None]

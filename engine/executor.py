@@ -23,7 +23,6 @@ from engine.definition import LoadedDefinition, MapPlan
 from engine.dispatch.base import Dispatcher, StepOutcome, StepTask
 from engine.errors import LeaseLost
 from engine.execution import Cancellation, Listener, Outcome, PriorAttempt
-from engine.expressions import TemplateTree
 from engine.fanout import Fanout, item_keys
 from engine.journal import Journal
 from engine.jsondata import storable_text
@@ -134,13 +133,10 @@ class Executor:
         again only what did not succeed: succeeded steps keep their results and feed the rest.
         """
         for step, prior in self.history.items():
-            state = self.states.get(step)
-            if state is None:
-                continue
-            state.attempt = prior.attempt
-        for step, prior in self.history.items():
-            if step in self.states and prior.status is StepStatus.succeeded:
-                self._end(self.states[step], StepStatus.succeeded, prior.result)
+            if (state := self.states.get(step)) is not None:
+                state.attempt = prior.attempt
+                if prior.status is StepStatus.succeeded:
+                    self._end(state, StepStatus.succeeded, prior.result)
         return [s.id for s in self.states.values() if s.waiting == 0 and s.status is None]
 
     def _wait(self) -> None:
@@ -157,7 +153,7 @@ class Executor:
         while self._retries and self._retries[0].due <= now:
             timer = heapq.heappop(self._retries)
             if timer.item is None:
-                heapq.heappush(self._runnable, (timer.index, timer.step))
+                self._make_runnable(self.states[timer.step])
             elif (fanout := self._fanouts.get(timer.step)) is not None:
                 fanout.retry_due(timer.item)
         while self._deadlines and self._deadlines[0].due <= now:
@@ -166,11 +162,8 @@ class Executor:
             if task is not None and task.attempt == timer.attempt:
                 self.dispatcher.cancel(task)
                 limit = self.states[timer.step].timeout
-                self._handle(
-                    StepOutcome(
-                        task, ok=False, error=f"timeout: the attempt ran longer than {limit:g}s"
-                    )
-                )
+                error = f"timeout: the attempt ran longer than {limit:g}s"
+                self._handle(StepOutcome(task, ok=False, error=error))
 
     def _outcome(self) -> Outcome:
         failed = [
@@ -197,7 +190,7 @@ class Executor:
                     self._open_fanout(state, state.map)
                     continue
                 try:
-                    inputs = self._render(state, self.scope)
+                    inputs = state.render_inputs(self.scope)
                 except Exception as exc:
                     self._settle(self._fail_before_start(state, f"inputs: {exc}"))
                     continue
@@ -207,7 +200,7 @@ class Executor:
                 }
                 task = self._task(state, state.attempt, inputs, results)
                 self._in_flight[step] = task
-                tasks.append(self._started(state, task))
+                tasks.append(self._started(state, task, time.monotonic() - state.ready_at))
             for fanout in list(self._fanouts.values()):
                 tasks.extend(self._start_items(fanout))
             if not (self._runnable and self._slot_free()):
@@ -247,7 +240,7 @@ class Executor:
             attempt = fanout.attempts[index] + 1
             scope[name] = item
             try:
-                inputs = self._render(state, scope)
+                inputs = state.render_inputs(scope)
             except Exception as exc:
                 fanout.attempts[index] = attempt
                 error = storable_text(f"inputs: {exc}")
@@ -259,12 +252,6 @@ class Executor:
             tasks.append(self._started(state, task))
         self._close_if_finished(fanout)
         return tasks
-
-    @staticmethod
-    def _render(state: StepState, scope: Mapping[str, Any]) -> Any:
-        return (
-            state.inputs.render(scope) if isinstance(state.inputs, TemplateTree) else state.inputs
-        )
 
     def _task(
         self,
@@ -290,9 +277,9 @@ class Executor:
             **item,
         )
 
-    def _started(self, state: StepState, task: StepTask) -> StepTask:
+    def _started(self, state: StepState, task: StepTask, waited: float | None = None) -> StepTask:
         """Record an attempt about to be handed over: its row and event, its deadline."""
-        self.journal.open(state.id, task.attempt, item=task.item_key)
+        self.journal.open(state.id, task.attempt, item=task.item_key, waited=waited)
         if state.timeout is not None:
             due = time.monotonic() + state.timeout
             timer = _Timer(due, state.index, state.id, task.attempt, task.item_index)
@@ -300,10 +287,8 @@ class Executor:
         return task
 
     def _fail_before_start(self, state: StepState, error: str) -> list[str]:
-        """A step whose condition or inputs could not be evaluated fails without a runner call.
-
-        Returns the downstream steps that became ready.
-        """
+        """A step whose condition, inputs or items could not be evaluated fails without a runner
+        call; returns the downstream steps that became ready."""
         state.attempt += 1
         self.journal.open(state.id, state.attempt, StepStatus.failed, storable_text(error))
         return self._end(state, StepStatus.failed, None)
@@ -392,11 +377,15 @@ class Executor:
                 work.extend(self._fail_before_start(state, f"condition: {exc}"))
                 continue
             if runs:
-                heapq.heappush(self._runnable, (state.index, state.id))
+                self._make_runnable(state)
                 continue
             state.attempt += 1
             self.journal.open(state.id, state.attempt, StepStatus.skipped)
             work.extend(self._end(state, StepStatus.skipped, None))
+
+    def _make_runnable(self, state: StepState) -> None:
+        state.ready_at = time.monotonic()
+        heapq.heappush(self._runnable, (state.index, state.id))
 
     def _end_in_flight(self, status: StepStatus, error: str) -> None:
         """Stop every running attempt (its runner is asked to stop) and record its end, and

@@ -37,13 +37,16 @@ class Journal:
         *,
         item: str | None = None,
         items: int | None = None,
+        waited: float | None = None,
     ) -> None:
         """An attempt starts; with another status than running it also ends at once (a step
         skipped, or failed before its runner was called)."""
         now = utcnow()
         finished = None if status is StepStatus.running else now
         self._starts.append(AttemptStart(step, attempt, status, now, finished, None, error, item))
-        self._emit(StepEvent(step, attempt, status, now, error, item=item, items=items))
+        self._emit(
+            StepEvent(step, attempt, status, now, error, item=item, items=items, waited=waited)
+        )
 
     def close(
         self,

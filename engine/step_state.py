@@ -46,8 +46,13 @@ class StepState:
     downstream: list[str]
     map: MapPlan | None = None
     waiting: int = 0
+    ready_at: float = 0.0
+    """When it last became runnable (monotonic): how long it then waited for a slot is a metric."""
     attempt: int = 0
     status: StepStatus | None = None
+
+    def render_inputs(self, scope: Mapping[str, Any]) -> Any:
+        return self.inputs.render(scope) if isinstance(self.inputs, TemplateTree) else self.inputs
 
     def should_run(self, scope: Mapping[str, Any]) -> bool:
         """Once every upstream step has ended: do its edges and its condition let it run?"""
