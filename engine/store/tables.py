@@ -121,6 +121,35 @@ class BatchStepResult(SQLModel, table=True):
     )
 
 
+class BatchStepLog(SQLModel, table=True):
+    """One line a runner said during one attempt: a `ctx.logger` record, or a line it printed.
+
+    Written by the orchestrating process in batches, with the attempts of the executor's rounds;
+    `id` orders an instance's lines and is the cursor of paged reads.
+    """
+
+    __tablename__ = "batch_step_log"
+    __table_args__ = (
+        Index("ix_batch_step_log_instance", "batch_instance_id", "id"),
+        Index("ix_batch_step_log_step", "batch_instance_id", "step_key", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_instance_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("batch_instance.id"), nullable=False)
+    )
+    step_key: str = Field(sa_column=Column(String(200), nullable=False))
+    item_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    level: str = Field(sa_column=Column(String(16), nullable=False))
+    """debug, info, warning, error or critical: a record's level; info for stdout, warning for
+    stderr."""
+    stream: str = Field(sa_column=Column(String(16), nullable=False))
+    """Where the line came from: log (`ctx.logger`), stdout or stderr."""
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class BatchTick(SQLModel, table=True):
     """One claimed cron tick of a definition: the row whose uniqueness makes a tick run once.
 
@@ -147,4 +176,5 @@ class BatchTick(SQLModel, table=True):
 definitions = BatchDefinition.__table__  # type: ignore[attr-defined]
 instances = BatchInstance.__table__  # type: ignore[attr-defined]
 step_results = BatchStepResult.__table__  # type: ignore[attr-defined]
+step_logs = BatchStepLog.__table__  # type: ignore[attr-defined]
 ticks = BatchTick.__table__  # type: ignore[attr-defined]
