@@ -3,7 +3,8 @@
 A backfill is done only when every tick of its range has an instance that succeeded, so it
 never skips: a tick nobody claimed waits for any overlapping scheduled run to end and then runs;
 a tick a scheduler skipped is taken over; a tick another process is running is waited for, and
-run here if that process dies; a failed instance is reported, or resumed with `rerun_failed`.
+run here if that process dies; a failed instance is reported, or resumed with `rerun_failed`. A
+tick whose instance was pruned ran: it is reported `pruned`, never run again.
 Every claim is a conditional write, so racing backfills and schedulers run each tick once.
 """
 
@@ -23,7 +24,7 @@ from engine.scheduler import process_name
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
-from engine.store.ticks import TickView
+from engine.store.ticks import PRUNED, TickView
 from engine.store.types import utcnow
 
 WAIT_SECONDS = 0.5
@@ -36,7 +37,8 @@ class TickOutcome:
 
     tick: datetime
     status: str
-    """The end status of the tick's instance; `not run` when the backfill stopped first."""
+    """The end status of the tick's instance; `not run` when the backfill stopped first;
+    `pruned` when `engine runs prune` deleted its instance (how it ended is gone with it)."""
     how: str
     """`ran`, `took over` (a skipped tick), `rerun` (a failed one, resumed), `recovered` (its
     process had died), `waited` (another process ran it), `earlier` (it had ended before),
@@ -104,6 +106,8 @@ class Backfill:
                 return TickOutcome(tick, "not run", "stopped", None, self.stop.reason)
             claim = self.service.tick(self.loaded.name, tick)
             try:
+                if claim is not None and claim.status == PRUNED:
+                    return TickOutcome(tick, PRUNED, "earlier", None, "its instance was pruned")
                 if claim is None or claim.instance_id is None:
                     return self._start(tick, claim)
                 if claim.status in (InstanceStatus.pending, InstanceStatus.running):

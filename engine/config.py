@@ -49,6 +49,11 @@ MAX_RESULT_BYTES_ENV = "ENGINE_MAX_RESULT_BYTES"
 DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 
+LOG_LIMIT_ENV = "ENGINE_LOG_LIMIT"
+"""The most of one attempt's log kept, in bytes of text; beyond it, lines are counted, not kept."""
+DEFAULT_LOG_LIMIT = 1024 * 1024
+
+
 def env_number(name: str, default: float, minimum: float, integer: bool = False) -> float:
     """The number in environment variable `name` (unset or empty: `default`); ConfigError,
     naming the variable, for anything else than a finite number of at least `minimum`."""
@@ -70,6 +75,7 @@ NUMBERS: dict[str, tuple[float, float, bool]] = {
     WORKER_LOST_ENV: (DEFAULT_WORKER_LOST_SECONDS, 1.0, False),
     MAX_RECOVERIES_ENV: (DEFAULT_MAX_RECOVERIES, 0, True),
     MAX_RESULT_BYTES_ENV: (DEFAULT_MAX_RESULT_BYTES, 1, True),
+    LOG_LIMIT_ENV: (DEFAULT_LOG_LIMIT, 0, True),
 }
 """The numeric variables: (default, minimum, whole number)."""
 

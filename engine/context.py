@@ -7,7 +7,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-_runner_logger = logging.getLogger("engine.runner")
+RUNNER_LOGGER = "engine.runner"
+"""The logger of `ctx.logger`: its records go to the attempt's log."""
+_runner_logger = logging.getLogger(RUNNER_LOGGER)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from engine.dispatch.base import LogLine
 from engine.status import InstanceStatus, StepStatus
 
 
@@ -31,7 +32,18 @@ class StepEvent:
     """When a step's attempt starts: the seconds it was ready but waited for a free slot."""
 
 
-Listener = Callable[[StepEvent], None]
+@dataclass(frozen=True)
+class LogEvent:
+    """A line a runner said, on its way to the step's log; what live log displays are fed."""
+
+    step: str
+    item: str | None
+    attempt: int
+    line: LogLine
+
+
+Listener = Callable[[StepEvent | LogEvent], None]
+"""Told of every attempt's start and end, and of every log line, in the executor's thread."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from engine.journal import Journal
 from engine.jsondata import storable_text
 from engine.lease import Lease
 from engine.status import InstanceStatus, StepStatus
-from engine.step_state import StepState, step_states
+from engine.step_state import StepState, instance_outcome, step_states
 from engine.store import Store
 
 
@@ -76,7 +76,7 @@ class Executor:
         """The attempts in flight of steps that are not mapped; a mapped step's are its fanout's."""
         self._fanouts: dict[str, Fanout] = {}
         """The mapped steps running; each holds one slot of `concurrency`, as a step does."""
-        self.journal = Journal(instance_id, listener)
+        self.journal = Journal(instance_id, listener, lambda: self._outcomes.put(None))
         self.lease = lease
         self.history = dict(history or {})
         self.cancellation = cancellation or Cancellation()
@@ -99,12 +99,13 @@ class Executor:
                     tasks = self._start_runnable()
                     self.journal.flush(writer)
                     for task in tasks:
-                        self.dispatcher.submit(task, self._outcomes.put)
+                        self.dispatcher.submit(task, self._outcomes.put, self.journal.hear)
                     if not (self._in_flight or self._fanouts or self._retries or self._runnable):
                         break
                     self._wait()
                 self._check_lease()
                 if self.cancellation.reason is not None:
+                    self.journal.take_heard()
                     self._end_in_flight(StepStatus.cancelled, self.cancellation.reason)
                     self.journal.flush(writer)
                     return Outcome(InstanceStatus.cancelled, self.cancellation.reason)
@@ -120,7 +121,7 @@ class Executor:
                 self._end_in_flight(StepStatus.failed, f"engine error: {exc!r}")
                 self.journal.salvage(writer)
                 raise
-        return self._outcome()
+        return instance_outcome(self.states.values())
 
     def _check_lease(self) -> None:
         if self.cancellation.lease_lost is not None:
@@ -140,8 +141,11 @@ class Executor:
         return [s.id for s in self.states.values() if s.waiting == 0 and s.status is None]
 
     def _wait(self) -> None:
-        """Block until an outcome arrives or a retry or deadline falls due; handle what did."""
+        """Block until an outcome arrives, a retry or deadline falls due, or log lines heard are
+        due to be written; handle what did."""
         timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
+        if (heard := self.journal.heard_due(time.monotonic())) is not None:
+            timers.append(heard)
         timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
         try:
             self._handle(self._outcomes.get(timeout=timeout))
@@ -150,6 +154,8 @@ class Executor:
         except queue.Empty:
             pass
         now = time.monotonic()
+        if (heard := self.journal.heard_due(now)) is not None and heard <= now:
+            self.journal.take_heard()
         while self._retries and self._retries[0].due <= now:
             timer = heapq.heappop(self._retries)
             if timer.item is None:
@@ -164,16 +170,6 @@ class Executor:
                 limit = self.states[timer.step].timeout
                 error = f"timeout: the attempt ran longer than {limit:g}s"
                 self._handle(StepOutcome(task, ok=False, error=error))
-
-    def _outcome(self) -> Outcome:
-        failed = [
-            s.id
-            for s in self.states.values()
-            if s.status is StepStatus.failed and not s.allow_failure
-        ]
-        if failed:
-            return Outcome(InstanceStatus.failed, "failed steps: " + ", ".join(failed))
-        return Outcome(InstanceStatus.succeeded)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -299,6 +295,8 @@ class Executor:
         if outcome is None:
             return  # a wake-up: the loop looks at the cancellation
         task, item = outcome.task, outcome.task.item_index
+        self.journal.take_heard()  # an attempt's lines are written before, or with, its end
+        self.journal.said(task, outcome.logs)
         current = self._running_task(task.step_id, item)
         if current is None or current.attempt != task.attempt:
             return  # a late outcome of an attempt already ended (timed out)

@@ -7,26 +7,43 @@ Rows wait here until the round's one transaction commits them; the events go out
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.execution import Listener, StepEvent
+from engine.dispatch.base import LogLine, StepTask
+from engine.execution import Listener, LogEvent, StepEvent
 from engine.status import StepStatus
-from engine.store import AttemptEnd, AttemptStart
+from engine.store import AttemptEnd, AttemptLine, AttemptStart
 from engine.store.attempts import AttemptWriter
 from engine.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
+BATCH_SECONDS = 0.2
+"""How long heard log lines may wait for others, so that lines are written in batches."""
+
 
 class Journal:
     """The rows of the round in progress, and the listener told of every attempt."""
 
-    def __init__(self, instance_id: int, listener: Listener | None) -> None:
+    def __init__(
+        self, instance_id: int, listener: Listener | None, wake: Callable[[], None]
+    ) -> None:
         self.instance_id = instance_id
         self.listener = listener
+        self._wake = wake
+        self._heard: deque[tuple[StepTask, Sequence[LogLine]]] = deque()
+        self._woken = False
+        self._heard_due: float | None = None
         self._starts: list[AttemptStart] = []
         self._ends: list[AttemptEnd] = []
-        self._unwritten: tuple[list[AttemptEnd], list[AttemptStart]] = ([], [])
+        self._lines: list[AttemptLine] = []
+        self._unwritten: tuple[list[AttemptEnd], list[AttemptStart], list[AttemptLine]] = (
+            [],
+            [],
+            [],
+        )
 
     def open(
         self,
@@ -64,12 +81,42 @@ class Journal:
         self._ends.append(AttemptEnd(step, attempt, status, now, result, error, item))
         self._emit(StepEvent(step, attempt, status, now, error, retry_in, item))
 
+    def hear(self, task: StepTask, lines: Sequence[LogLine]) -> None:
+        """A dispatcher's `LogSink`, called from any thread: the first lines since the executor
+        last took them wake it."""
+        self._heard.append((task, lines))
+        if not self._woken:
+            self._woken = True
+            self._wake()
+
+    def heard_due(self, now: float) -> float | None:
+        """When the executor should take the lines heard (None: none are waiting); `now` once
+        it has woken for them, BATCH_SECONDS later."""
+        if self._heard and self._heard_due is None:
+            self._heard_due = now + BATCH_SECONDS
+        return self._heard_due
+
+    def take_heard(self) -> None:
+        """Move the lines heard into this round, in the order they came."""
+        self._woken, self._heard_due = False, None
+        while self._heard:
+            self.said(*self._heard.popleft())
+
+    def said(self, task: StepTask, lines: Sequence[LogLine]) -> None:
+        """Log lines of an attempt (it may have ended: a late line is still its own)."""
+        step, item, attempt = task.step_id, task.item_key, task.attempt
+        for line in lines:
+            self._lines.append(
+                AttemptLine(step, item, attempt, line.at, line.level, line.stream, line.message)
+            )
+            self._emit(LogEvent(step, item, attempt, line))
+
     def flush(self, writer: AttemptWriter) -> None:
         """Write this round's rows; until they are committed, they are kept as unwritten."""
-        self._unwritten = (self._ends, self._starts)
-        self._ends, self._starts = [], []
+        self._unwritten = (self._ends, self._starts, self._lines)
+        self._ends, self._starts, self._lines = [], [], []
         writer.record(*self._unwritten)
-        self._unwritten = ([], [])
+        self._unwritten = ([], [], [])
 
     def salvage(self, writer: AttemptWriter) -> None:
         """Best effort after the loop broke: write what is unwritten, so that no attempt stays
@@ -80,14 +127,15 @@ class Journal:
         """
         ends = self._unwritten[0] + self._ends
         starts = self._unwritten[1] + self._starts
-        for rows in ((ends, starts), (ends, [])):
+        lines = self._unwritten[2] + self._lines
+        for rows in ((ends, starts, lines), (ends, [], [])):
             try:
                 writer.record(*rows)
                 return
             except Exception:
                 continue
 
-    def _emit(self, event: StepEvent) -> None:
+    def _emit(self, event: StepEvent | LogEvent) -> None:
         """Tell the listener; a listener that fails (a progress display) never fails the run."""
         if self.listener is not None:
             try:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from engine import metrics
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
 from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken, LeaseLost
@@ -156,7 +157,8 @@ class BatchService:
         """
         lease = Lease(self.store, instance_id)
         self.store.leases.start(instance_id, lease.owner, lease.expiry())
-        return self._run_leased(prepared, instance_id, lease, listener, cancellation, {})
+        trigger = prepared.trigger.value
+        return self._run_leased(prepared, instance_id, lease, listener, cancellation, {}, trigger)
 
     def resume(
         self,
@@ -223,7 +225,13 @@ class BatchService:
             for step, (attempt, status, result) in self.store.last_attempts(instance_id).items()
         }
         return self._run_leased(
-            taken.prepared, instance_id, taken.lease, listener, cancellation, history
+            taken.prepared,
+            instance_id,
+            taken.lease,
+            listener,
+            cancellation,
+            history,
+            metrics.RESUMED,
         )
 
     # -- ticks: what schedulers and backfills claim -----------------------------------------
@@ -268,14 +276,17 @@ class BatchService:
         listener: Listener | None,
         cancellation: Cancellation | None,
         history: dict[str, PriorAttempt],
+        trigger: str,
     ) -> InstanceView:
         """Run an instance whose lease this process holds, keeping the lease renewed meanwhile.
 
         Every write is fenced by the lease: LeaseLost, with nothing more written, once another
         process holds the instance. Returns the ended instance without its items' attempts
-        (100,000 of them are for `get_instance` to page through when asked).
+        (100,000 of them are for `get_instance` to page through when asked). `trigger` is what
+        the metrics count this run as started by.
         """
         cancellation = cancellation or Cancellation()
+        record = metrics.recorder().run(prepared.loaded.name, trigger)
         executor = Executor(
             prepared.loaded,
             self.store,
@@ -284,7 +295,7 @@ class BatchService:
             params=prepared.params,
             run={**prepared.run, "id": instance_id},
             lease=lease,
-            listener=listener,
+            listener=record.listener(listener),
             cancellation=cancellation,
             history=history,
         )
@@ -292,11 +303,12 @@ class BatchService:
             lease, lambda: cancellation.cancel("cancelled by engine cancel"), cancellation.lose
         )
         try:
-            with heartbeat:
+            with heartbeat, record:
                 outcome = executor.run()
         except LeaseLost:
             raise
         except BaseException as exc:
+            record.ended(InstanceStatus.failed)
             # Leave no instance "running" behind a crash of the executor itself.
             with contextlib.suppress(LeaseLost):
                 self.store.leases.finish(
@@ -307,6 +319,7 @@ class BatchService:
                 )
             raise
         self.store.leases.finish(instance_id, lease.owner, outcome.status, outcome.error)
+        record.ended(outcome.status)
         return self.store.get_instance(instance_id, items=False)
 
     def run(

@@ -1,16 +1,18 @@
 """What the executor knows and keeps of each step: its settings, edges and condition resolved
-once from the definition, its counters, and when its edges let it run."""
+once from the definition, its counters, when its edges let it run, and what the steps' ends
+make of the instance's."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.definition import LoadedDefinition, MapPlan
 from engine.definition.models import Join, On, Retry
+from engine.execution import Outcome
 from engine.expressions import Compiled, TemplateTree
-from engine.status import StepStatus
+from engine.status import InstanceStatus, StepStatus
 
 FIRES = {
     On.success: {"succeeded"},
@@ -97,3 +99,11 @@ def step_states(loaded: LoadedDefinition) -> dict[str, StepState]:
             waiting=len(incoming),
         )
     return states
+
+
+def instance_outcome(states: Iterable[StepState]) -> Outcome:
+    """How an instance whose steps all ended ended: failed when a step failed that may not."""
+    failed = [s.id for s in states if s.status is StepStatus.failed and not s.allow_failure]
+    if failed:
+        return Outcome(InstanceStatus.failed, "failed steps: " + ", ".join(failed))
+    return Outcome(InstanceStatus.succeeded)

@@ -52,11 +52,11 @@ def test_a_database_failure_mid_run_leaves_no_attempt_running(store, registry, m
     real_record = AttemptWriter.record
     calls = {"n": 0}
 
-    def failing_once(self, ended, started):
+    def failing_once(self, ended, started, lines=()):
         calls["n"] += 1
         if calls["n"] == 2:  # the round that ends `a` and starts `b`
             raise RuntimeError("the database went away")
-        return real_record(self, ended, started)
+        return real_record(self, ended, started, lines)
 
     monkeypatch.setattr(AttemptWriter, "record", failing_once)
     service = BatchService(store, DirectDispatcher(registry))

@@ -120,7 +120,6 @@ def follow(
     from engine.execution import Cancellation
     from engine.service import BatchService
 
-    render.show_runner_logs()
     dispatcher = resolve_dispatcher(None, registry)
     cancellation = Cancellation()
     for signum in (signal.SIGINT, signal.SIGTERM):

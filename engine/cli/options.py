@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
@@ -51,6 +53,38 @@ class _InstanceId(click.ParamType[int]):
 
 
 INSTANCE_ID = _InstanceId()
+
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_LONGEST = timedelta(days=36_500)
+
+
+class _Duration(click.ParamType[timedelta]):
+    """A span of time: a whole number and a unit, `30d`, `12h`, `90m` or `3600s`; anything else,
+    zero, or more than 100 years is a usage error (exit 2)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        found = re.fullmatch(r"(\d{1,9})([smhd])", str(value).strip())
+        if found is None:
+            self.fail(
+                f"{value!r} is not a duration: a whole number and a unit, s, m, h or d "
+                "(30d, 12h, 90m, 3600s)",
+                param,
+                ctx,
+            )
+        span = timedelta(**{_UNITS[found[2]]: int(found[1])})
+        if not timedelta(0) < span <= _LONGEST:
+            self.fail(f"{value!r} must be more than 0 and at most 36500d", param, ctx)
+        return span
+
+
+DURATION = _Duration()
 
 runners_option = click.option(
     "--runners",

@@ -9,8 +9,6 @@ and cannot fail an instance however large or odd the text.
 
 from __future__ import annotations
 
-import logging
-import time
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.execution import StepEvent
+from engine.dispatch.base import LogLine
+from engine.execution import LogEvent, StepEvent
 from engine.status import StepStatus
 from engine.store import InstanceView
 from engine.store.ticks import TickView
@@ -63,46 +62,38 @@ def shown(value: str | None, limit: int = SHOWN_CHARS) -> str:
     return text
 
 
-class RunnerLogHandler(logging.Handler):
-    """Shows runners' `ctx.logger` records among the progress lines, tagged with their step."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
-        step = getattr(record, "step_id", record.name)
-        item = getattr(record, "item_key", None)
-        step = step if item is None else f"{step}[{shown(item, 80)}]"
-        style = (
-            "red"
-            if record.levelno >= logging.ERROR
-            else ("yellow" if record.levelno >= logging.WARNING else "dim")
-        )
-        level = record.levelname.lower()
-        line = Text.assemble(
-            f"{clock}   ", (f"{step} {level}:", style), " ", shown(self.format(record), 2000)
-        )
-        console.print(line, soft_wrap=True)
+_LEVEL_STYLES = {"warning": "yellow", "error": "red", "critical": "red"}
 
 
-def show_runner_logs(level: int = logging.INFO) -> None:
-    logger = logging.getLogger("engine.runner")
-    logger.setLevel(level)
-    logger.addHandler(RunnerLogHandler())
-    logger.propagate = False
+def _step_name(step: str, item: str | None) -> str:
+    """The step, and for an item of a mapped step its key: `step[key]`."""
+    return step if item is None else f"{step}[{shown(item, 80)}]"
+
+
+def log_line(step: str, item: str | None, line: LogLine) -> Text:
+    """`12:41:46   load info: wrote 4 rows`: a runner's line, tagged with its step."""
+    clock = line.at.astimezone().strftime("%H:%M:%S")
+    source = line.level if line.stream == "log" else line.stream
+    label = (f"{_step_name(step, item)} {source}:", _LEVEL_STYLES.get(line.level, "dim"))
+    return Text.assemble(f"{clock}   ", label, " ", shown(line.message, 2000))
 
 
 class Progress:
-    """Prints one line per step event as it happens; of a mapped step's items, only the
-    failures (100,000 items must not print 200,000 lines)."""
+    """Prints one line per step event and per log line as it happens; of a mapped step's
+    items, only the failures (100,000 items must not print 200,000 lines)."""
 
     def __init__(self) -> None:
         self._started: dict[str, datetime] = {}
         self._items: dict[str, int] = {}
 
-    def __call__(self, event: StepEvent) -> None:
+    def __call__(self, event: StepEvent | LogEvent) -> None:
+        if isinstance(event, LogEvent):
+            console.print(log_line(event.step, event.item, event.line), soft_wrap=True)
+            return
         if event.item is not None and event.status is not StepStatus.failed:
             return
         clock = event.at.astimezone().strftime("%H:%M:%S")
-        name = event.step if event.item is None else f"{event.step}[{shown(event.item, 80)}]"
+        name = _step_name(event.step, event.item)
         line = Text.assemble(f"{clock} ", _MARKS[event.status], f" {name}")
         if event.status is StepStatus.running:
             self._started[event.step] = event.at
@@ -157,13 +148,6 @@ def _brief(value: Any, width: int = 40) -> str:
 
     text = json.dumps(value, default=str)
     return shown(text if len(text) <= width else text[: width - 1] + "…")
-
-
-def _name(attempt: StepAttemptView) -> str:
-    """The step, and for an item of a mapped step its key: `step[key]`."""
-    if attempt.item is None:
-        return attempt.step
-    return f"{attempt.step}[{shown(attempt.item, 80)}]"
 
 
 def _item_counts(counts: dict[str, int]) -> str:
@@ -242,7 +226,7 @@ def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
     for a in view.steps or []:
         started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
         table.add_row(
-            _name(a),
+            _step_name(a.step, a.item),
             str(a.attempt),
             styled(a.status),
             started,

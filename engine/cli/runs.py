@@ -1,13 +1,15 @@
-"""`engine runs list` and `engine runs show`: instance history from the store."""
+"""`engine runs list`, `show`, `ticks` and `prune`: instance history from the store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import timedelta
 
 import click
 
 from engine.cli import cli
-from engine.cli.options import INSTANCE_ID, Config, json_option, pass_config
+from engine.cli.options import DURATION, INSTANCE_ID, Config, json_option, pass_config
 from engine.status import InstanceStatus
 
 
@@ -77,3 +79,39 @@ def ticks(definition: str | None, limit: int, as_json: bool, config: Config) -> 
         from engine.cli import render
 
         render.tick_list(claims)
+
+
+@runs.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=DURATION,
+    required=True,
+    help="Delete instances that ended longer ago than this: 30d, 12h, 90m or 3600s.",
+)
+@click.option("--definition", help="Only instances of this definition name.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+@pass_config
+def prune(
+    older_than: timedelta, definition: str | None, dry_run: bool, as_json: bool, config: Config
+) -> None:
+    """Delete ended instances (succeeded, failed, cancelled) that finished longer ago than
+    --older-than, with their attempts and log lines, in short transactions: safe beside
+    running instances and schedulers. Pending and running instances stay, however old."""
+    from engine.cli import render
+    from engine.store.types import utcnow
+
+    before = utcnow() - older_than
+    retention = config.store().retention
+    counts = retention.count(before, definition) if dry_run else retention.prune(before, definition)
+    scope = f" of {definition}" if definition else ""
+    render.console.print(
+        f"{'would prune' if dry_run else 'pruned'} {counts.instances:,} instances{scope} "
+        f"({counts.attempts:,} attempts, {counts.log_lines:,} log lines) that finished before "
+        f"{before.isoformat(timespec='seconds')}"
+        + ("; nothing deleted (--dry-run)" if dry_run else ""),
+        soft_wrap=True,
+    )
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(counts), "dry_run": dry_run}))

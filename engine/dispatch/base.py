@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import abc
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,6 +51,30 @@ class StepTask:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One line a runner said: a `ctx.logger` record (stream `log`, with its level), or a line
+    it wrote to stdout (level info) or stderr (level warning)."""
+
+    at: datetime
+    level: str
+    stream: str
+    message: str
+
+    def to_wire(self) -> list[str]:
+        """As JSON carries it (a Celery result)."""
+        return [self.at.isoformat(), self.level, self.stream, self.message]
+
+    @classmethod
+    def from_wire(cls, fields: list[str]) -> LogLine:
+        at, level, stream, message = fields
+        return cls(datetime.fromisoformat(at), level, stream, message)
+
+
+LogSink = Callable[[StepTask, Sequence[LogLine]], None]
+"""Where a dispatcher hands an attempt's lines as they come, before the attempt's outcome."""
+
+
+@dataclass(frozen=True)
 class StepOutcome:
     """How an attempt ended: a JSON-ready result, or an error message with its traceback."""
 
@@ -57,6 +82,8 @@ class StepOutcome:
     ok: bool
     result: Any = None
     error: str | None = None
+    logs: tuple[LogLine, ...] = ()
+    """Lines not yet handed to the sink: those a remote worker sends with the outcome."""
 
     @classmethod
     def success(cls, task: StepTask, value: Any) -> StepOutcome:
@@ -88,8 +115,10 @@ class Dispatcher(abc.ABC):
     """Runs step attempts somewhere and reports each outcome exactly once through `done`."""
 
     @abc.abstractmethod
-    def submit(self, task: StepTask, done: Done) -> None:
-        """Start `task`; `done` may be called from any thread."""
+    def submit(self, task: StepTask, done: Done, sink: LogSink | None = None) -> None:
+        """Start `task`; `done` may be called from any thread, once. The attempt's log lines
+        go to `sink` (from any thread) as they come, where the dispatcher can, and all before
+        `done`; the rest, or all of them without a sink, come in the outcome's `logs`."""
 
     @abc.abstractmethod
     def cancel(self, task: StepTask) -> None:

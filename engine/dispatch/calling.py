@@ -4,11 +4,13 @@ Celery worker share this, so a step behaves the same under either."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.context import StepContext
-from engine.dispatch.base import StepOutcome, StepTask
+from engine.dispatch.base import LogLine, LogSink, StepOutcome, StepTask
+from engine.dispatch.capture import capturing
 from engine.errors import RunnerNotFound
 from engine.jsondata import NotJsonData, json_copy
 from engine.registry import JobRegistry, Runner
@@ -44,30 +46,64 @@ def prepare(registry: JobRegistry, task: StepTask) -> tuple[Runner, Any, StepCon
     return runner, inputs, ctx
 
 
+class _Output:
+    """Where an attempt's log lines go: to the sink as they come, or, without one, with the
+    attempt's outcome."""
+
+    def __init__(self, task: StepTask, sink: LogSink | None) -> None:
+        self.task = task
+        self.sink = sink
+        self.kept: list[LogLine] = []
+
+    def deliver(self, lines: Sequence[LogLine]) -> None:
+        if self.sink is None:
+            self.kept.extend(lines)
+        else:
+            self.sink(self.task, lines)
+
+    def ended(self, outcome: StepOutcome) -> StepOutcome:
+        return dataclasses.replace(outcome, logs=tuple(self.kept)) if self.kept else outcome
+
+
 def call(
-    resolve: Callable[[], Callable[..., Any]], task: StepTask, inputs: Any, ctx: StepContext
+    resolve: Callable[[], Callable[..., Any]],
+    task: StepTask,
+    inputs: Any,
+    ctx: StepContext,
+    sink: LogSink | None = None,
 ) -> StepOutcome:
-    """Call a sync runner in this thread."""
-    try:
-        return StepOutcome.success(task, resolve()(inputs, ctx))
-    except BaseException as exc:  # SystemExit from a runner must not kill the worker silently
-        return StepOutcome.failure(task, exc)
+    """Call a sync runner in this thread, catching what it says."""
+    output = _Output(task, sink)
+    with capturing(output.deliver):
+        try:
+            outcome = StepOutcome.success(task, resolve()(inputs, ctx))
+        except BaseException as exc:  # SystemExit from a runner must not kill the worker silently
+            outcome = StepOutcome.failure(task, exc)
+    return output.ended(outcome)
 
 
 async def call_async(
-    fn: Callable[..., Any], task: StepTask, inputs: Any, ctx: StepContext
+    fn: Callable[..., Any],
+    task: StepTask,
+    inputs: Any,
+    ctx: StepContext,
+    sink: LogSink | None = None,
 ) -> StepOutcome:
-    """Await an async runner."""
-    try:
-        return StepOutcome.success(task, await fn(inputs, ctx))
-    except (Exception, asyncio.CancelledError, SystemExit, KeyboardInterrupt) as exc:
-        # A cancelled coroutine reports too, and sys.exit() must not kill the event loop;
-        # GeneratorExit (a coroutine being closed) is left alone.
-        return StepOutcome.failure(task, exc)
+    """Await an async runner, catching what it says (in its own task's context)."""
+    output = _Output(task, sink)
+    with capturing(output.deliver):
+        try:
+            outcome = StepOutcome.success(task, await fn(inputs, ctx))
+        except (Exception, asyncio.CancelledError, SystemExit, KeyboardInterrupt) as exc:
+            # A cancelled coroutine reports too, and sys.exit() must not kill the event loop;
+            # GeneratorExit (a coroutine being closed) is left alone.
+            outcome = StepOutcome.failure(task, exc)
+    return output.ended(outcome)
 
 
 def run_attempt(registry: JobRegistry, task: StepTask) -> StepOutcome:
-    """Run one attempt to its end in this thread (an async runner on its own event loop)."""
+    """Run one attempt to its end in this thread (an async runner on its own event loop); its
+    log lines come with its outcome."""
     prepared = prepare(registry, task)
     if isinstance(prepared, StepOutcome):
         return prepared

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import WORKER_LOST_ENV, number
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
+from engine.dispatch.base import Dispatcher, Done, LogLine, LogSink, StepOutcome, StepTask, TaskKey
 from engine.dispatch.celery_app import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -76,7 +76,8 @@ class CeleryDispatcher(Dispatcher):
         self._courier = threading.Thread(target=self._run, name="engine-celery", daemon=True)
         self._courier.start()
 
-    def submit(self, task: StepTask, done: Done) -> None:
+    def submit(self, task: StepTask, done: Done, sink: LogSink | None = None) -> None:
+        """Send `task` to the workers; its log lines come with its outcome (not to `sink`)."""
         self._commands.put((self._send, (task, done)))
 
     def cancel(self, task: StepTask) -> None:
@@ -160,7 +161,10 @@ class CeleryDispatcher(Dispatcher):
         status = meta["status"]
         if status == "SUCCESS":
             payload = meta["result"]
-            outcome = StepOutcome(sent.task, payload["ok"], payload["result"], payload["error"])
+            logs = tuple(LogLine.from_wire(line) for line in payload.get("logs", ()))
+            outcome = StepOutcome(
+                sent.task, payload["ok"], payload["result"], payload["error"], logs
+            )
             self._finish(task_id, outcome)
         elif status in ("FAILURE", "REVOKED"):
             self._end(task_id, _worker_error(meta))

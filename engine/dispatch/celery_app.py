@@ -146,7 +146,13 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
         beats.start()
         try:
             outcome = run_attempt(registry, StepTask(**fields))
-            return {"ok": outcome.ok, "result": outcome.result, "error": outcome.error}
+            logs = [line.to_wire() for line in outcome.logs]
+            return {
+                "ok": outcome.ok,
+                "result": outcome.result,
+                "error": outcome.error,
+                "logs": logs,
+            }
         finally:
             stop.set()
             beats.join()  # a beat stored after the result would hide the result

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from engine.context import StepContext
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
+from engine.dispatch.base import Dispatcher, Done, LogSink, StepOutcome, StepTask, TaskKey
 from engine.dispatch.calling import call, call_async, prepare
 from engine.registry import JobRegistry
 
@@ -97,7 +97,7 @@ class DirectDispatcher(Dispatcher):
         self._loop_lock = threading.Lock()
         self._running: dict[TaskKey, tuple[StepContext, Any]] = {}
 
-    def submit(self, task: StepTask, done: Done) -> None:
+    def submit(self, task: StepTask, done: Done, sink: LogSink | None = None) -> None:
         """Run `task` on a thread (or the event loop, for async runners)."""
         prepared = prepare(self.registry, task)
         if isinstance(prepared, StepOutcome):
@@ -107,14 +107,14 @@ class DirectDispatcher(Dispatcher):
         key = task.key
         if runner.is_async:
             future = asyncio.run_coroutine_threadsafe(
-                call_async(runner.resolve(), task, inputs, ctx), self._event_loop()
+                call_async(runner.resolve(), task, inputs, ctx, sink), self._event_loop()
             )
             self._running[key] = (ctx, future)
             future.add_done_callback(lambda f: self._finish(key, done, _settled(task, f)))
         else:
             self._running[key] = (ctx, None)
             self._pool.submit(
-                lambda: self._finish(key, done, call(runner.resolve, task, inputs, ctx))
+                lambda: self._finish(key, done, call(runner.resolve, task, inputs, ctx, sink))
             )
 
     def _finish(self, key: TaskKey, done: Done, outcome: StepOutcome) -> None:

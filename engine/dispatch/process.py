@@ -12,6 +12,7 @@ stopped from outside, so a timed-out runner never keeps running.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
@@ -21,7 +22,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection, wait
 
-from engine.dispatch.base import Dispatcher, Done, StepOutcome, StepTask, TaskKey
+from engine.dispatch.base import Dispatcher, Done, LogLine, LogSink, StepOutcome, StepTask, TaskKey
 from engine.dispatch.subprocess_worker import RunnerRef
 from engine.registry import JobRegistry
 
@@ -64,12 +65,14 @@ class _Worker:
         self.key: TaskKey | None = None
         """The attempt it runs now, if any."""
         self._send_lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[tuple[StepTask, Done] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[StepTask, Done, LogSink | None] | None] = (
+            queue.SimpleQueue()
+        )
         threading.Thread(target=self._attend, name="engine-worker-attendant", daemon=True).start()
 
-    def give(self, task: StepTask, done: Done) -> None:
+    def give(self, task: StepTask, done: Done, sink: LogSink | None) -> None:
         self.key = task.key
-        self._inbox.put((task, done))
+        self._inbox.put((task, done, sink))
 
     def cancel(self) -> None:
         self._send("cancel")
@@ -96,24 +99,33 @@ class _Worker:
 
     def _attend(self) -> None:
         while (item := self._inbox.get()) is not None:
-            task, done = item
-            outcome, alive = self._exchange(task)
+            task, done, sink = item
+            outcome, alive = self._exchange(task, sink)
             key, self.key = self.key, None
             self._dispatcher._returned(self, key, alive)
             done(outcome)
         self.conn.close()
         os.close(self._exited)
 
-    def _exchange(self, task: StepTask) -> tuple[StepOutcome, bool]:
-        """Run `task` in the worker: its outcome, and whether the worker lives on."""
+    def _exchange(self, task: StepTask, sink: LogSink | None) -> tuple[StepOutcome, bool]:
+        """Run `task` in the worker: its outcome, and whether the worker lives on. The log lines
+        the worker sends before the outcome go to `sink` (without one, into the outcome)."""
+        kept: list[LogLine] = []
         if self._send(task):
-            wait([self.conn, self._exited])
             try:
-                return self.conn.recv(), True
+                while True:
+                    wait([self.conn, self._exited])
+                    message = self.conn.recv()
+                    if not isinstance(message, list):
+                        return dataclasses.replace(message, logs=(*kept, *message.logs)), True
+                    if sink is None:
+                        kept.extend(message)
+                    else:
+                        sink(task, message)
             except (EOFError, OSError):
                 pass
         code = self.process.wait()
-        return StepOutcome(task, ok=False, error=exit_message(code)), False
+        return StepOutcome(task, ok=False, error=exit_message(code), logs=tuple(kept)), False
 
 
 class ProcessDispatcher(Dispatcher):
@@ -127,7 +139,7 @@ class ProcessDispatcher(Dispatcher):
         self._busy: dict[TaskKey, _Worker] = {}
         self._closed = False
 
-    def submit(self, task: StepTask, done: Done) -> None:
+    def submit(self, task: StepTask, done: Done, sink: LogSink | None = None) -> None:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
         if worker is None:
@@ -138,7 +150,7 @@ class ProcessDispatcher(Dispatcher):
                 return
         with self._lock:
             self._busy[task.key] = worker
-        worker.give(task, done)
+        worker.give(task, done, sink)
 
     def cancel(self, task: StepTask) -> None:
         key = task.key

@@ -18,13 +18,13 @@ import importlib.util
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any
 
-from engine.dispatch.base import StepOutcome, StepTask
+from engine.dispatch.base import LogLine, StepOutcome, StepTask
 from engine.dispatch.calling import call, call_async, prepare
 from engine.registry import JobRegistry, Runner
 
@@ -104,9 +104,9 @@ def serve(conn: Connection, refs: list[RunnerRef]) -> None:
     send_lock = threading.Lock()
     cancel_event: threading.Event | None = None
 
-    def send(outcome: StepOutcome) -> None:
+    def send(message: object) -> None:
         with send_lock:
-            conn.send(outcome)
+            conn.send(message)
 
     while True:
         try:
@@ -138,9 +138,15 @@ def serve(conn: Connection, refs: list[RunnerRef]) -> None:
 
 
 def _attempt(
-    send: Callable[[StepOutcome], None], runner: Runner, task: StepTask, inputs: Any, ctx: Any
+    send: Callable[[object], None], runner: Runner, task: StepTask, inputs: Any, ctx: Any
 ) -> None:
+    """Run the attempt; its log lines go to the engine as they come (lists of lines), then its
+    outcome."""
+
+    def sink(_task: StepTask, lines: Sequence[LogLine]) -> None:
+        send(list(lines))
+
     if runner.is_async:
-        send(asyncio.run(call_async(runner.resolve(), task, inputs, ctx)))
+        send(asyncio.run(call_async(runner.resolve(), task, inputs, ctx, sink)))
     else:
-        send(call(runner.resolve, task, inputs, ctx))
+        send(call(runner.resolve, task, inputs, ctx, sink))

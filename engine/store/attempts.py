@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from engine.store.tables import instances, step_results
+from engine.store.tables import instances, step_logs, step_results
 from engine.store.types import utcnow
 
 
@@ -52,6 +52,29 @@ class AttemptEnd:
     item: str | None = None
 
 
+@dataclass(frozen=True)
+class AttemptLine:
+    """A log line of an attempt, to insert."""
+
+    step: str
+    item: str | None
+    attempt: int
+    at: datetime
+    level: str
+    stream: str
+    message: str
+
+
+_insert_line = insert(step_logs).values(
+    batch_instance_id=bindparam("instance_id"),
+    step_key=bindparam("step"),
+    item_key=bindparam("item"),
+    attempt=bindparam("attempt"),
+    at=bindparam("at"),
+    level=bindparam("level"),
+    stream=bindparam("stream"),
+    message=bindparam("message"),
+)
 _insert = insert(step_results).values(
     batch_instance_id=bindparam("instance_id"),
     step_key=bindparam("step"),
@@ -147,18 +170,25 @@ class AttemptWriter:
         self._lost = lost
         self._fence = _DriverStatement(_fence, engine.dialect)
         self._insert = _DriverStatement(_insert, engine.dialect)
+        self._insert_line = _DriverStatement(_insert_line, engine.dialect)
         self._end_step = _DriverStatement(_ending(item=False), engine.dialect)
         self._end_item = _DriverStatement(_ending(item=True), engine.dialect)
         self._connection = engine.raw_connection()
 
-    def record(self, ended: Sequence[AttemptEnd], started: Sequence[AttemptStart]) -> None:
-        """Open `started` and complete `ended` attempts in one committed transaction.
+    def record(
+        self,
+        ended: Sequence[AttemptEnd],
+        started: Sequence[AttemptStart],
+        lines: Sequence[AttemptLine] = (),
+    ) -> None:
+        """Open `started` attempts, add their `lines`, and complete `ended` attempts, in one
+        committed transaction.
 
         Opening first lets one round both start and end an attempt (a run interrupted between
         writing and handing over its attempts). Raises what `lost` makes (LeaseLost), having
         written nothing, when this process no longer holds the instance.
         """
-        if not (ended or started):
+        if not (ended or started or lines):
             return
         cursor = self._connection.cursor()
         try:
@@ -168,6 +198,9 @@ class AttemptWriter:
                 raise self._lost()
             if started:
                 cursor.executemany(self._insert.sql, self._insert.rows(self._opened(started)))
+            if lines:
+                said = ({"instance_id": self.instance_id, **line.__dict__} for line in lines)
+                cursor.executemany(self._insert_line.sql, self._insert_line.rows(said))
             steps = [e for e in ended if e.item is None]
             items = [e for e in ended if e.item is not None] if len(steps) < len(ended) else []
             for statement, rows in ((self._end_step, steps), (self._end_item, items)):

@@ -29,6 +29,7 @@ from engine.errors import (
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.leases import InstanceLeases
+from engine.store.retention import Retention
 from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
 from engine.store.ticks import TickClaims, insert_claim
@@ -70,6 +71,7 @@ class Store:
         ensure_current(self.engine, self.safe_url)
         self.ticks = TickClaims(self.engine)
         self.leases = InstanceLeases(self.engine)
+        self.retention = Retention(self.engine)
 
     @property
     def safe_url(self) -> str:

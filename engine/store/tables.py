@@ -44,6 +44,7 @@ class BatchInstance(SQLModel, table=True):
         UniqueConstraint("definition_name", "scheduled_for"),
         UniqueConstraint("idempotency_key", name="uq_batch_instance_idempotency_key"),
         Index("ix_batch_instance_name_id", "definition_name", "id"),
+        Index("ix_batch_instance_finished_at", "finished_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -153,11 +154,15 @@ class BatchStepLog(SQLModel, table=True):
 class BatchTick(SQLModel, table=True):
     """One claimed cron tick of a definition: the row whose uniqueness makes a tick run once.
 
-    A tick that fired points at its instance; one the overlap policy skipped says why.
+    A tick that fired points at its instance; one the overlap policy skipped says why; one whose
+    instance `engine runs prune` deleted has neither (see `retention.py`).
     """
 
     __tablename__ = "batch_tick"
-    __table_args__ = (UniqueConstraint("definition_name", "scheduled_for"),)
+    __table_args__ = (
+        UniqueConstraint("definition_name", "scheduled_for"),
+        Index("ix_batch_tick_instance_id", "instance_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     definition_name: str = Field(sa_column=Column(String(200), nullable=False))

@@ -21,6 +21,8 @@ from engine.store.tables import instances, ticks
 from engine.store.types import utcnow
 from engine.store.views import Timestamp, is_abandoned, is_orphaned
 
+PRUNED = "pruned"
+"""The status of a tick whose instance was pruned: it ran, and its history is gone."""
 SCHEDULED = (Trigger.cron.value, Trigger.backfill.value)
 """The triggers whose instances the overlap policy looks at."""
 
@@ -35,7 +37,8 @@ class TickView(BaseModel):
     trigger: str
     instance_id: int | None
     status: str | None
-    """The instance's status; None for a skipped tick."""
+    """The instance's status; None for a skipped tick; `pruned` for one that ran an instance
+    `engine runs prune` has since deleted."""
     error: str | None
     orphaned: bool
     """Pending or running, but no live process holds its lease: nobody runs it."""
@@ -69,7 +72,7 @@ def insert_claim(
 
     With `over_skipped`, the tick was recorded skipped and `instance_id` now fills it (a
     backfill): one conditional update, so of racing takers one wins and the others get
-    TickTaken. The row keeps who claimed it first.
+    TickTaken (as does a pruned tick: it ran). The row keeps who claimed it first.
     """
     if over_skipped:
         filled = conn.execute(
@@ -78,6 +81,7 @@ def insert_claim(
                 ticks.c.definition_name == name,
                 ticks.c.scheduled_for == at,
                 ticks.c.instance_id.is_(None),
+                ticks.c.skipped_reason.is_not(None),
             )
             .values(instance_id=instance_id, skipped_reason=None)
         ).rowcount
@@ -169,7 +173,7 @@ class TickClaims:
                     scheduled_for=row.scheduled_for,
                     trigger=row.trigger,
                     instance_id=row.instance_id,
-                    status=row.status,
+                    status=row.status or _pruned(row),
                     error=row.error,
                     orphaned=is_orphaned(row.status, row.lease_expires_at, now),
                     skipped_reason=row.skipped_reason,
@@ -184,3 +188,9 @@ def _tick_query() -> Any:
     return select(
         ticks, instances.c.status, instances.c.error, instances.c.lease_expires_at
     ).outerjoin(instances, instances.c.id == ticks.c.instance_id)
+
+
+def _pruned(row: Any) -> str | None:
+    """PRUNED for a claim with neither an instance nor a skip reason: a claim always has one
+    or the other until pruning nulls its instance."""
+    return PRUNED if row.instance_id is None and row.skipped_reason is None else None

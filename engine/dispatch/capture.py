@@ -1,0 +1,151 @@
+"""What a runner says while its attempt runs: `ctx.logger` records, and what it prints to stdout
+and stderr, caught line by line for the attempt's log.
+
+`sys.stdout` and `sys.stderr` are replaced once by routers that send a write to the attempt
+running in the current context (a runner thread, or an async runner's task: a `ContextVar`
+follows each), and everything else to the real stream; a handler on the runners' logger does the
+same for records. So concurrent attempts never mix their lines, and output that is no runner's
+goes where it always went. What a runner writes to file descriptors directly (a subprocess it
+starts, C code) bypasses Python's streams and is not caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.config import LOG_LIMIT_ENV, number
+from engine.context import RUNNER_LOGGER
+from engine.dispatch.base import LogLine
+
+_LEVELS = {"stdout": "info", "stderr": "warning"}
+"""The level a printed line is stored with, by stream."""
+
+_current: ContextVar[AttemptLog | None] = ContextVar("engine_attempt_log", default=None)
+
+
+class AttemptLog:
+    """The lines of one attempt, handed to `deliver` as they come, up to `limit` bytes of text;
+    past it lines are only counted, and `close` adds one line saying how much was dropped."""
+
+    def __init__(self, deliver: Callable[[Sequence[LogLine]], None], limit: int) -> None:
+        self._deliver = deliver
+        self._room = limit
+        self._dropped_lines = self._dropped_bytes = 0
+        self._partial: dict[str, str] = {}
+        self._lock = threading.Lock()
+        """A runner's own threads may print through the same log."""
+
+    def record(self, level: str, stream: str, message: str) -> None:
+        size = len(message.encode("utf-8", "surrogatepass"))
+        with self._lock:
+            if size > self._room:
+                self._room = 0
+                self._dropped_lines += 1
+                self._dropped_bytes += size
+                return
+            self._room -= size
+        self._deliver([LogLine(datetime.now(UTC), level, stream, message)])
+
+    def write(self, stream: str, text: str) -> None:
+        """Text printed to `stream`: each complete line is recorded, a partial one kept."""
+        with self._lock:
+            pending = self._partial.pop(stream, "") + text
+            *lines, rest = pending.split("\n")
+            if rest:
+                self._partial[stream] = rest
+        for line in lines:
+            self.record(_LEVELS[stream], stream, line)
+
+    def close(self) -> None:
+        """Record what is left of partial lines, then how much was dropped, if anything."""
+        with self._lock:
+            partial, self._partial = self._partial, {}
+        for stream, rest in partial.items():
+            self.record(_LEVELS[stream], stream, rest)
+        if self._dropped_lines:
+            self._deliver(
+                [
+                    LogLine(
+                        datetime.now(UTC),
+                        "warning",
+                        "log",
+                        f"… {self._dropped_lines:,} more lines ({self._dropped_bytes:,} bytes) "
+                        f"dropped: over the log limit of this attempt ({LOG_LIMIT_ENV})",
+                    )
+                ]
+            )
+
+
+@contextlib.contextmanager
+def capturing(deliver: Callable[[Sequence[LogLine]], None]) -> Iterator[None]:
+    """Catch the current context's output as the lines of one attempt, until the block ends."""
+    _install()
+    log = AttemptLog(deliver, int(number(LOG_LIMIT_ENV)))
+    token = _current.set(log)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # a coroutine closed from another context
+            _current.reset(token)
+        log.close()
+
+
+class _Router(io.TextIOBase):
+    """A stand-in for sys.stdout or sys.stderr: an attempt's writes go to its log."""
+
+    def __init__(self, stream: str, original: Any) -> None:
+        self.stream = stream
+        self.original = original
+
+    def write(self, text: str) -> int:
+        log = _current.get()
+        if log is None:
+            return int(self.original.write(text))
+        log.write(self.stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if _current.get() is None:
+            self.original.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
+        return getattr(self.original, name)
+
+
+class _RecordRouter(logging.Handler):
+    """Sends a runner's `ctx.logger` records to its attempt's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = _current.get()
+        if log is not None:
+            log.record(record.levelname.lower(), "log", self.format(record))
+
+
+_installed = threading.Lock()
+
+
+def _install() -> None:
+    """Route the standard streams and the runners' logger, once per process."""
+    if isinstance(sys.stdout, _Router) and isinstance(sys.stderr, _Router):
+        return
+    with _installed:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router("stdout", sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router("stderr", sys.stderr)
+        logger = logging.getLogger(RUNNER_LOGGER)
+        if not any(isinstance(h, _RecordRouter) for h in logger.handlers):
+            logger.addHandler(_RecordRouter())
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.INFO)
