@@ -45,6 +45,10 @@ class PlanStep(BaseModel):
     condition: str | None
     join: str
     upstream: list[str]
+    map: dict[str, Any] | None = Field(
+        None,
+        description="A mapped step's `map` as written (items, as, key, concurrency, failFast).",
+    )
 
 
 class PlanEdge(BaseModel):

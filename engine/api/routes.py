@@ -28,6 +28,7 @@ from engine.definition import LoadedDefinition
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
+from engine.store.logs import MAX_PAGE, LogPage
 
 public = APIRouter()
 router = APIRouter(
@@ -136,6 +137,29 @@ def show_instance(state: State, instance_id: InstanceId) -> Any:
     without its traceback unless the server runs with `ENGINE_API_TRACEBACKS=1`."""
     view = state.service.store.get_instance(instance_id)
     return JSONResponse(instance_json(view, state.tracebacks))
+
+
+@router.get(
+    "/batch/instances/{instance_id}/logs",
+    response_model=LogPage,
+    responses=_NOT_FOUND,
+    tags=["instances"],
+)
+def instance_logs(
+    state: State,
+    instance_id: InstanceId,
+    step: str | None = None,
+    item: str | None = None,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+) -> LogPage:
+    """The instance's log lines, oldest first (as `engine logs --json`), a page at a time: pass
+    `next` as `after` for the following page. `next` is null once the instance has ended and
+    its last line was read; while it runs, `next` is where to ask again."""
+    return state.service.store.logs.page(
+        instance_id, step=step, item=item, attempt=attempt, after=after, limit=limit
+    )
 
 
 @router.post(

@@ -54,6 +54,7 @@ def main() -> None:
     from engine.cli import (  # noqa: F401  (registers the subcommands)
         commands,
         database,
+        logs,
         runs,
         schedule,
         serve,

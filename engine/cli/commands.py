@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -68,12 +69,13 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     from engine.definition import load_file
     from engine.service import BatchService
 
+    json_out = stdout_kept_for_json() if as_json else None
     registry = config.registry()
     loaded = load_file(file, registry)
     prepared = BatchService.prepare(loaded, parse_params(params))
     if dry_run:
-        if as_json:
-            click.echo(json.dumps(prepared.plan(), indent=2))
+        if json_out:
+            click.echo(json.dumps(prepared.plan(), indent=2), file=json_out)
         else:
             render.plan(prepared.plan())
         return
@@ -84,7 +86,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
 
         return service.run(prepared, progress, cancellation, started=started)
 
-    exit_with(config, follow(config, registry, start), as_json)
+    exit_with(config, follow(config, registry, start), json_out)
 
 
 @cli.command()
@@ -96,13 +98,14 @@ def resume(instance_id: int, as_json: bool, config: Config) -> None:
     started with (exit as `run`)."""
     from engine.cli import render
 
+    json_out = stdout_kept_for_json() if as_json else None
     registry = config.registry()
 
     def start(service: BatchService, progress: Listener, cancellation: Cancellation) -> Any:
         render.console.print(f"resuming instance {instance_id}")
         return service.resume(instance_id, registry, progress, cancellation)
 
-    exit_with(config, follow(config, registry, start), as_json)
+    exit_with(config, follow(config, registry, start), json_out)
 
 
 def follow(
@@ -131,14 +134,26 @@ def follow(
         dispatcher.close()
 
 
-def exit_with(config: Config, view: InstanceView, as_json: bool) -> None:
-    """Print an ended instance's summary (and JSON); exit 0 when it succeeded, else 1."""
+def stdout_kept_for_json() -> TextIO:
+    """Keep stdout for the JSON alone, returning it: from here on, what anything else writes to
+    file descriptor 1 (a runner's subprocess, C code, a module printing as it is imported) goes
+    to stderr. Runners' own prints are caught into their step's log in any case."""
+    sys.stdout.flush()
+    kept = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return kept
+
+
+def exit_with(config: Config, view: InstanceView, json_out: TextIO | None) -> None:
+    """Print an ended instance's summary (and JSON to `json_out`); exit 0 when it succeeded,
+    else 1."""
     from engine.cli import render
 
     store = config.store()
     render.instance_summary(view, store.item_counts(view.id))
-    if as_json:  # with every attempt of every item
-        click.echo(json.dumps(store.get_instance(view.id).to_json(), indent=2))
+    if json_out:  # with every attempt of every item
+        click.echo(json.dumps(store.get_instance(view.id).to_json(), indent=2), file=json_out)
+        json_out.flush()
     sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
 
 

@@ -20,6 +20,7 @@ from engine.dispatch.base import LogLine
 from engine.execution import LogEvent, StepEvent
 from engine.status import StepStatus
 from engine.store import InstanceView
+from engine.store.logs import LogLineView
 from engine.store.ticks import TickView
 from engine.store.views import StepAttemptView
 
@@ -70,12 +71,20 @@ def _step_name(step: str, item: str | None) -> str:
     return step if item is None else f"{step}[{shown(item, 80)}]"
 
 
-def log_line(step: str, item: str | None, line: LogLine) -> Text:
-    """`12:41:46   load info: wrote 4 rows`: a runner's line, tagged with its step."""
+def log_line(step: str, item: str | None, attempt: int, line: LogLine) -> Text:
+    """`12:41:46   load info: wrote 4 rows`: a runner's line, tagged with its step (`load#2`
+    for a later attempt, `load[eu]` for an item)."""
     clock = line.at.astimezone().strftime("%H:%M:%S")
     source = line.level if line.stream == "log" else line.stream
-    label = (f"{_step_name(step, item)} {source}:", _LEVEL_STYLES.get(line.level, "dim"))
+    name = _step_name(step, item) + (f"#{attempt}" if attempt > 1 else "")
+    label = (f"{name} {source}:", _LEVEL_STYLES.get(line.level, "dim"))
     return Text.assemble(f"{clock}   ", label, " ", shown(line.message, 2000))
+
+
+def stored_line(line: LogLineView) -> Text:
+    """A line of `engine logs`."""
+    said = LogLine(line.at, line.level, line.stream, line.message)
+    return log_line(line.step, line.item, line.attempt, said)
 
 
 class Progress:
@@ -88,7 +97,8 @@ class Progress:
 
     def __call__(self, event: StepEvent | LogEvent) -> None:
         if isinstance(event, LogEvent):
-            console.print(log_line(event.step, event.item, event.line), soft_wrap=True)
+            line = log_line(event.step, event.item, event.attempt, event.line)
+            console.print(line, soft_wrap=True)
             return
         if event.item is not None and event.status is not StepStatus.failed:
             return

@@ -29,6 +29,7 @@ from engine.errors import (
 from engine.status import InstanceStatus
 from engine.store.attempts import AttemptWriter
 from engine.store.leases import InstanceLeases
+from engine.store.logs import StepLogs
 from engine.store.retention import Retention
 from engine.store.schema import ensure_current
 from engine.store.tables import definitions, instances, step_results
@@ -72,6 +73,7 @@ class Store:
         self.ticks = TickClaims(self.engine)
         self.leases = InstanceLeases(self.engine)
         self.retention = Retention(self.engine)
+        self.logs = StepLogs(self.engine)
 
     @property
     def safe_url(self) -> str:
