@@ -67,6 +67,24 @@ def where(inputs: dict[str, Any], ctx: Any) -> dict[str, str]:
     return {"worker": os.environ.get("ENGINE_TEST_WORKER", "direct")}
 
 
+def item(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """One item of a mapped step: fails until attempt `succeed_on`, then sleeps `seconds`; says
+    which item it was given and which worker process (`here`: the test process) ran it."""
+    if ctx.attempt < inputs.get("succeed_on", 1):
+        raise RuntimeError(f"item {ctx.item_key} attempt {ctx.attempt} fails")
+    time.sleep(inputs.get("seconds", 0))
+    return {
+        "key": ctx.item_key,
+        "index": ctx.item_index,
+        "item": ctx.item,
+        "attempt": ctx.attempt,
+        "inputs": inputs,
+        "up": ctx.results,
+        "worker": os.environ.get("ENGINE_TEST_WORKER", "here"),
+        "pid": os.getpid(),
+    }
+
+
 def block_once(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """The first run anywhere writes its pid to `marker` and blocks; any later run returns."""
     marker = Path(inputs["marker"])
@@ -92,6 +110,7 @@ RUNNERS = {
     "not_json": not_json,
     "exits": exits,
     "where": where,
+    "item": item,
     "block_once": block_once,
     "kills_itself": kills_itself,
 }

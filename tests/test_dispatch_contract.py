@@ -257,3 +257,137 @@ def test_runner_errors_become_failed_steps(run):
     assert found[("unknown", 1)].startswith(
         "RunnerNotFound: no runner is registered as 'only_here'; known runners: async_echo"
     )
+
+
+MAPPED = """
+name: mapped
+defaults:
+  retry: {maxAttempts: 3, delaySeconds: 0}
+  timeoutSeconds: 20  # an item sent to another queue would fail, not hang
+steps:
+  - id: make
+    runner: echo
+    inputs:
+      rows:
+        - {code: b2, tries: 2}
+        - {code: a1, tries: 1}
+        - {code: d4, tries: 3}
+        - {code: c3, tries: 1}
+  - id: fan
+    runner: item
+    map:
+      items: "{{ steps.make.result.inputs.rows }}"
+      as: row
+      key: "{{ row.code }}"
+      concurrency: 2
+    inputs: {succeed_on: "{{ row.tries }}"}
+  - {id: after, runner: echo}
+"""
+
+
+def _here(result: dict[str, Any]) -> dict[str, Any]:
+    """An item's result without where it ran."""
+    return {k: v for k, v in result.items() if k not in ("worker", "pid")}
+
+
+@pytest.fixture
+def worker_names(request: pytest.FixtureRequest) -> set[str]:
+    """Where this test's dispatcher runs steps, as the `item` runner names it: this module's two
+    workers (which consume this session's queue only), or `here` (the test's own processes)."""
+    name = request.node.callspec.params["make_dispatcher"]
+    if not name.startswith("celery-"):
+        return {"here"}
+    kind = name.removeprefix("celery-")
+    return {f"{kind}-1", f"{kind}-2"}
+
+
+def test_a_mapped_step_runs_each_item_on_the_steps_queue_retrying_each_alone(
+    run, sqlite_store, worker_names
+):
+    view = run(MAPPED)
+    assert view.status == "succeeded"
+    assert attempts(view) == {
+        ("make", 1, "succeeded"),
+        ("fan", 1, "succeeded"),
+        ("after", 1, "succeeded"),
+    }, "the service's view holds the steps' own rows"
+    items = [s for s in sqlite_store.get_instance(view.id).steps if s.item is not None]
+    assert {(s.item, s.attempt, s.status) for s in items} == {
+        ("b2", 1, "failed"),
+        ("b2", 2, "succeeded"),
+        ("a1", 1, "succeeded"),
+        ("d4", 1, "failed"),
+        ("d4", 2, "failed"),
+        ("d4", 3, "succeeded"),
+        ("c3", 1, "succeeded"),
+    }
+    failures = {(s.item, s.attempt): s.error or "" for s in items if s.status == "failed"}
+    assert failures[("d4", 2)].startswith("RuntimeError: item d4 attempt 2 fails")
+    rows = [("b2", 2), ("a1", 1), ("d4", 3), ("c3", 1)]
+    collected = results(view)["fan"]
+    assert [_here(r) for r in collected] == [
+        {
+            "key": code,
+            "index": index,
+            "item": {"code": code, "tries": tries},
+            "attempt": tries,
+            "inputs": {"succeed_on": tries},
+            "up": {},
+        }
+        for index, (code, tries) in enumerate(rows)
+    ], "the items' results in item order, each item seeing its key, index and item only"
+    succeeded = {s.item: s.result for s in items if s.status == "succeeded"}
+    assert [succeeded[code] for code, _ in rows] == collected
+    assert results(view)["after"]["up"] == {"fan": collected}
+    assert {r["worker"] for r in collected} <= worker_names, "items ran on the step's queue"
+
+
+@pytest.mark.parametrize("make_dispatcher", ["celery-redis", "celery-amqp"], indirect=True)
+def test_the_items_of_a_mapped_step_are_tasks_of_their_own_spread_over_the_workers(
+    run, worker_names
+):
+    """Four items at once, on two workers of two pool processes each taking one message at a
+    time (prefetch 1, late acks): each worker holds two of them, each pool process one."""
+    view = run(
+        """
+        name: spread
+        steps:
+          - id: fan
+            runner: item
+            map: {items: [1, 2, 3, 4], concurrency: 4}
+            inputs: {seconds: 1}
+        """
+    )
+    assert view.status == "succeeded"
+    ran = [(r["worker"], r["pid"]) for r in results(view)["fan"]]
+    assert {worker for worker, _ in ran} == worker_names
+    assert len(set(ran)) == 4, ran
+
+
+def test_a_mapped_item_over_its_timeout_is_stopped_alone_while_other_items_run(run, sqlite_store):
+    """Item `slow` times out at 3s while item `c` (started at 2s, when `b` ended) runs: only the
+    attempt of `slow` is stopped, which tells the items' attempts apart by item."""
+    view = run(
+        """
+        name: slow_item
+        steps:
+          - id: fan
+            runner: item
+            map: {items: [10, 2, 2], concurrency: 2, as: seconds}
+            inputs: {seconds: "{{ seconds }}"}
+            timeoutSeconds: 3
+            allowFailure: true
+            nextSteps: [{step: after, on: always}]
+          - {id: after, runner: echo}
+        """
+    )
+    assert view.status == "succeeded"
+    items = [s for s in sqlite_store.get_instance(view.id).steps if s.item is not None]
+    assert [(s.item, s.attempt, s.status) for s in items] == [
+        ("0", 1, "failed"),
+        ("1", 1, "succeeded"),
+        ("2", 1, "succeeded"),
+    ]
+    assert (items[0].error or "").startswith("timeout")
+    assert errors(view)[("fan", 1)] == "1 of 3 items failed: '0'"
+    assert results(view)["after"]["step"] == "after"
