@@ -1,6 +1,7 @@
 """A mapped step in the `engine` command's output: `run` and `runs show` give it one row with its
 item counts, `runs show --items` a row per item attempt as `step[key]`, `--json` an `item` in
-every entry; `graph` marks it `(map)`. `engine cancel` stops its items in flight."""
+every entry; `graph` marks it `(map)`. `engine cancel` stops its items in flight, and `engine
+resume` runs the items that did not succeed."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def item(inputs, ctx):
 
 @job_handler("hold")
 def hold(inputs, ctx):
+    if Path("go").exists():
+        return ctx.item_key
     Path(f"held-{ctx.item_key}").touch()
     if ctx.cancel_event.wait(60):
         Path(f"told-{ctx.item_key}").touch()
@@ -174,7 +177,7 @@ def test_graph_marks_a_mapped_step(ws):
     ]
 
 
-def test_cancel_stops_the_items_in_flight_and_starts_no_more(ws):
+def test_cancel_stops_the_items_in_flight_and_resume_runs_every_item_left(ws):
     db = f"sqlite:///{ws}/held.db"
     run = subprocess.Popen(
         [ENGINE, "run", "held.yaml", "--json", "--db", db],
@@ -203,3 +206,17 @@ def test_cancel_stops_the_items_in_flight_and_starts_no_more(ws):
         ("fan", "b", "cancelled"),
     ], "no item starts after the cancel, nor the next step"
     assert {p.name for p in ws.glob("told-*")} == {"told-a", "told-b"}
+
+    (ws / "go").touch()
+    resumed = engine(ws, "resume", str(instance["id"]), "--json", "--db", db)
+    assert resumed.code == 0, resumed
+    steps = resumed.json()["steps"]
+    assert [(s["step"], s["item"], s["attempt"], s["status"]) for s in steps[3:]] == [
+        ("fan", None, 2, "succeeded"),
+        ("fan", "a", 2, "succeeded"),
+        ("fan", "b", 2, "succeeded"),
+        ("fan", "c", 1, "succeeded"),
+        ("fan", "d", 1, "succeeded"),
+        ("after", None, 1, "succeeded"),
+    ]
+    assert steps[3]["result"] == ["a", "b", "c", "d"]
