@@ -18,8 +18,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from engine.config import RUNNERS_ENV
 from engine.errors import DuplicateRunner, RunnerError, RunnerNotFound
+from engine.typed_inputs import inputs_model
 
 ENTRY_POINT_GROUP = "engine.runners"
 
@@ -34,6 +37,8 @@ class Runner:
     target: Any
     location: str
     is_async: bool
+    inputs_model: type[BaseModel] | None = None
+    """The pydantic model its `inputs` parameter is annotated with: it gets an instance."""
 
     def resolve(self) -> Callable[..., Any]:
         """The callable to invoke for one attempt (a fresh instance for class runners)."""
@@ -80,7 +85,7 @@ class JobRegistry:
             is_async = inspect.iscoroutinefunction(target)
         else:
             raise RunnerError(f"runner {key!r}: {target!r} is neither a function nor a class")
-        runner = Runner(key, target, _location(target), is_async)
+        runner = Runner(key, target, _location(target), is_async, inputs_model(target))
         existing = self._runners.get(key)
         # The same place seen twice is one runner imported under two module names, not two.
         same = existing is not None and (

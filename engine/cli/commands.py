@@ -171,8 +171,10 @@ def graph(file: str, fmt: str) -> None:
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of the definition DSL."""
+@pass_config
+def schema(config: Config) -> None:
+    """Print the JSON Schema of the definition DSL, with the inputs of each discovered runner
+    that declares them."""
     from engine.definition.schema import json_schema_text
 
-    click.echo(json_schema_text(), nl=False)
+    click.echo(json_schema_text(config.registry().runners()), nl=False)

@@ -35,6 +35,7 @@ from engine.expressions import (
     compile_template,
     is_template,
 )
+from engine.typed_inputs import literal_faults
 
 if typing.TYPE_CHECKING:
     from engine.registry import JobRegistry
@@ -229,6 +230,11 @@ class _Checker:
                     path,
                     f"unknown runner {key!r}{did_you_mean(key, self.registry.keys())}; {known}",
                 )
+                continue
+            model = self.registry.get(key).inputs_model
+            if model is not None:
+                for loc, message, at_key in literal_faults(model, step.inputs, did_you_mean):
+                    self.add(("steps", i, "inputs", *loc), message, key=at_key)
 
     def _check_schedule(self) -> None:
         d = self.definition

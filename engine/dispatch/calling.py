@@ -14,6 +14,7 @@ from engine.dispatch.capture import capturing
 from engine.errors import RunnerNotFound
 from engine.jsondata import NotJsonData, json_copy
 from engine.registry import JobRegistry, Runner
+from engine.typed_inputs import InputsMismatch, checked
 
 
 def prepare(registry: JobRegistry, task: StepTask) -> tuple[Runner, Any, StepContext] | StepOutcome:
@@ -28,7 +29,9 @@ def prepare(registry: JobRegistry, task: StepTask) -> tuple[Runner, Any, StepCon
         inputs, params, results, run, item = json_copy(
             [task.inputs, task.params, task.results, task.run, task.item]
         )
-    except RunnerNotFound as exc:
+        if runner.inputs_model is not None:
+            inputs = checked(runner.inputs_model, inputs)
+    except (RunnerNotFound, InputsMismatch) as exc:
         return StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}")
     except NotJsonData as exc:
         return StepOutcome(task, ok=False, error=f"the step's inputs or context {exc}")
