@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from engine import metrics
 from engine.background import BackgroundRunner
 from engine.config import MAX_RECOVERIES_ENV, number
 from engine.errors import EngineError
@@ -56,6 +57,7 @@ class Recovery(Periodic):
                 continue
             if orphan.status == "running" and orphan.recoveries >= self.max_recoveries:
                 if store.leases.give_up(orphan.id, self.max_recoveries):
+                    metrics.recorder().recovery("given_up")
                     log.error(
                         "instance %d abandoned again after %d recoveries: failed, not adopted",
                         orphan.id,
@@ -76,6 +78,7 @@ class Recovery(Periodic):
                     "recovery: starting instance %d, whose creating process died", orphan.id
                 )
                 self.runner.launch(prepared, orphan.id)
+                metrics.recorder().recovery("started")
                 return 1
             taken = service.adopt(orphan.id, self.registry, self.max_recoveries)
         except EngineError as exc:
@@ -91,6 +94,7 @@ class Recovery(Periodic):
             self.max_recoveries,
         )
         self.runner.launch_taken(taken)
+        metrics.recorder().recovery("resumed")
         return 1
 
 

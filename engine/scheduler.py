@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine import metrics
 from engine.background import BackgroundRunner
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
@@ -219,7 +220,8 @@ class Scheduler:
         on_time = schedule.between(on_time_from, now)
         if catchup == "latest":
             return itertools.chain([missed], on_time)
-        self._skip(loaded, missed, Trigger.cron, "missed while no scheduler ran (catchup: none)")
+        why = "missed while no scheduler ran (catchup: none)"
+        self._skip(loaded, missed, Trigger.cron, "missed", why)
         return on_time
 
     def fire(self, loaded: LoadedDefinition, tick: datetime, trigger: Trigger) -> int | None:
@@ -229,7 +231,8 @@ class Scheduler:
         overlap = loaded.definition.overlap
         if active and overlap == "skip":
             run = active[0]
-            self._skip(loaded, tick, trigger, f"overlap: instance {run.id} is still {run.status}")
+            why = f"overlap: instance {run.id} is still {run.status}"
+            self._skip(loaded, tick, trigger, "overlap", why)
             return None
         try:
             prepared = self.service.prepare(loaded, {}, trigger, tick)
@@ -237,8 +240,9 @@ class Scheduler:
         except TickTaken:
             return None
         except EngineError as exc:  # the params cannot be resolved for this tick
-            self._skip(loaded, tick, trigger, f"cannot start: {exc}")
+            self._skip(loaded, tick, trigger, "unstartable", f"cannot start: {exc}")
             return None
+        metrics.recorder().tick_claimed(loaded.name)
         if active and overlap == "queue":
             log.info(
                 "%s tick %s: instance %d queued behind instance %d",
@@ -270,11 +274,20 @@ class Scheduler:
             live.append(run)
         return live
 
-    def _skip(self, loaded: LoadedDefinition, tick: datetime, trigger: Trigger, why: str) -> None:
+    def _skip(
+        self,
+        loaded: LoadedDefinition,
+        tick: datetime,
+        trigger: Trigger,
+        reason: metrics.SkipReason,
+        why: str,
+    ) -> None:
+        """Record the tick as skipped, `why` in words; `reason` is the word metrics count."""
         try:
             self.service.skip_tick(loaded.name, tick, trigger, self.owner, why)
         except TickTaken:
             return
+        metrics.recorder().tick_skipped(loaded.name, reason)
         log.warning("%s tick %s skipped: %s", loaded.name, tick.isoformat(), why)
 
     def _start_queued(self, loaded: LoadedDefinition) -> None:

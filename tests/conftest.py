@@ -124,10 +124,10 @@ class Workers:
         self.env = env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, queues: str, concurrency: int = 2) -> None:
+    def start(self, name: str, queues: str, concurrency: int = 2, *options: str) -> None:
         env = {**os.environ, "ENGINE_BROKER_URL": self.broker, "ENGINE_TEST_WORKER": name}
         env.pop("ENGINE_RUNNERS", None)
-        command = [str(Path(sys.executable).with_name("engine")), "worker"]
+        command = [str(Path(sys.executable).with_name("engine")), "worker", *options]
         command += ["--queues", queues, "--concurrency", str(concurrency)]
         command += ["--runners", str(TESTS / "worker_runners.py")]
         with open(self.logs / f"{name}.log", "wb") as log:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from engine.api import metrics
 from engine.api.body import invalid_request
 from engine.api.routes import public, router
 from engine.api.security import BodyLimit, LoopbackHosts, require_token
@@ -105,6 +106,7 @@ def create_app(
         app.add_middleware(LoopbackHosts, host=host)
     app.include_router(public)
     app.include_router(router)
+    app.include_router(metrics.router)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
     _serve_docs(app)

@@ -67,6 +67,7 @@ def serve(
         raise click.ClickException(
             f"engine serve needs the api extra ({exc.name} is missing): pip install 'engine[api]'"
         ) from None
+    from engine import metrics
     from engine.definition.paths import load_paths
     from engine.dispatch import resolve_dispatcher
     from engine.scheduler import schedulable, scheduling_into
@@ -79,6 +80,7 @@ def serve(
         schedulable(scheduled)
     dispatcher = resolve_dispatcher(None, registry, default="process")
     service = BatchService(config.store(), dispatcher)
+    metrics.enable()
 
     def schedule(runner: BackgroundRunner, stop: threading.Event, health: SchedulerHealth) -> None:
         scheduling_into(runner, scheduled, registry, misfire_grace, health).run(stop)

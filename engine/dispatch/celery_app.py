@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from engine import metrics
 from engine.config import BROKER_URL_ENV, RESULT_BACKEND_ENV
 from engine.dispatch.base import StepTask
 from engine.dispatch.calling import run_attempt
@@ -145,7 +146,10 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
         )
         beats.start()
         try:
+            started = time.monotonic()
             outcome = run_attempt(registry, StepTask(**fields))
+            seconds = time.monotonic() - started
+            metrics.recorder().worker_attempt(outcome.task.runner, outcome.ok, seconds)
             logs = [line.to_wire() for line in outcome.logs]
             return {
                 "ok": outcome.ok,

@@ -68,8 +68,9 @@ class Recorder:
     def worker_attempt(self, runner: str, ok: bool, seconds: float) -> None:
         """A worker ran one attempt of `runner` to its end."""
 
-    def exposition(self) -> tuple[bytes, str] | None:
-        """The metrics in Prometheus' text format and its content type; None when not recorded."""
+    def exposition(self, accept: str) -> tuple[bytes, str] | None:
+        """The metrics and their content type, in the format the `Accept` header asks for
+        (Prometheus' text format by default, or OpenMetrics); None when nothing is recorded."""
         return None
 
 
@@ -97,10 +98,10 @@ def enable() -> None:
 def serving_worker(host: str, port: int) -> Iterator[str]:
     """Serve a Celery worker's metrics on `host:port` while the block runs; yields their URL.
 
-    The attempts run in the worker's pool processes, forked later from this one, so each
-    writes its counts into files of a folder of its own, which this process sums when scraped
-    (prometheus_client's multiprocess mode). That mode is chosen when prometheus_client is
-    first imported, hence the folder is named in the environment before.
+    The attempts run in the worker's pool processes, forked later from this one: each writes
+    its counts into files of its own in a temporary folder, which this process sums when
+    scraped (prometheus_client's multiprocess mode). That mode is chosen when prometheus_client
+    is first imported, hence the folder is named in the environment before.
     """
     global _recorder
     with tempfile.TemporaryDirectory(prefix="engine-worker-metrics-") as folder:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     ProcessCollector,
-    generate_latest,
     multiprocess,
     start_http_server,
     values,
 )
+from prometheus_client.exposition import choose_encoder
 
 from engine.execution import Listener, StepEvent
 from engine.metrics import Recorder, RecoveryOutcome, RunRecord, SkipReason
@@ -38,8 +38,8 @@ E = TypeVar("E")
 class ServerRecorder(Recorder):
     """What `engine serve` records: its runs, their step attempts, its ticks and recoveries."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry = registry or CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         run = ["definition", "trigger"]
         ended = ["definition", "status"]
@@ -121,8 +121,9 @@ class ServerRecorder(Recorder):
     def recovery(self, outcome: RecoveryOutcome) -> None:
         self.recoveries.labels(outcome).inc()
 
-    def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
 
 class _Run(RunRecord):
@@ -204,13 +205,13 @@ class WorkerRecorder(Recorder):
         self.attempt_seconds.labels(runner, outcome.value).observe(seconds)
 
 
-def serve_folder(folder: str, host: str, port: int) -> Any:
+def serve_folder(folder: str, host: str, port: int) -> WSGIServer:
     """An HTTP server on a thread, answering with the sums of the multiprocess files in
     `folder`; raises RuntimeError if prometheus_client was imported before the folder was
     named in the environment (its values would then be each process's own)."""
     if not getattr(values.ValueClass, "_multiprocess", False):
         raise RuntimeError("prometheus_client was imported before multiprocess mode was set")
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=folder)
+    multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
     server, _ = start_http_server(port, addr=host, registry=registry)
     return server
