@@ -365,29 +365,39 @@ def test_the_items_of_a_mapped_step_are_tasks_of_their_own_spread_over_the_worke
 
 
 def test_a_mapped_item_over_its_timeout_is_stopped_alone_while_other_items_run(run, sqlite_store):
-    """Item `slow` times out at 3s while item `c` (started at 2s, when `b` ended) runs: only the
-    attempt of `slow` is stopped, which tells the items' attempts apart by item."""
+    """Item `slow` times out at 4s while item `c` (started at 2.5s, when `b` ended) runs: only
+    the attempt of `slow` is stopped, which tells the items' attempts apart by item. The `warm`
+    items first start the workers a dispatcher starts on demand, so that no timing below
+    includes a worker's start."""
     view = run(
         """
         name: slow_item
         steps:
+          - id: warm
+            runner: item
+            map: {items: [1, 2], concurrency: 2}
+            nextSteps: [fan]
           - id: fan
             runner: item
-            map: {items: [10, 2, 2], concurrency: 2, as: seconds}
-            inputs: {seconds: "{{ seconds }}"}
-            timeoutSeconds: 3
+            map:
+              items: [{key: slow, seconds: 10}, {key: b, seconds: 2.5}, {key: c, seconds: 2.5}]
+              as: x
+              key: "{{ x.key }}"
+              concurrency: 2
+            inputs: {seconds: "{{ x.seconds }}"}
+            timeoutSeconds: 4
             allowFailure: true
             nextSteps: [{step: after, on: always}]
           - {id: after, runner: echo}
         """
     )
     assert view.status == "succeeded"
-    items = [s for s in sqlite_store.get_instance(view.id).steps if s.item is not None]
+    items = [s for s in sqlite_store.get_instance(view.id).steps if s.step == "fan" and s.item]
     assert [(s.item, s.attempt, s.status) for s in items] == [
-        ("0", 1, "failed"),
-        ("1", 1, "succeeded"),
-        ("2", 1, "succeeded"),
+        ("slow", 1, "failed"),
+        ("b", 1, "succeeded"),
+        ("c", 1, "succeeded"),
     ]
     assert (items[0].error or "").startswith("timeout")
-    assert errors(view)[("fan", 1)] == "1 of 3 items failed: '0'"
+    assert errors(view)[("fan", 1)] == "1 of 3 items failed: 'slow'"
     assert results(view)["after"]["step"] == "after"
