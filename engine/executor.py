@@ -27,6 +27,7 @@ from engine.fanout import Fanout, item_keys
 from engine.journal import Journal
 from engine.jsondata import storable_text
 from engine.lease import Lease
+from engine.secrets import SecretRefs
 from engine.status import InstanceStatus, StepStatus
 from engine.step_state import StepState, instance_outcome, step_states
 from engine.store import Store
@@ -66,7 +67,12 @@ class Executor:
         self.run_info = run
         self.concurrency = self.definition.concurrency
         self.states = step_states(loaded)
-        self.scope: dict[str, Any] = {"params": params, "run": run, "steps": {}}
+        self.scope: dict[str, Any] = {
+            "params": params,
+            "run": run,
+            "steps": {},
+            "secrets": SecretRefs(),
+        }
         self._outcomes: queue.SimpleQueue[StepOutcome | None] = queue.SimpleQueue()
         """Outcomes from the dispatcher; None only wakes the loop (a cancellation)."""
         self._runnable: list[tuple[int, str]] = []

@@ -22,13 +22,14 @@ _env = Sandbox()
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 Scope = Mapping[str, Any]
-"""What expressions see: `params`, `steps` (id -> {result, status}) and `run`."""
-SCOPE_NAMES = ("params", "steps", "run")
+"""What expressions see: `params`, `steps` (id -> {result, status}), `run` and, in inputs,
+`secrets`."""
+SCOPE_NAMES = ("params", "steps", "run", "secrets")
 """The top-level names of a scope; with Jinja2's globals (`range`, ...) all an expression may
 name."""
 KNOWN_NAMES = frozenset(SCOPE_NAMES) | frozenset(_env.globals)
-_KEYED = ("steps", "params")
-"""The names whose first key validation checks: step ids, declared params."""
+_KEYED = ("steps", "params", "secrets")
+"""The names whose first key validation checks: step ids, declared params, secret names."""
 
 
 class Compiled:
@@ -48,6 +49,8 @@ class Compiled:
         """The step ids it reads through `steps.<id>`."""
         self.params = keys.get("params", frozenset())
         """The param names it reads through `params.<name>`."""
+        self.secrets = keys.get("secrets", frozenset())
+        """The secret names it reads through `secrets.<name>`."""
         self._evaluate = evaluate
 
     def __call__(self, scope: Scope) -> Any:

@@ -41,7 +41,7 @@ if typing.TYPE_CHECKING:
     from engine.registry import JobRegistry
 
 
-RESERVED_ITEM_NAMES = KNOWN_NAMES | {"secrets"}
+RESERVED_ITEM_NAMES = KNOWN_NAMES
 """What `map.as` may not be: a name templates already see."""
 
 
@@ -278,7 +278,8 @@ class _Checker:
                 plan = self._map_plan(i, graph)
                 if plan is not None:
                     loaded.maps[step.id] = plan
-            tree = self._template_tree(("steps", i, "inputs"), step.inputs, step.id, graph, item)
+            where = ("steps", i, "inputs")
+            tree = self._template_tree(where, step.inputs, step.id, graph, item, inputs=True)
             if not tree.is_static:
                 loaded.inputs[step.id] = tree
         for target, edges in graph.incoming.items():
@@ -332,13 +333,15 @@ class _Checker:
         step: str,
         graph: StepGraph,
         item: frozenset[str],
+        *,
+        inputs: bool = False,
     ) -> TemplateTree:
         """`value` compiled wherever it holds templates, each fault and reference checked."""
         tree = TemplateTree(value)
         for path, exc in tree.errors:
             self.add((*where, *path), f"template: {exc}")
         for path, leaf in tree.leaves:
-            self._check_refs((*where, *path), leaf, step, graph, item=item)
+            self._check_refs((*where, *path), leaf, step, graph, item=item, inputs=inputs)
         return tree
 
     def _expression(self, path: Sequence[str | int], source: str) -> Compiled | None:
@@ -357,9 +360,16 @@ class _Checker:
         *,
         itself: bool = False,
         item: Iterable[str] = (),
+        inputs: bool = False,
     ) -> None:
-        """Names the scope does not have, undeclared params, steps that are not upstream; `item`
-        is the name a mapped step's inputs and key also see."""
+        """Names the scope does not have, undeclared params, steps that are not upstream,
+        secrets outside `inputs`; `item` is the name a mapped step's inputs and key also see."""
+        if "secrets" in compiled.names and not inputs:
+            self.add(
+                path,
+                "secrets may be used only in a step's inputs: they are read where the step "
+                "runs, and nowhere else",
+            )
         for name in sorted(compiled.names - KNOWN_NAMES - set(item)):
             self.add(
                 path,

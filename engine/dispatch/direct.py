@@ -103,19 +103,16 @@ class DirectDispatcher(Dispatcher):
         if isinstance(prepared, StepOutcome):
             done(prepared)
             return
-        runner, inputs, ctx = prepared
-        key = task.key
-        if runner.is_async:
+        key, ctx = task.key, prepared.ctx
+        if prepared.is_async:
             future = asyncio.run_coroutine_threadsafe(
-                call_async(runner.resolve(), task, inputs, ctx, sink), self._event_loop()
+                call_async(prepared, sink), self._event_loop()
             )
             self._running[key] = (ctx, future)
             future.add_done_callback(lambda f: self._finish(key, done, _settled(task, f)))
         else:
             self._running[key] = (ctx, None)
-            self._pool.submit(
-                lambda: self._finish(key, done, call(runner.resolve, task, inputs, ctx, sink))
-            )
+            self._pool.submit(lambda: self._finish(key, done, call(prepared, sink)))
 
     def _finish(self, key: TaskKey, done: Done, outcome: StepOutcome) -> None:
         self._running.pop(key, None)

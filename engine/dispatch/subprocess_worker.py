@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.dispatch.base import LogLine, StepOutcome, StepTask
-from engine.dispatch.calling import call, call_async, prepare
+from engine.dispatch.calling import Prepared, call, call_async, prepare
 from engine.registry import JobRegistry, Runner
 
 
@@ -127,26 +127,23 @@ def serve(conn: Connection, refs: list[RunnerRef]) -> None:
         if isinstance(prepared, StepOutcome):
             send(prepared)
             continue
-        runner, inputs, ctx = prepared
-        cancel_event = ctx.cancel_event
+        cancel_event = prepared.ctx.cancel_event
         threading.Thread(
             target=_attempt,
-            args=(send, runner, task, inputs, ctx),
+            args=(send, prepared),
             name="engine-attempt",
             daemon=True,
         ).start()
 
 
-def _attempt(
-    send: Callable[[object], None], runner: Runner, task: StepTask, inputs: Any, ctx: Any
-) -> None:
+def _attempt(send: Callable[[object], None], prepared: Prepared) -> None:
     """Run the attempt; its log lines go to the engine as they come (lists of lines), then its
     outcome."""
 
     def sink(_task: StepTask, lines: Sequence[LogLine]) -> None:
         send(list(lines))
 
-    if runner.is_async:
-        send(asyncio.run(call_async(runner.resolve(), task, inputs, ctx, sink)))
+    if prepared.is_async:
+        send(asyncio.run(call_async(prepared, sink)))
     else:
-        send(call(runner.resolve, task, inputs, ctx, sink))
+        send(call(prepared, sink))

@@ -1,0 +1,87 @@
+"""Secrets: `{{ secrets.NAME }}` is the environment variable `ENGINE_SECRET_NAME` of the process
+that runs the step, and its value is never written anywhere.
+
+The orchestrating process does not know the values: it renders each reference as a placeholder,
+which travels with the step's inputs (over a Celery broker too) and is replaced by the value only
+where the attempt runs, just before its runner is called. There, everything the attempt gives
+back (its result, its error, its log lines) has every value it was given masked as `***`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+SECRET_ENV_PREFIX = "ENGINE_SECRET_"
+MASK = "***"
+_OPEN, _CLOSE = "\ue000", "\ue001"
+"""Private-use characters: no user data or JSON escape makes them by accident."""
+_PLACEHOLDER = re.compile(f"{_OPEN}([A-Za-z_][A-Za-z0-9_]*){_CLOSE}")
+
+
+class MissingSecret(LookupError):
+    """A step names a secret that the process running it does not have."""
+
+
+class SecretRefs(dict[str, str]):
+    """What templates see as `secrets`: each name is its placeholder."""
+
+    def __missing__(self, name: str) -> str:
+        return f"{_OPEN}{name}{_CLOSE}"
+
+
+class Masker:
+    """Replaces the secret values an attempt was given by `***` in what it gives back."""
+
+    def __init__(self, values: set[str]) -> None:
+        self._values = sorted((v for v in values if v), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        for value in self._values:
+            text = text.replace(value, MASK)
+        return text
+
+    def data(self, value: Any) -> Any:
+        """JSON data with every string masked, keys included."""
+        if not self._values:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.data(v) for v in value]
+        return value
+
+
+NO_SECRETS = Masker(set())
+
+
+def reveal(value: Any) -> tuple[Any, Masker]:
+    """`value` (a step's inputs) with each placeholder replaced by its secret, and the masker
+    of those secrets. MissingSecret names the first one this process lacks."""
+    used: set[str] = set()
+
+    def secret(match: re.Match[str]) -> str:
+        name = match[1]
+        found = os.environ.get(SECRET_ENV_PREFIX + name)
+        if found is None:
+            raise MissingSecret(
+                f"secret {name!r} is not set: {SECRET_ENV_PREFIX}{name} is missing from the "
+                "environment of the process running the step"
+            )
+        used.add(found)
+        return found
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _PLACEHOLDER.sub(secret, item) if _OPEN in item else item
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    revealed = walk(value)
+    return revealed, Masker(used) if used else NO_SECRETS
