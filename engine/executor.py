@@ -67,12 +67,7 @@ class Executor:
         self.run_info = run
         self.concurrency = self.definition.concurrency
         self.states = step_states(loaded)
-        self.scope: dict[str, Any] = {
-            "params": params,
-            "run": run,
-            "steps": {},
-            "secrets": SecretRefs(),
-        }
+        self.scope: dict[str, Any] = dict(params=params, run=run, steps={}, secrets=SecretRefs())
         self._outcomes: queue.SimpleQueue[StepOutcome | None] = queue.SimpleQueue()
         """Outcomes from the dispatcher; None only wakes the loop (a cancellation)."""
         self._runnable: list[tuple[int, str]] = []

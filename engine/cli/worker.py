@@ -69,6 +69,12 @@ def worker(
                 where = f"{metrics_host}:{metrics_port}"
                 raise click.ClickException(f"cannot serve metrics on {where}: {exc}") from None
             click.echo(f"serving this worker's metrics on {url}", err=True)
-        app = make_app(registry=discover(runners))
+        recorder = metrics.recorder()
+        app = make_app(
+            registry=discover(runners),
+            observe=lambda outcome, seconds: recorder.worker_attempt(
+                outcome.task.runner, outcome.ok, seconds
+            ),
+        )
         check_broker(app)
         app.worker_main(argv)

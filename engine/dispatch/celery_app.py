@@ -15,11 +15,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from engine import metrics
 from engine.config import BROKER_URL_ENV, RESULT_BACKEND_ENV
-from engine.dispatch.base import StepTask
+from engine.dispatch.base import StepOutcome, StepTask
 from engine.dispatch.calling import run_attempt
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
@@ -38,6 +38,10 @@ INSTALL_HINT = "the celery dispatcher needs Celery: pip install 'engine[celery]'
 
 _REDIS_SCHEMES = ("redis", "rediss")
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+Observer = Callable[[StepOutcome, float], None]
+"""Told of each attempt a worker ran, with its seconds."""
 
 
 def broker_url(url: str | None = None) -> str:
@@ -65,8 +69,10 @@ def make_app(
     broker: str | None = None,
     backend: str | None = None,
     registry: JobRegistry | None = None,
+    observe: Observer | None = None,
 ) -> Any:
-    """A Celery app on the broker; with a registry (a worker), it can also run attempts.
+    """A Celery app on the broker; with a registry (a worker), it can also run attempts, each
+    told to `observe` with its duration once it has ended (the worker's metrics).
 
     Raises:
         DispatchError: Celery is not installed, or the URLs are missing or wrong.
@@ -100,7 +106,7 @@ def make_app(
         result_expires=86400,
     )
     if registry is not None:
-        _register_task(app, registry)
+        _register_task(app, registry, observe)
     return app
 
 
@@ -129,7 +135,7 @@ def check_broker(app: Any) -> None:
         raise DispatchError(f"the result backend at {url} is unreachable: {exc}") from None
 
 
-def _register_task(app: Any, registry: JobRegistry) -> None:
+def _register_task(app: Any, registry: JobRegistry, observe: Observer | None) -> None:
     from celery.backends.base import KeyValueStoreBackend
     from celery.exceptions import Ignore
 
@@ -148,8 +154,8 @@ def _register_task(app: Any, registry: JobRegistry) -> None:
         try:
             started = time.monotonic()
             outcome = run_attempt(registry, StepTask(**fields))
-            seconds = time.monotonic() - started
-            metrics.recorder().worker_attempt(outcome.task.runner, outcome.ok, seconds)
+            if observe is not None:
+                observe(outcome, time.monotonic() - started)
             logs = [line.to_wire() for line in outcome.logs]
             return {
                 "ok": outcome.ok,
