@@ -71,7 +71,8 @@ def cancel(instance_id: int, config: Config) -> None:
 @json_option
 @pass_config
 def ticks(definition: str | None, limit: int, as_json: bool, config: Config) -> None:
-    """Claimed cron ticks, latest first: the instance each started, or why it was skipped."""
+    """Claimed cron ticks, latest first: the instance each started (`pruned` once it was), or
+    why it was skipped."""
     claims = config.store().ticks.recent(definition, limit)
     if as_json:
         click.echo(json.dumps([c.model_dump(mode="json") for c in claims], indent=2))

@@ -44,7 +44,7 @@ class BatchInstance(SQLModel, table=True):
         UniqueConstraint("definition_name", "scheduled_for"),
         UniqueConstraint("idempotency_key", name="uq_batch_instance_idempotency_key"),
         Index("ix_batch_instance_name_id", "definition_name", "id"),
-        Index("ix_batch_instance_finished_at", "finished_at"),
+        Index("ix_batch_instance_status_finished_at", "status", "finished_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
