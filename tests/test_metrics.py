@@ -163,7 +163,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for name, text in DEFINITIONS.items():
         (workdir / "defs" / f"{name}.yaml").write_text(textwrap.dedent(text))
     db = f"sqlite:///{workdir / 'engine.db'}"
-    env = {"ENGINE_API_TOKEN": TOKEN, "ENGINE_LEASE_SECONDS": "2"}
+    env = {"ENGINE_API_TOKEN": TOKEN, "ENGINE_LEASE_SECONDS": "4"}  # recovery looks each second
     served = Server(workdir, db, env=env)
     served.client.headers.update(AUTH)
     yield served
