@@ -58,6 +58,10 @@ class RunnerNotFound(RunnerError):
     """No runner is registered under a key."""
 
 
+class StepFailed(EngineError):
+    """A built-in runner's attempt failed: a command's exit code, an unexpected HTTP status."""
+
+
 class DispatchError(EngineError):
     """A dispatcher could not be chosen or could not hand a step over."""
 

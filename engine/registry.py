@@ -12,7 +12,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -25,6 +25,8 @@ from engine.errors import DuplicateRunner, RunnerError, RunnerNotFound
 from engine.typed_inputs import inputs_model
 
 ENTRY_POINT_GROUP = "engine.runners"
+RESERVED_PREFIX = "engine."
+"""The keys of the built-in runners (`engine.runners`): no other runner may take one."""
 
 T = TypeVar("T")
 
@@ -86,6 +88,12 @@ class JobRegistry:
         else:
             raise RunnerError(f"runner {key!r}: {target!r} is neither a function nor a class")
         runner = Runner(key, target, _location(target), is_async, inputs_model(target))
+        if key.startswith(RESERVED_PREFIX) and _builtins().get(key) is not target:
+            raise RunnerError(
+                f"runner key {key!r} (at {runner.location}) is reserved: keys starting with "
+                f"{RESERVED_PREFIX!r} belong to the built-in runners "
+                f"({', '.join(sorted(_builtins()))}); choose another key"
+            )
         existing = self._runners.get(key)
         # The same place seen twice is one runner imported under two module names, not two.
         same = existing is not None and (
@@ -99,6 +107,13 @@ class JobRegistry:
             )
         self._runners[key] = runner
         return runner
+
+    def add_builtins(self) -> JobRegistry:
+        """Register the built-in runners (`engine.shell`, `engine.http`, `engine.sql`); returns
+        the registry. Discovery does this; a bare `JobRegistry()` holds only what it is given."""
+        for key, target in _builtins().items():
+            self.add(key, target)
+        return self
 
     def get(self, key: str) -> Runner:
         try:
@@ -114,11 +129,21 @@ class JobRegistry:
     def keys(self) -> list[str]:
         return sorted(self._runners)
 
+    def user_keys(self) -> list[str]:
+        """The keys of the runners that are not built in."""
+        return [key for key in self.keys() if not key.startswith(RESERVED_PREFIX)]
+
     def runners(self) -> list[Runner]:
         return [self._runners[key] for key in self.keys()]
 
     def describe_keys(self) -> str:
         return ", ".join(self.keys()) or "(none)"
+
+
+def _builtins() -> Mapping[str, Any]:
+    from engine.runners import BUILTINS  # on first use: `import engine` stays light
+
+    return BUILTINS
 
 
 registry = JobRegistry()
@@ -128,11 +153,13 @@ job_handler = registry.handler
 def discover(
     extra: Iterable[str] = (), *, cwd: Path | None = None, use_entry_points: bool = True
 ) -> JobRegistry:
-    """Import every runner module so that its `@job_handler` decorators register.
+    """The default registry with the built-in runners, after importing every runner module so
+    that its `@job_handler` decorators register.
 
     Looks in the `runners/` folder of `cwd`, then in each module name or path of `extra` and of
     `$ENGINE_RUNNERS` (comma-separated), then in the `engine.runners` entry points.
     """
+    registry.add_builtins()
     base = cwd or Path.cwd()
     folder = base / "runners"
     if folder.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -399,3 +400,53 @@ def test_a_project_below_a_hidden_directory_still_has_its_runners_found(tmp_path
     found = discover(cwd=project, use_entry_points=False)
     assert f"hidden-parent-{iso}" in found
     assert f"skipped-{iso}" not in found
+
+
+# -- built-in runners ---------------------------------------------------------------------------
+
+
+def test_a_bare_registry_holds_only_what_it_is_given_and_add_builtins_adds_the_built_ins(registry):
+    assert registry.keys() == []
+    registry.add("collect", first_place)
+    assert registry.add_builtins() is registry
+    assert registry.keys() == ["collect", "engine.http", "engine.shell", "engine.sql"]
+    assert registry.user_keys() == ["collect"]
+    registry.add_builtins()  # again: the same runners, no duplicate
+    assert registry.get("engine.shell").inputs_model.__name__ == "ShellInputs"
+
+
+def test_discovery_includes_the_built_in_runners(tmp_path, iso):
+    found = discover(cwd=tmp_path, use_entry_points=False)
+    assert {"engine.http", "engine.shell", "engine.sql"} <= set(found.keys())
+
+
+@pytest.mark.parametrize("key", ["engine.shell", "engine.custom"])
+def test_a_user_runner_cannot_take_a_key_starting_with_engine(registry, key):
+    with pytest.raises(RunnerError) as info:
+        registry.add(key, first_place)
+    message = str(info.value)
+    assert f"runner key {key!r}" in message and "is reserved" in message
+    assert f"test_registry.py:{first_place.__code__.co_firstlineno}" in message
+    assert key not in registry
+
+
+def test_a_discovered_runner_claiming_engine_shell_is_refused_naming_its_file(tmp_path, iso):
+    module = runner_module(tmp_path / "runners" / f"claims_{iso}.py", "engine.shell")
+    with pytest.raises(RunnerError) as info:
+        discover(cwd=tmp_path, use_entry_points=False)
+    assert f"runner key 'engine.shell' (at {module}:3) is reserved" in str(info.value)
+    assert registry_module.registry.get("engine.shell").target.__module__ == "engine.runners.shell"
+
+
+def test_neither_import_engine_nor_discovery_imports_what_the_built_ins_work_with(tmp_path):
+    heavy = "('engine.runners', 'subprocess', 'httpx', 'sqlalchemy')"
+    code = (
+        "import sys, engine, engine.registry; "
+        f"print([m for m in {heavy} if m in sys.modules]); "
+        "engine.registry.discover(use_entry_points=False); "
+        f"print([m for m in {heavy} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert done.stdout.splitlines() == ["[]", "['engine.runners']"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.definition.schema import json_schema
+from engine.registry import JobRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "schemas" / "batch-definition.schema.json"
@@ -43,8 +44,30 @@ def test_the_committed_schema_equals_the_output_of_engine_schema():
     )
 
 
-def test_the_committed_schema_equals_the_models():
-    assert json_schema() == committed()
+def test_the_committed_schema_equals_the_models_with_the_built_in_runners():
+    assert json_schema(JobRegistry().add_builtins().runners()) == committed()
+
+
+def test_the_schema_completes_the_inputs_of_each_built_in_runner():
+    schema = committed()
+    rules = schema["$defs"]["Step"]["allOf"]
+    assert [r["if"]["properties"]["runner"]["const"] for r in rules] == [
+        "engine.http",
+        "engine.shell",
+        "engine.sql",
+    ]
+    http = schema["$defs"]["inputs of engine.http"]
+    assert http["required"] == ["url"] and http["additionalProperties"] is False
+    assert {"method", "headers", "query", "json", "body", "timeoutSeconds", "expectStatus"} <= set(
+        http["properties"]
+    )
+    assert set(schema["$defs"]["inputs of engine.shell"]["properties"]) == {
+        "command",
+        "env",
+        "cwd",
+        "json",
+    }
+    assert schema["$defs"]["inputs of engine.sql"]["required"] == ["url", "query"]
 
 
 def test_the_schema_describes_the_dsl():

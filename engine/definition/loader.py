@@ -218,13 +218,16 @@ class _Checker:
             key = step.runner_key
             if key not in self.registry:
                 path = ("steps", i, "runner") if step.runner else ("steps", i, "id")
-                if self.registry.keys():
+                if self.registry.user_keys():
                     known = f"known runners: {self.registry.describe_keys()}"
                 else:
+                    builtin = ", ".join(self.registry.keys())
                     known = (
-                        "no runners are registered: they are found in the runners/ folder of "
-                        f"the working directory ({Path.cwd()}) and in the modules or paths "
-                        "named with --runners or ENGINE_RUNNERS"
+                        "no runners are registered"
+                        + (f" apart from the built-in {builtin}" if builtin else "")
+                        + ": they are found in the runners/ folder of the working directory "
+                        f"({Path.cwd()}) and in the modules or paths named with --runners or "
+                        "ENGINE_RUNNERS"
                     )
                 self.add(
                     path,
