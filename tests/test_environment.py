@@ -23,6 +23,8 @@ BAD = [
     ("ENGINE_MAX_RECOVERIES", "1.5"),
     ("ENGINE_MAX_RESULT_BYTES", "0"),
     ("ENGINE_MAX_RESULT_BYTES", "1e9"),
+    ("ENGINE_LOG_LIMIT", "-1"),
+    ("ENGINE_LOG_LIMIT", "1.5"),
     ("ENGINE_WORKER_LOST_SECONDS", "soon"),
     ("ENGINE_DISPATCHER", "threads"),
     ("ENGINE_API_TRACEBACKS", "yes"),
