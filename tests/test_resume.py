@@ -127,7 +127,7 @@ def count(inputs, ctx):
 def gate(inputs, ctx):
     note(ctx)
     if Path("hold").exists():  # stands still until the test kills the process
-        print("gate", flush=True)
+        os.write(1, b"gate\\n")  # a raw write, which the engine leaves alone: the test's signal
         time.sleep(60)
     if not Path("open").exists():
         raise RuntimeError("gate closed")

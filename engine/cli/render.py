@@ -166,11 +166,13 @@ def _item_counts(counts: dict[str, int]) -> str:
     return f"{sum(counts.values()):,} items: {by_status}"
 
 
-def _detail(attempt: StepAttemptView, counts: ItemCounts) -> str:
+def _detail(attempt: StepAttemptView, counts: ItemCounts, latest: bool = True) -> str:
     """A row's last column: the error or the result; a mapped step's item counts instead of its
-    result (the list of its items' results, which `--items` and `--json` show)."""
+    result (the list of its items' results, which `--items` and `--json` show), on its `latest`
+    row: the counts are of each item's last attempt, so an earlier row of a resumed step would
+    claim items that succeeded only later."""
     mapped = attempt.item is None and attempt.step in counts
-    parts = [_item_counts(counts[attempt.step])] if mapped else []
+    parts = [_item_counts(counts[attempt.step])] if mapped and latest else []
     if attempt.error:
         parts.append(first_line(attempt.error))
     elif attempt.result is not None and not mapped:  # a mapped step's: its items' results
@@ -233,6 +235,7 @@ def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
     for column in ("step", "attempt", "status", "started", "duration"):
         table.add_column(column, no_wrap=True)
     table.add_column("result / error", overflow="fold")
+    last = {a.step: a.attempt for a in view.steps or [] if a.item is None}
     for a in view.steps or []:
         started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
         table.add_row(
@@ -241,7 +244,7 @@ def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
             styled(a.status),
             started,
             _duration(a.started_at, a.finished_at),
-            _detail(a, counts),
+            _detail(a, counts, a.attempt == last.get(a.step)),
         )
     out.print(table)
 
