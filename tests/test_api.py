@@ -295,6 +295,7 @@ def test_openapi_and_docs(api: Factory) -> None:
         "/batch/instances/{instance_id}",
         "/batch/instances/{instance_id}/resume",
         "/batch/instances/{instance_id}/cancel",
+        "/batch/instances/{instance_id}/logs",
         "/definitions",
         "/definitions/{name}",
     }
