@@ -223,11 +223,6 @@ def test_an_attempt_keeps_its_log_up_to_the_limit_then_says_once_how_much_it_dro
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a line not yet ended is kept whole, past the limit, and every write to it "
-    "copies all of it (engine/dispatch/capture.py: AttemptLog.write)",
-)
 def test_a_line_that_never_ends_is_not_kept_in_memory_past_the_limit(
     sqlite_store, registry, monkeypatch
 ):

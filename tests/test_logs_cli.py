@@ -178,11 +178,6 @@ def test_logs_json_gives_every_field_and_the_filters_read_only_what_they_name(ws
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: without --follow, engine logs prints the first page (1,000 lines) and stops "
-    "(engine/cli/logs.py: logs)",
-)
 def test_logs_prints_every_line_of_an_instance_however_many(ws):
     """2,500 lines, more than one page of the store: all of them, as text and as JSON."""
     write(

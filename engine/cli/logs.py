@@ -46,8 +46,10 @@ def logs(
                 click.echo(json.dumps(line.model_dump(mode="json")))
             else:
                 render.out.print(render.stored_line(line), soft_wrap=True)
-        if page.next is None or not follow:
-            return
-        if not page.lines:
+        if page.next is None:
+            return  # the instance has ended, and this was its last line
+        if not page.lines:  # every line there is now has been printed
+            if not follow:
+                return
             time.sleep(FOLLOW_POLL_SECONDS)
         after = page.next

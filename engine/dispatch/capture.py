@@ -40,11 +40,14 @@ class AttemptLog:
         self._room = limit
         self._dropped_lines = self._dropped_bytes = 0
         self._partial: dict[str, str] = {}
+        self._overflowing: set[str] = set()
+        """Streams whose unended line outgrew what is left of the limit: dropped until it ends,
+        so that a line that never ends (a progress bar redrawn with `\\r`) is not held."""
         self._lock = threading.Lock()
         """A runner's own threads may print through the same log."""
 
     def record(self, level: str, stream: str, message: str) -> None:
-        size = len(message.encode("utf-8", "surrogatepass"))
+        size = _size(message)
         with self._lock:
             if size > self._room:
                 self._room = 0
@@ -57,9 +60,19 @@ class AttemptLog:
     def write(self, stream: str, text: str) -> None:
         """Text printed to `stream`: each complete line is recorded, a partial one kept."""
         with self._lock:
+            if stream in self._overflowing:
+                dropped, newline, text = text.partition("\n")
+                self._dropped_bytes += _size(dropped)
+                if not newline:
+                    return
+                self._overflowing.discard(stream)
             pending = self._partial.pop(stream, "") + text
             *lines, rest = pending.split("\n")
-            if rest:
+            if len(rest) > self._room:  # a character is at least a byte: it can never fit
+                self._dropped_lines += 1
+                self._dropped_bytes += _size(rest)
+                self._overflowing.add(stream)
+            elif rest:
                 self._partial[stream] = rest
         for line in lines:
             self.record(_LEVELS[stream], stream, line)
@@ -82,6 +95,10 @@ class AttemptLog:
                     )
                 ]
             )
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 @contextlib.contextmanager
