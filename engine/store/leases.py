@@ -278,12 +278,15 @@ class InstanceLeases:
 
     def _status(self, instance_id: int) -> str:
         with self.engine.connect() as conn:
-            status = conn.execute(
-                select(instances.c.status).where(instances.c.id == instance_id)
-            ).scalar()
-        if status is None:
-            raise InstanceNotFound(f"no instance with id {instance_id}")
-        return str(status)
+            return instance_status(conn, instance_id)
+
+
+def instance_status(conn: Connection, instance_id: int) -> str:
+    """The instance's status; InstanceNotFound for an unknown id."""
+    status = conn.execute(select(instances.c.status).where(instances.c.id == instance_id)).scalar()
+    if status is None:
+        raise InstanceNotFound(f"no instance with id {instance_id}")
+    return str(status)
 
 
 def _end_running_attempts(conn: Connection, instance_id: int, status: str, error: str) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, select
 
-from engine.errors import InstanceNotFound
 from engine.status import ENDED
-from engine.store.tables import instances, step_logs
+from engine.store.leases import instance_status
+from engine.store.tables import step_logs
 from engine.store.views import Timestamp
 
 MAX_PAGE = 10_000
@@ -74,11 +74,7 @@ class StepLogs:
             query = query.where(step_logs.c.id > after)
         with self.engine.connect() as conn:
             # The status first: an instance that has ended has written all its lines already.
-            status = conn.execute(
-                select(instances.c.status).where(instances.c.id == instance_id)
-            ).scalar()
-            if status is None:
-                raise InstanceNotFound(f"no instance with id {instance_id}")
+            status = instance_status(conn, instance_id)
             rows = conn.execute(query.order_by(step_logs.c.id).limit(limit)).all()
         cursor = rows[-1].id if rows else (after or 0)
         done = status in ENDED and len(rows) < limit
