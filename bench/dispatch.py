@@ -15,22 +15,22 @@ the round trip of one step alone. docs/performance.md gives the figures and what
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dispatch_runners  # a sibling module: bench/ is not a package
+import dispatch_runners  # sibling modules: bench/ is not a package
+from report import table
+from workers import workers
 
 from engine.definition import load_text
 from engine.dispatch.base import Dispatcher
@@ -72,39 +72,6 @@ def timed_run(text: str, dispatcher: Dispatcher, folder: Path) -> float:
     if view.status != "succeeded":
         raise SystemExit(f"the benchmark run {view.status}: {view.error}")
     return seconds
-
-
-@contextmanager
-def workers(broker: str, queue: str, count: int, concurrency: int, logs: Path) -> Iterator[None]:
-    """`engine worker` subprocesses, ready when this yields; stopped (SIGTERM) afterwards."""
-    engine = str(Path(sys.executable).with_name("engine"))
-    env = {**os.environ, "ENGINE_BROKER_URL": broker}
-    procs = []
-    for n in range(count):
-        log = logs / f"worker-{n}.log"
-        with open(log, "wb") as out:
-            command = [engine, "worker", "-Q", queue, "-c", str(concurrency)]
-            command += ["--runners", str(HERE / "dispatch_runners.py")]
-            procs.append(
-                (
-                    log,
-                    subprocess.Popen(
-                        command, env=env, cwd=logs, stdout=out, stderr=out, start_new_session=True
-                    ),
-                )
-            )
-    try:
-        for log, proc in procs:
-            while b" ready." not in log.read_bytes():
-                if proc.poll() is not None:
-                    raise SystemExit(f"a worker did not start:\n{log.read_text()}")
-                time.sleep(0.1)
-        yield
-    finally:
-        for _, proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in procs:
-            proc.wait(timeout=30)
 
 
 def measure(
@@ -177,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
         for broker in brokers:
             kind = broker.partition("://")[0]
             name = f"celery {kind} {args.workers}x{args.worker_concurrency}"
-            with workers(broker, queue, args.workers, args.worker_concurrency, folder):
+            runners = [str(HERE / "dispatch_runners.py")]
+            with workers(broker, queue, args.workers, args.worker_concurrency, folder, runners):
                 rows.append(
                     measure(
                         name,
-                        lambda broker=broker: CeleryDispatcher(
-                            dispatch_runners.registry, broker=broker
+                        functools.partial(
+                            CeleryDispatcher, dispatch_runners.registry, broker=broker
                         ),
                         args,
                         queue,
@@ -194,35 +162,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.concurrency}; chain of {args.chain} no-op steps; median of {args.repeat}; "
         f"{os.cpu_count()} CPUs; load average at end {os.getloadavg()[0]:.1f}"
     )
-    head = [
-        "dispatcher",
-        "cold fan-out s",
-        "fan-out s",
-        "ideal s",
-        "ratio",
-        "overhead ms/step",
-        "chain ms/step",
+    columns = [
+        ("dispatcher", lambda r: r["dispatcher"]),
+        ("cold fan-out s", lambda r: f"{r['cold']:.3f}"),
+        ("fan-out s", lambda r: f"{r['wall']:.3f}"),
+        ("ideal s", lambda r: f"{r['ideal']:.3f}"),
+        ("ratio", lambda r: f"{r['ratio']:.2f}x"),
+        ("overhead ms/step", lambda r: f"{r['slot_overhead_ms']:.1f}"),
+        ("chain ms/step", lambda r: f"{r['chain_ms']:.1f}"),
     ]
-    cells = [head] + [
-        [
-            r["dispatcher"],
-            f"{r['cold']:.3f}",
-            f"{r['wall']:.3f}",
-            f"{r['ideal']:.3f}",
-            f"{r['ratio']:.2f}x",
-            f"{r['slot_overhead_ms']:.1f}",
-            f"{r['chain_ms']:.1f}",
-        ]
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    for row in cells:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+    print(table(columns, rows))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workloads  # a sibling module: bench/ is not a package
+import workloads  # sibling modules: bench/ is not a package
+from report import ints, table
 
 from engine.definition import load_text
 from engine.dispatch.direct import DirectDispatcher
@@ -80,17 +81,13 @@ class Case:
         return out
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     add = parser.add_argument
-    add("--steps", type=_ints, default=[1000, 10000], help="linear steps and fan-out widths")
+    add("--steps", type=ints, default=[1000, 10000], help="linear steps and fan-out widths")
     add("--repeat", type=int, default=3, help="runs of each measurement; medians are shown")
-    add("--concurrency", type=_ints, default=[1, 8], help="concurrency of the fan-out definition")
-    add("--validation-steps", type=_ints, default=[1000, 10000], help="sizes to validate (0: none)")
+    add("--concurrency", type=ints, default=[1, 8], help="concurrency of the fan-out definition")
+    add("--validation-steps", type=ints, default=[1000, 10000], help="sizes to validate (0: none)")
     add("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser.parse_args(argv)
 
@@ -170,22 +167,6 @@ def validations(args: argparse.Namespace) -> list[workloads.Validation]:
     return out
 
 
-Column = tuple[str, Callable[[Any], str]]
-
-
-def _table(columns: list[Column], rows: Sequence[Any]) -> str:
-    cells = [[head for head, _ in columns]] + [[cell(r) for _, cell in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    cells.insert(1, ["-" * w for w in widths])
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    )
-
-
 def _ms(value: float) -> str:
     return f"{value:.3f}"
 
@@ -211,7 +192,7 @@ def report(
     if cases:
         out += ["", "Per run"]
         out.append(
-            _table(
+            table(
                 [
                     ("shape", lambda c: c.label),
                     ("steps", lambda c: str(c.steps)),
@@ -237,7 +218,7 @@ def report(
             "growth: ms/step at the largest size / at the smallest",
         ]
         out.append(
-            _table(
+            table(
                 [
                     ("shape", lambda r: r["label"]),
                     ("engine steady", lambda r: _ms(r["engine_steady_ms_per_step"])),
@@ -261,7 +242,7 @@ def report(
             f"{env['libyaml']}; the engine's loader derives from {loader}",
         ]
         out.append(
-            _table(
+            table(
                 [
                     ("steps", lambda v: str(v.steps)),
                     ("KB", lambda v: f"{v.yaml_bytes / 1024:.0f}"),
