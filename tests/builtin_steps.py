@@ -48,6 +48,6 @@ def gone(pid: int) -> bool:
     """The process has ended: no such process, or a zombie its new parent has not reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -57,7 +57,7 @@ def api_schema(
 
 def test_the_api_keeps_its_schema(api_schema: Any) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 8, "every route is exercised"
+    assert len(operations) == 9, "every route is exercised"
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -80,5 +80,5 @@ def test_the_schema_is_served(tmp_path: Path) -> None:
         BatchService(store, DirectDispatcher(registry)), {}, registry, host="testserver"
     )
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
-    assert len(list(loaded.get_all_operations())) == 8
+    assert len(list(loaded.get_all_operations())) == 9
     store.close()

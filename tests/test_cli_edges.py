@@ -74,7 +74,7 @@ def test_validate_checks_the_names_expressions_read(workdir):
     done = _engine(workdir, "validate", "t.yaml")
     assert done.returncode == 1
     assert (
-        "t.yaml:7:16: unknown name 'parms': expressions see params, steps, run; "
+        "t.yaml:7:16: unknown name 'parms': expressions see params, steps, run, secrets; "
         "did you mean 'params'?"
     ) in done.stderr
     assert (

@@ -200,12 +200,12 @@ class SignallingDispatcher(DirectDispatcher):
         with self._lock:
             return self.delivered.setdefault((step, attempt), threading.Event())
 
-    def submit(self, task, done):
+    def submit(self, task, done, sink=None):
         def relay(outcome):
             done(outcome)
             self.event(task.step_id, task.attempt).set()
 
-        super().submit(task, relay)
+        super().submit(task, relay, sink)
 
 
 def test_a_sync_runner_ignoring_its_timeout_fails_and_does_not_hold_the_run(store, registry, rec):
