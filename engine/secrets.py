@@ -59,8 +59,9 @@ NO_SECRETS = Masker(set())
 
 
 def reveal(value: Any) -> tuple[Any, Masker]:
-    """`value` (a step's inputs) with each placeholder replaced by its secret, and the masker
-    of those secrets. MissingSecret names the first one this process lacks."""
+    """`value` (a step's inputs, the attempt's own copy: changed in place) with each
+    placeholder replaced by its secret, and the masker of those secrets. MissingSecret names
+    the first one this process lacks."""
     used: set[str] = set()
 
     def secret(match: re.Match[str]) -> str:
@@ -78,9 +79,10 @@ def reveal(value: Any) -> tuple[Any, Masker]:
         if isinstance(item, str):
             return _PLACEHOLDER.sub(secret, item) if _OPEN in item else item
         if isinstance(item, dict):
-            return {k: walk(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [walk(v) for v in item]
+            for key, inner in item.items():
+                item[key] = walk(inner)
+        elif isinstance(item, list):
+            item[:] = [walk(v) for v in item]
         return item
 
     revealed = walk(value)

@@ -45,7 +45,7 @@ def logs(
             if as_json:
                 click.echo(json.dumps(line.model_dump(mode="json")))
             else:
-                render.out.print(render.stored_line(line), soft_wrap=True)
+                render.out.file.write(render.stored_line(line))
         if page.next is None:
             return  # the instance has ended, and this was its last line
         if not page.lines:  # every line there is now has been printed

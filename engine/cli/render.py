@@ -63,25 +63,24 @@ def shown(value: str | None, limit: int = SHOWN_CHARS) -> str:
     return text
 
 
-_LEVEL_STYLES = {"warning": "yellow", "error": "red", "critical": "red"}
-
-
 def _step_name(step: str, item: str | None) -> str:
     """The step, and for an item of a mapped step its key: `step[key]`."""
     return step if item is None else f"{step}[{shown(item, 80)}]"
 
 
-def log_line(step: str, item: str | None, attempt: int, line: LogLine) -> Text:
+def log_line(step: str, item: str | None, attempt: int, line: LogLine) -> str:
     """`12:41:46   load info: wrote 4 rows`: a runner's line, tagged with its step (`load#2`
-    for a later attempt, `load[eu]` for an item)."""
+    for a later attempt, `load[eu]` for an item), ready to write as it is.
+
+    Plain text, not Rich: a runner may print a million lines, and Rich's layout of one costs
+    a hundred times the write (`shown` still makes control characters visible)."""
     clock = line.at.astimezone().strftime("%H:%M:%S")
     source = line.level if line.stream == "log" else line.stream
     name = _step_name(step, item) + (f"#{attempt}" if attempt > 1 else "")
-    label = (f"{name} {source}:", _LEVEL_STYLES.get(line.level, "dim"))
-    return Text.assemble(f"{clock}   ", label, " ", shown(line.message, 2000))
+    return f"{clock}   {name} {source}: {shown(line.message, 2000)}\n"
 
 
-def stored_line(line: LogLineView) -> Text:
+def stored_line(line: LogLineView) -> str:
     """A line of `engine logs`."""
     said = LogLine(line.at, line.level, line.stream, line.message)
     return log_line(line.step, line.item, line.attempt, said)
@@ -97,8 +96,7 @@ class Progress:
 
     def __call__(self, event: StepEvent | LogEvent) -> None:
         if isinstance(event, LogEvent):
-            line = log_line(event.step, event.item, event.attempt, event.line)
-            console.print(line, soft_wrap=True)
+            console.file.write(log_line(event.step, event.item, event.attempt, event.line))
             return
         if event.item is not None and event.status is not StepStatus.failed:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,10 @@ class AttemptLog:
         self._deliver = deliver
         self._room = limit
         self._dropped_lines = self._dropped_bytes = 0
-        self._partial: dict[str, str] = {}
+        self._partial: dict[str, list[str]] = {}
+        """The pieces of each stream's line not yet ended: joined once it ends, so that a line
+        written a character at a time costs time linear in its length."""
+        self._partial_chars: dict[str, int] = {}
         self._overflowing: set[str] = set()
         """Streams whose unended line outgrew what is left of the limit: dropped until it ends,
         so that a line that never ends (a progress bar redrawn with `\\r`) is not held."""
@@ -66,14 +70,20 @@ class AttemptLog:
                 if not newline:
                     return
                 self._overflowing.discard(stream)
-            pending = self._partial.pop(stream, "") + text
-            *lines, rest = pending.split("\n")
-            if len(rest) > self._room:  # a character is at least a byte: it can never fit
-                self._dropped_lines += 1
-                self._dropped_bytes += _size(rest)
-                self._overflowing.add(stream)
-            elif rest:
-                self._partial[stream] = rest
+            if "\n" in text:
+                pieces = self._partial.pop(stream, [])
+                self._partial_chars.pop(stream, None)
+                *lines, text = ("".join(pieces) + text).split("\n")
+            else:
+                lines = []
+            if text:
+                self._partial.setdefault(stream, []).append(text)
+                chars = self._partial_chars[stream] = self._partial_chars.get(stream, 0) + len(text)
+                if chars > self._room:  # a character is at least a byte: it can never fit
+                    self._dropped_lines += 1
+                    self._dropped_bytes += sum(_size(p) for p in self._partial.pop(stream))
+                    del self._partial_chars[stream]
+                    self._overflowing.add(stream)
         for line in lines:
             self.record(_LEVELS[stream], stream, line)
 
@@ -81,8 +91,8 @@ class AttemptLog:
         """Record what is left of partial lines, then how much was dropped, if anything."""
         with self._lock:
             partial, self._partial = self._partial, {}
-        for stream, rest in partial.items():
-            self.record(_LEVELS[stream], stream, rest)
+        for stream, pieces in partial.items():
+            self.record(_LEVELS[stream], stream, "".join(pieces))
         if self._dropped_lines:
             self._deliver(
                 [
@@ -97,6 +107,17 @@ class AttemptLog:
             )
 
 
+_limits: dict[str, int] = {}
+
+
+def _limit() -> int:
+    """ENGINE_LOG_LIMIT, parsed once per value it takes (an attempt should not pay for it)."""
+    raw = os.environ.get(LOG_LIMIT_ENV, "")
+    if raw not in _limits:
+        _limits[raw] = int(number(LOG_LIMIT_ENV))
+    return _limits[raw]
+
+
 def _size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
@@ -105,7 +126,7 @@ def _size(text: str) -> int:
 def capturing(deliver: Callable[[Sequence[LogLine]], None]) -> Iterator[None]:
     """Catch the current context's output as the lines of one attempt, until the block ends."""
     _install()
-    log = AttemptLog(deliver, int(number(LOG_LIMIT_ENV)))
+    log = AttemptLog(deliver, _limit())
     token = _current.set(log)
     try:
         yield
