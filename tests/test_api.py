@@ -72,6 +72,8 @@ def test_refusals_404_and_422(api: Factory, store: Store, registry: JobRegistry)
     assert client.post("/batch/instances/999/resume").status_code == 404
     assert client.post("/batch/instances/999/cancel").status_code == 404
     assert client.get("/batch/instances/0").status_code == 422
+    for beyond_the_columns in ("after=9223372036854775808", "attempt=2147483648"):
+        assert client.get(f"/batch/instances/1/logs?{beyond_the_columns}").status_code == 422
 
 
 def test_instance_json_is_what_runs_show_prints(api: Factory, store: Store) -> None:

@@ -36,7 +36,10 @@ router = APIRouter(
     responses={401: {"model": Message, "description": "Missing or wrong bearer token."}},
 )
 
+# Bounded by the columns' integer types, so that a huge number is a 422, not a database error.
 InstanceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+AttemptNumber = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+LogCursor = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
 
 
@@ -150,8 +153,8 @@ def instance_logs(
     instance_id: InstanceId,
     step: str | None = None,
     item: str | None = None,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    attempt: AttemptNumber = None,
+    after: LogCursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
 ) -> LogPage:
     """The instance's log lines, oldest first (as `engine logs --json`), a page at a time: pass

@@ -18,7 +18,9 @@ FOLLOW_POLL_SECONDS = 0.5
 @click.argument("instance_id", type=INSTANCE_ID)
 @click.option("--step", help="Only the lines of this step.")
 @click.option("--item", help="Only the lines of this item (a key) of a mapped step.")
-@click.option("--attempt", type=click.IntRange(min=1), help="Only the lines of this attempt.")
+@click.option(
+    "--attempt", type=click.IntRange(1, 2**31 - 1), help="Only the lines of this attempt."
+)
 @click.option(
     "--follow", "-f", is_flag=True, help="Keep printing new lines until the instance ends."
 )
