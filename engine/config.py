@@ -80,10 +80,20 @@ NUMBERS: dict[str, tuple[float, float, bool]] = {
 """The numeric variables: (default, minimum, whole number)."""
 
 
+_numbers: dict[tuple[str, str], float] = {}
+
+
 def number(name: str) -> float:
-    """The value of the numeric variable `name` (one of NUMBERS); ConfigError when unusable."""
-    default, minimum, integer = NUMBERS[name]
-    return env_number(name, default, minimum, integer)
+    """The value of the numeric variable `name` (one of NUMBERS); ConfigError when unusable.
+
+    Parsed once per value the variable takes: every attempt reads some of them.
+    """
+    key = (name, os.environ.get(name, ""))
+    found = _numbers.get(key)
+    if found is None:
+        default, minimum, integer = NUMBERS[name]
+        found = _numbers[key] = env_number(name, default, minimum, integer)
+    return found
 
 
 _SWITCH = {"": False, "0": False, "false": False, "1": True, "true": True}

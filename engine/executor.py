@@ -297,7 +297,8 @@ class Executor:
             return  # a wake-up: the loop looks at the cancellation
         task, item = outcome.task, outcome.task.item_index
         self.journal.take_heard()  # an attempt's lines are written before, or with, its end
-        self.journal.said(task, outcome.logs)
+        if outcome.logs:
+            self.journal.said(task, outcome.logs)
         current = self._running_task(task.step_id, item)
         if current is None or current.attempt != task.attempt:
             return  # a late outcome of an attempt already ended (timed out)

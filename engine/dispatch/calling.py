@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.context import StepContext
 from engine.dispatch.base import LogLine, LogSink, StepOutcome, StepTask
-from engine.dispatch.capture import capturing
+from engine.dispatch.capture import Capture
 from engine.errors import RunnerNotFound
 from engine.jsondata import NotJsonData, json_copy
 from engine.registry import JobRegistry, Runner
@@ -19,7 +19,7 @@ from engine.secrets import NO_SECRETS, Masker, MissingSecret, reveal
 from engine.typed_inputs import InputsMismatch, checked
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prepared:
     """An attempt ready to call: its runner, its own copy of the inputs (secrets revealed, a
     typed runner's model built), its context, and the masker of the secrets it was given."""
@@ -74,6 +74,8 @@ class _Output:
     """Where an attempt's log lines go, masked: to the sink as they come, or, without one,
     with the attempt's outcome, whose result and error are masked too."""
 
+    __slots__ = ("kept", "masker", "sink", "task")
+
     def __init__(self, prepared: Prepared, sink: LogSink | None) -> None:
         self.task = prepared.task
         self.masker = prepared.masker
@@ -101,7 +103,7 @@ class _Output:
 def call(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
     """Call a sync runner in this thread, catching what it says."""
     task, output = prepared.task, _Output(prepared, sink)
-    with capturing(output.deliver):
+    with Capture(output.deliver):
         try:
             result = prepared.runner.resolve()(prepared.inputs, prepared.ctx)
             outcome = StepOutcome.success(task, result)
@@ -113,7 +115,7 @@ def call(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
 async def call_async(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
     """Await an async runner, catching what it says (in its own task's context)."""
     task, output = prepared.task, _Output(prepared, sink)
-    with capturing(output.deliver):
+    with Capture(output.deliver):
         try:
             result = await prepared.runner.resolve()(prepared.inputs, prepared.ctx)
             outcome = StepOutcome.success(task, result)

@@ -11,13 +11,11 @@ starts, C code) bypasses Python's streams and is not caught.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -33,12 +31,14 @@ _current: ContextVar[AttemptLog | None] = ContextVar("engine_attempt_log", defau
 
 
 class AttemptLog:
-    """The lines of one attempt, handed to `deliver` as they come, up to `limit` bytes of text;
-    past it lines are only counted, and `close` adds one line saying how much was dropped."""
+    """The lines of one attempt, handed to `deliver` as they come, up to ENGINE_LOG_LIMIT bytes of
+    text; past it lines are only counted, and `close` adds one line saying how much was dropped."""
 
-    def __init__(self, deliver: Callable[[Sequence[LogLine]], None], limit: int) -> None:
+    def __init__(self, deliver: Callable[[Sequence[LogLine]], None]) -> None:
         self._deliver = deliver
-        self._room = limit
+        self._left: int | None = None
+        """Bytes of text still kept; ENGINE_LOG_LIMIT is read at the first line, so that an
+        attempt that says nothing does not pay for it."""
         self._dropped_lines = self._dropped_bytes = 0
         self._partial: dict[str, list[str]] = {}
         """The pieces of each stream's line not yet ended: joined once it ends, so that a line
@@ -53,12 +53,13 @@ class AttemptLog:
     def record(self, level: str, stream: str, message: str) -> None:
         size = _size(message)
         with self._lock:
-            if size > self._room:
-                self._room = 0
+            room = self._room()
+            if size > room:
+                self._left = 0
                 self._dropped_lines += 1
                 self._dropped_bytes += size
                 return
-            self._room -= size
+            self._left = room - size
         self._deliver([LogLine(datetime.now(UTC), level, stream, message)])
 
     def write(self, stream: str, text: str) -> None:
@@ -79,7 +80,7 @@ class AttemptLog:
             if text:
                 self._partial.setdefault(stream, []).append(text)
                 chars = self._partial_chars[stream] = self._partial_chars.get(stream, 0) + len(text)
-                if chars > self._room:  # a character is at least a byte: it can never fit
+                if chars > self._room():  # a character is at least a byte: it can never fit
                     self._dropped_lines += 1
                     self._dropped_bytes += sum(_size(p) for p in self._partial.pop(stream))
                     del self._partial_chars[stream]
@@ -87,8 +88,15 @@ class AttemptLog:
         for line in lines:
             self.record(_LEVELS[stream], stream, line)
 
+    def _room(self) -> int:
+        if self._left is None:
+            self._left = int(number(LOG_LIMIT_ENV))
+        return self._left
+
     def close(self) -> None:
         """Record what is left of partial lines, then how much was dropped, if anything."""
+        if self._left is None:  # nothing was said
+            return
         with self._lock:
             partial, self._partial = self._partial, {}
         for stream, pieces in partial.items():
@@ -107,33 +115,29 @@ class AttemptLog:
             )
 
 
-_limits: dict[str, int] = {}
-
-
-def _limit() -> int:
-    """ENGINE_LOG_LIMIT, parsed once per value it takes (an attempt should not pay for it)."""
-    raw = os.environ.get(LOG_LIMIT_ENV, "")
-    if raw not in _limits:
-        _limits[raw] = int(number(LOG_LIMIT_ENV))
-    return _limits[raw]
-
-
 def _size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-@contextlib.contextmanager
-def capturing(deliver: Callable[[Sequence[LogLine]], None]) -> Iterator[None]:
-    """Catch the current context's output as the lines of one attempt, until the block ends."""
-    _install()
-    log = AttemptLog(deliver, _limit())
-    token = _current.set(log)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):  # a coroutine closed from another context
-            _current.reset(token)
-        log.close()
+class Capture:
+    """Catches the current context's output as the lines of one attempt, while the block runs
+    (a class, not a generator: every attempt enters one)."""
+
+    __slots__ = ("_log", "_token")
+
+    def __init__(self, deliver: Callable[[Sequence[LogLine]], None]) -> None:
+        self._log = AttemptLog(deliver)
+
+    def __enter__(self) -> None:
+        _install()
+        self._token = _current.set(self._log)
+
+    def __exit__(self, *exc: object) -> None:
+        try:  # noqa: SIM105 (contextlib.suppress costs a µs, every attempt)
+            _current.reset(self._token)
+        except ValueError:  # a coroutine closed from another context
+            pass
+        self._log.close()
 
 
 class _Router(io.TextIOBase):
