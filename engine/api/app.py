@@ -35,6 +35,7 @@ from engine.health import SchedulerHealth
 from engine.recovery import recovering
 from engine.registry import JobRegistry
 from engine.service import BatchService
+from engine.ui import include_ui
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(public)
     app.include_router(router)
     app.include_router(metrics.router)
+    include_ui(app)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
     _serve_docs(app)

@@ -1,0 +1,130 @@
+"""The small JSON and SVG answers that pages poll while runs progress.
+
+Each feed answers only what changed after the cursor its page sends back (the latest database
+timestamp it has seen, see `engine.store.browse`), so that a page of a 10,000-step run polls
+kilobytes, not the run. A step the page does not draw as a node of its own (it is inside a
+collapsed group) changing, or more changes than one answer holds, tell the page to fetch the
+graph again (`graph.svg`, a few hundred nodes at most).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from engine.status import ENDED
+from engine.store import InstanceView
+from engine.store.browse import latest
+from engine.store.logs import LogPage
+from engine.store.types import utcnow
+from engine.ui.pages import RUNS_PAGE, UI, PageNumber, status_filter
+from engine.ui.rendering import took, when
+from engine.ui.runs import picture, timeline
+from engine.ui.session import FeedSession
+from engine.ui.svg import item_summary
+
+MAX_CHANGED = 300
+"""The most step rows one answer of a run's feed holds."""
+LOG_PAGE = 500
+
+router = APIRouter(include_in_schema=False)
+SVG = "image/svg+xml"
+
+
+def run_cells(view: InstanceView, now: datetime) -> dict[str, Any]:
+    """A run's row of the runs list, as the page shows it."""
+    return {
+        "id": view.id,
+        "definition": view.definition,
+        "status": view.status,
+        "abandoned": view.abandoned,
+        "trigger": view.trigger,
+        "started": when(view.started_at),
+        "duration": took(view.started_at, view.finished_at, now),
+    }
+
+
+@router.get("/ui/feed/runs")
+def runs_feed(
+    ui: UI,
+    nonce: FeedSession,
+    since: datetime,
+    definition: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """The runs that changed after `since` (with the list's filters), newest first."""
+    views, cursor = ui.browse.instances_changed(
+        since, definition or None, status_filter(status), RUNS_PAGE
+    )
+    now = utcnow()
+    return {
+        "cursor": (cursor or since).isoformat(),
+        "runs": [run_cells(view, now) for view in views],
+    }
+
+
+@router.get("/ui/feed/runs/{instance_id}")
+def run_feed(ui: UI, nonce: FeedSession, instance_id: int, since: datetime) -> dict[str, Any]:
+    """The run's state, its step rows changed after `since` (each step's latest), and its
+    mapped steps' item counts."""
+    view = ui.browse.instance(instance_id)
+    changed = {row.step: row for row in ui.browse.step_rows(instance_id, since)}
+    topology = ui.topology(view.definition, view.version, instance_id)
+    counts = (
+        ui.served.service.store.item_counts(instance_id) if topology and topology.mapped else {}
+    )
+    now = utcnow()
+    rows = sorted(changed.values(), key=lambda r: r.changed_at)[-MAX_CHANGED:]
+    cursor = latest([since, view.started_at, view.finished_at, *(r.changed_at for r in rows)])
+    return {
+        "status": view.status,
+        "ended": view.status in ENDED,
+        "abandoned": view.abandoned,
+        "finished": when(view.finished_at),
+        "duration": took(view.started_at, view.finished_at, now),
+        "cursor": (cursor or since).isoformat(),
+        "more": len(changed) > MAX_CHANGED,
+        "steps": [
+            {
+                "step": row.step,
+                "status": row.status,
+                "attempt": row.attempt,
+                "started": when(row.started_at),
+                "finished": when(row.finished_at),
+                "duration": took(row.started_at, row.finished_at, now),
+            }
+            for row in rows
+        ],
+        "items": {step: item_summary(c) for step, c in counts.items()},
+    }
+
+
+@router.get("/ui/runs/{instance_id}/graph.svg")
+def graph(ui: UI, nonce: FeedSession, instance_id: int) -> Response:
+    """The run's graph as it is now, for a page to swap in."""
+    return Response(picture(ui, instance_id).graph(), media_type=SVG)
+
+
+@router.get("/ui/runs/{instance_id}/timeline.svg")
+def timeline_page(ui: UI, nonce: FeedSession, instance_id: int, tpage: PageNumber = 0) -> Response:
+    svg, _ = timeline(ui, ui.browse.instance(instance_id), tpage)
+    return Response(svg, media_type=SVG)
+
+
+@router.get("/ui/feed/runs/{instance_id}/logs")
+def logs(
+    ui: UI,
+    nonce: FeedSession,
+    instance_id: int,
+    step: str | None = None,
+    item: str | None = None,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+) -> LogPage:
+    """A page of the run's log lines after cursor `after`; `next` null once it has ended and
+    every line was read."""
+    return ui.served.service.store.logs.page(
+        instance_id, step=step, item=item or None, after=after, limit=LOG_PAGE
+    )
