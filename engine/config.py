@@ -5,6 +5,8 @@ Kept free of heavy imports so that `engine --help` and `engine validate` start f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 
@@ -47,6 +49,16 @@ DEFAULT_MAX_RECOVERIES = 3
 MAX_RESULT_BYTES_ENV = "ENGINE_MAX_RESULT_BYTES"
 """The largest result a step may return, in bytes of JSON; a larger one fails its attempt."""
 DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
+
+
+PARAMS_KEY_ENV = "ENGINE_PARAMS_KEY"
+"""The Fernet key that seals secret params in the database and on a Celery broker, so that a
+resume, a recovery and a worker can read them; several, comma-separated, while rotating: the
+first seals, any unseals. Not under ENGINE_SECRET_: that prefix is the `secrets` namespace."""
+PARAMS_KEY_HINT = (
+    "make one with: python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'"
+)
 
 
 LOG_LIMIT_ENV = "ENGINE_LOG_LIMIT"
@@ -109,11 +121,34 @@ def switch(name: str) -> bool:
     return value
 
 
+def params_keys() -> list[bytes]:
+    """The keys in ENGINE_PARAMS_KEY (none when unset or empty), the sealing one first.
+
+    ConfigError for anything but 32 url-safe base64-encoded bytes each, without echoing what
+    was given: it is a key.
+    """
+    raw = os.environ.get(PARAMS_KEY_ENV, "").strip()
+    keys = [key.strip().encode() for key in raw.split(",")] if raw else []
+    for i, key in enumerate(keys):
+        try:
+            usable = len(base64.urlsafe_b64decode(key)) == 32 and len(key) == 44
+        except (ValueError, binascii.Error):
+            usable = False
+        if not usable:
+            which = f"key {i + 1} of {len(keys)}" if len(keys) > 1 else "the value"
+            raise ConfigError(
+                f"{PARAMS_KEY_ENV}: {which} is not a Fernet key (32 url-safe base64-encoded "
+                f"bytes, comma-separated when several); {PARAMS_KEY_HINT}"
+            )
+    return keys
+
+
 def check_environment() -> None:
     """Refuse unusable `ENGINE_*` values before a command does anything (ConfigError)."""
     for name in NUMBERS:
         number(name)
     switch(API_TRACEBACKS_ENV)
+    params_keys()
     dispatcher = os.environ.get(DISPATCHER_ENV, "").strip()
     if dispatcher and dispatcher not in DISPATCHERS and ":" not in dispatcher:
         raise ConfigError(

@@ -9,15 +9,29 @@ back (its result, its error, its log lines) has every value it was given masked 
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 SECRET_ENV_PREFIX = "ENGINE_SECRET_"
 MASK = "***"
 _OPEN, _CLOSE = "\ue000", "\ue001"
 """Private-use characters: no user data or JSON escape makes them by accident."""
 _PLACEHOLDER = re.compile(f"{_OPEN}([A-Za-z_][A-Za-z0-9_]*){_CLOSE}")
+_PARAM_OPEN, _PARAM_CLOSE = "\ue002", "\ue003"
+"""Secret params have their own pair: a param and a secret of one name are never confused."""
+_PARAM_PLACEHOLDER = re.compile(f"{_PARAM_OPEN}([^\ue000-\ue003]+){_PARAM_CLOSE}")
+_EITHER = re.compile(f"{_PLACEHOLDER.pattern}|{_PARAM_PLACEHOLDER.pattern}")
+"""One pass over both, so that no revealed value is read as a placeholder."""
+PLACEHOLDER_CHARS = "\ue000\ue001\ue002\ue003"
+"""What no secret param's name may contain."""
+
+
+def param_placeholder(name: str) -> str:
+    """What the orchestrator's templates see of the secret param `name`."""
+    return f"{_PARAM_OPEN}{name}{_PARAM_CLOSE}"
 
 
 class MissingSecret(LookupError):
@@ -35,7 +49,7 @@ class Masker:
     """Replaces the secret values an attempt was given by `***` in what it gives back."""
 
     def __init__(self, values: set[str]) -> None:
-        self._values = sorted((v for v in values if v), key=len, reverse=True)
+        self._values = sorted(set(_forms(v for v in values if v)), key=len, reverse=True)
 
     def text(self, text: str) -> str:
         for value in self._values:
@@ -55,16 +69,43 @@ class Masker:
         return value
 
 
+def _forms(values: Iterable[str]) -> Iterator[str]:
+    """Each value as it may be written: itself, escaped as in JSON or a Python repr, and each
+    line of a value of several lines (a log line holds one)."""
+    for value in values:
+        yield value
+        yield json.dumps(value)[1:-1]
+        yield json.dumps(value, ensure_ascii=False)[1:-1]
+        yield repr(value)[1:-1]
+        if "\n" in value:
+            yield from (line for line in value.splitlines() if line.strip())
+
+
 NO_SECRETS = Masker(set())
 
 
-def reveal(value: Any) -> tuple[Any, Masker]:
+class Revealing(Protocol):
+    """The values of an attempt's secret params (`engine.secret_params.SecretParams`)."""
+
+    values: dict[str, str]
+
+    def missing(self, name: str) -> MissingSecret: ...
+
+
+def reveal(value: Any, params: Revealing | None = None) -> tuple[Any, Masker]:
     """`value` (a step's inputs, the attempt's own copy: changed in place) with each
-    placeholder replaced by its secret, and the masker of those secrets. MissingSecret names
-    the first one this process lacks."""
-    used: set[str] = set()
+    placeholder replaced by its secret or secret param, and the masker of those secrets and of
+    every secret param's value. MissingSecret names the first one this process lacks."""
+    used: set[str] = set(params.values.values()) if params is not None else set()
 
     def secret(match: re.Match[str]) -> str:
+        if match[2] is not None:
+            if params is None:
+                return match[0]
+            found = params.values.get(match[2])
+            if found is None:
+                raise params.missing(match[2])
+            return found
         name = match[1]
         found = os.environ.get(SECRET_ENV_PREFIX + name)
         if found is None:
@@ -77,7 +118,7 @@ def reveal(value: Any) -> tuple[Any, Masker]:
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):
-            return _PLACEHOLDER.sub(secret, item) if _OPEN in item else item
+            return _EITHER.sub(secret, item) if _OPEN in item or _PARAM_OPEN in item else item
         if isinstance(item, dict):
             for key, inner in item.items():
                 item[key] = walk(inner)

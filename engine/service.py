@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine import metrics
+from engine import metrics, secret_params
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
 from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken, LeaseLost
@@ -18,6 +18,7 @@ from engine.execution import Cancellation, Listener, PriorAttempt
 from engine.executor import Executor
 from engine.lease import Heartbeat, Lease, lease_expiry
 from engine.registry import JobRegistry
+from engine.secret_params import SecretParams
 from engine.status import InstanceStatus, StepStatus, Trigger
 from engine.store import InstanceView, Store
 from engine.store.ticks import ActiveRun, TickView
@@ -33,6 +34,8 @@ class PreparedRun:
     run: dict[str, Any]
     trigger: Trigger
     scheduled_for: datetime | None
+    secret_params: SecretParams | None = None
+    """The values of the secret params, which `params` shows as `***`."""
 
     def plan(self) -> dict[str, Any]:
         return {
@@ -75,8 +78,10 @@ class BatchService:
     ) -> PreparedRun:
         """Validate and complete params; raises ParamsError. Nothing is stored yet."""
         run = _run_info(loaded, trigger, scheduled_for, scheduled_for or utcnow())
-        resolved = loaded.params.resolve(params, run)
-        return PreparedRun(loaded, resolved, run, trigger, scheduled_for)
+        shown, secret = secret_params.split(
+            loaded.definition.params, loaded.params.resolve(params, run)
+        )
+        return PreparedRun(loaded, shown, run, trigger, scheduled_for, secret)
 
     def start(
         self,
@@ -113,6 +118,7 @@ class BatchService:
             idempotency_key,
             lease_expiry(),
             over_skipped,
+            sealed_params=prepared.secret_params.sealed() if prepared.secret_params else None,
         )
 
     def start_once(
@@ -258,6 +264,9 @@ class BatchService:
         loaded = load_text(
             record.source, f"{record.definition_name}@{record.version[:12]}", registry
         )
+        secret = secret_params.stored(
+            instance_id, loaded.definition.params, record.params, record.sealed_params
+        )
         run = _run_info(
             loaded,
             Trigger(record.trigger),
@@ -265,7 +274,7 @@ class BatchService:
             record.scheduled_for or record.started_at or record.created_at,
         )
         return PreparedRun(
-            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for
+            loaded, record.params, run, Trigger(record.trigger), record.scheduled_for, secret
         )
 
     def _run_leased(
@@ -290,9 +299,9 @@ class BatchService:
         executor = Executor(
             prepared.loaded,
             self.store,
-            self.dispatcher,
+            secret_params.with_secret_params(self.dispatcher, prepared.secret_params),
             instance_id=instance_id,
-            params=prepared.params,
+            params=secret_params.in_scope(prepared.params, prepared.secret_params),
             run={**prepared.run, "id": instance_id},
             lease=lease,
             listener=record.listener(listener),

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from engine import cron
 from engine.definition.graph import StepGraph
 from engine.definition.models import Definition, Map
-from engine.definition.params import ParamsSpec
+from engine.definition.params import ParamsSpec, outside_inputs, secret_param_problems
 from engine.definition.problems import did_you_mean, pydantic_problems, without_faults
 from engine.definition.source import MAX_FILE_BYTES, YamlDocument, parse_yaml
 from engine.errors import DefinitionError, ExpressionError, Problem
@@ -262,6 +262,8 @@ class _Checker:
                 self.add(
                     ("params", name, "default"), f"a param default may use only `run`, not {others}"
                 )
+        for name, at, problem, key in secret_param_problems(self.definition.params):
+            self.add(("params", name, *at), problem, key=key)
         for name in self.definition.params:
             why = params.check_default(name)
             if why:
@@ -367,12 +369,8 @@ class _Checker:
     ) -> None:
         """Names the scope does not have, undeclared params, steps that are not upstream,
         secrets outside `inputs`; `item` is the name a mapped step's inputs and key also see."""
-        if "secrets" in compiled.names and not inputs:
-            self.add(
-                path,
-                "secrets may be used only in a step's inputs: they are read where the step "
-                "runs, and nowhere else",
-            )
+        for why in () if inputs else outside_inputs(compiled, self.definition.params):
+            self.add(path, why)
         for name in sorted(compiled.names - KNOWN_NAMES - set(item)):
             self.add(
                 path,

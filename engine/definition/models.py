@@ -104,8 +104,23 @@ class ParamType(StrEnum):
     object = "object"
 
 
+_SECRET_PARAM_RULE: dict[str, Any] = {
+    "if": {"properties": {"secret": {"const": True}}, "required": ["secret"]},
+    "then": {
+        "properties": {
+            "type": {"const": "string"},
+            "default": {"type": "null"},
+            "enum": {"type": "null"},
+        }
+    },
+}
+"""What editors are told of a secret param: a string, without a default or an enum."""
+
+
 class Param(DslModel):
     """A typed input of a run. A param without `default` is required."""
+
+    model_config = ConfigDict(json_schema_extra=_SECRET_PARAM_RULE)
 
     type: ParamType = Field(ParamType.string, strict=False)
     description: str | None = None
@@ -113,6 +128,9 @@ class Param(DslModel):
     """The value when a run does not give one; strings may be `{{ }}` templates over `run`."""
     enum: list[Any] | None = None
     """The only values allowed."""
+    secret: bool = False
+    """True: the value is masked as `***` wherever it would be shown or stored, and reaches only
+    the step's inputs and runner (a `type: string` param without a default)."""
 
     @property
     def required(self) -> bool:

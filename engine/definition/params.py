@@ -4,6 +4,7 @@ HTTP API report bad params in the same words."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import (
@@ -21,6 +22,7 @@ from engine.definition.models import Param, ParamType
 from engine.errors import ExpressionError, ParamsError
 from engine.expressions import Compiled, compile_template, is_template
 from engine.jsondata import NotJsonData, json_copy
+from engine.secrets import PLACEHOLDER_CHARS
 
 
 def _json_text(value: Any) -> Any:
@@ -125,3 +127,59 @@ def format_errors(exc: ValidationError, prefix: str) -> list[str]:
         + (": unknown param" if e["type"] == "extra_forbidden" else f": {e['msg']}")
         for e in exc.errors()
     ]
+
+
+def secret_param_problems(
+    params: dict[str, Param],
+) -> Iterator[tuple[str, tuple[str, ...], str, bool]]:
+    """What is wrong with the secret params: (name, path under it, message, at the key)."""
+    for name, param in params.items():
+        if not param.secret:
+            continue
+        if set(name) & set(PLACEHOLDER_CHARS):
+            yield (
+                name,
+                (),
+                "a secret param's name cannot hold the characters U+E000 to U+E003",
+                True,
+            )
+        if param.type is not ParamType.string:
+            at = "type" if "type" in param.model_fields_set else "secret"
+            yield (
+                name,
+                (at,),
+                f"a secret param must be `type: string`, not {param.type.value}",
+                False,
+            )
+        if param.default is not None:
+            yield (
+                name,
+                ("default",),
+                "a secret param cannot have a default: a default is plain text in the "
+                "definition file; give the value when the run starts (-p, the HTTP API), or "
+                "read it where the step runs with `{{ secrets.NAME }}` in its inputs",
+                False,
+            )
+        if param.enum is not None:
+            yield (
+                name,
+                ("enum",),
+                "a secret param cannot have an enum: its values are plain text",
+                False,
+            )
+
+
+def outside_inputs(compiled: Compiled, params: dict[str, Param]) -> Iterator[str]:
+    """Why `compiled`, evaluated where the engine runs (a condition, map items or key), may not
+    read what it reads: secrets, or secret params (there they are placeholders)."""
+    if "secrets" in compiled.names:
+        yield (
+            "secrets may be used only in a step's inputs: they are read where the step runs, "
+            "and nowhere else"
+        )
+    for name in sorted(n for n in compiled.params if n in params and params[n].secret):
+        yield (
+            f"secret param {name!r} may be used only in a step's inputs: the engine passes "
+            "it to the runner without ever reading its value, so a condition, map items or "
+            "a key cannot depend on it"
+        )

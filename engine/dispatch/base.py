@@ -10,12 +10,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from engine.config import MAX_RESULT_BYTES_ENV, number
 from engine.jsondata import MAX_TEXT_CHARS, NotJsonData, json_copy, storable_text
+
+if TYPE_CHECKING:
+    from engine.secret_params import SecretParams
 
 _LINE = MAX_TEXT_CHARS // 8
 """The most of one traceback line kept (the last one repeats the message)."""
@@ -43,6 +46,9 @@ class StepTask:
     """For one item of a mapped step: the item, its key and its index (else None)."""
     item_key: str | None = None
     item_index: int | None = None
+    secret_params: SecretParams | None = None
+    """The values of the run's secret params, which `params` and `inputs` hold placeholders of
+    (a Celery task carries them sealed)."""
 
     @property
     def key(self) -> TaskKey:

@@ -15,6 +15,7 @@ from engine.dispatch.capture import Capture
 from engine.errors import RunnerNotFound
 from engine.jsondata import NotJsonData, json_copy
 from engine.registry import JobRegistry, Runner
+from engine.secret_params import revealed_params
 from engine.secrets import NO_SECRETS, Masker, MissingSecret, reveal
 from engine.typed_inputs import InputsMismatch, checked
 
@@ -48,7 +49,8 @@ def prepare(registry: JobRegistry, task: StepTask) -> Prepared | StepOutcome:
         inputs, params, results, run, item = json_copy(
             [task.inputs, task.params, task.results, task.run, task.item]
         )
-        inputs, masker = reveal(inputs)
+        inputs, masker = reveal(inputs, task.secret_params)
+        params = revealed_params(params, task.secret_params)
         if runner.inputs_model is not None:
             inputs = checked(runner.inputs_model, inputs)
     except (RunnerNotFound, InputsMismatch, MissingSecret) as exc:

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from engine.config import WORKER_LOST_ENV, number
@@ -23,6 +23,7 @@ from engine.dispatch.celery_app import (
     TASK_NAME,
     check_broker,
     make_app,
+    to_wire,
 )
 from engine.jsondata import storable_text
 from engine.registry import JobRegistry
@@ -114,7 +115,7 @@ class CeleryDispatcher(Dispatcher):
         try:
             self.app.send_task(
                 TASK_NAME,
-                kwargs=asdict(task),
+                kwargs=to_wire(task),
                 task_id=task_id,
                 queue=task.queue or DEFAULT_QUEUE,
                 time_limit=task.timeout + TIME_LIMIT_GRACE if task.timeout else None,

@@ -10,12 +10,14 @@ broker's redelivery delay.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from engine.config import BROKER_URL_ENV, RESULT_BACKEND_ENV
@@ -23,6 +25,7 @@ from engine.dispatch.base import StepOutcome, StepTask
 from engine.dispatch.calling import run_attempt
 from engine.errors import DispatchError
 from engine.registry import JobRegistry
+from engine.secret_params import SecretParams
 
 TASK_NAME = "engine.run_step"
 DEFAULT_QUEUE = "default"
@@ -153,7 +156,7 @@ def _register_task(app: Any, registry: JobRegistry, observe: Observer | None) ->
         beats.start()
         try:
             started = time.monotonic()
-            outcome = run_attempt(registry, StepTask(**fields))
+            outcome = run_attempt(registry, from_wire(fields))
             if observe is not None:
                 observe(outcome, time.monotonic() - started)
             logs = [line.to_wire() for line in outcome.logs]
@@ -166,6 +169,21 @@ def _register_task(app: Any, registry: JobRegistry, observe: Observer | None) ->
         finally:
             stop.set()
             beats.join()  # a beat stored after the result would hide the result
+
+
+def to_wire(task: StepTask) -> dict[str, Any]:
+    """A task as a Celery message carries it: its secret params sealed, never in plain text."""
+    fields = asdict(dataclasses.replace(task, secret_params=None))
+    if task.secret_params is not None:
+        fields["secret_params"] = task.secret_params.to_wire()
+    return fields
+
+
+def from_wire(fields: dict[str, Any]) -> StepTask:
+    """A task as a worker runs it: its secret params unsealed with the worker's own key."""
+    wire = fields.pop("secret_params", None)
+    secret = None if wire is None else SecretParams.from_wire(wire)
+    return StepTask(**fields, secret_params=secret)
 
 
 def _may_run(backend: Any, task_id: str) -> bool:

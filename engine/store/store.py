@@ -128,6 +128,7 @@ class Store:
         idempotency_key: str | None = None,
         lease_expires_at: datetime | None = None,
         over_skipped: bool = False,
+        sealed_params: str | None = None,
     ) -> int:
         """Create a pending instance, its lease expiring at `lease_expires_at` unless renewed
         (by whoever queues it) or taken (by whoever runs it).
@@ -136,7 +137,7 @@ class Store:
         transaction: TickTaken when another scheduler or backfill has it (with `over_skipped`,
         when it is no longer a skipped tick). With `idempotency_key`, IdempotencyKeyTaken when
         another instance has that key: the key's unique constraint decides between racing
-        requests, in any number of processes.
+        requests, in any number of processes. `sealed_params` is what only a resume reads.
         """
         row = {
             "definition_id": definition_id,
@@ -144,6 +145,7 @@ class Store:
             "status": InstanceStatus.pending.value,
             "trigger": trigger,
             "params": params,
+            "sealed_params": sealed_params,
             "scheduled_for": scheduled_for,
             "idempotency_key": idempotency_key,
             "lease_expires_at": lease_expires_at,

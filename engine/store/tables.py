@@ -55,6 +55,9 @@ class BatchInstance(SQLModel, table=True):
     status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     trigger: str = Field(sa_column=Column(String(16), nullable=False))
     params: dict[str, Any] = Field(sa_column=Column(JsonType(), nullable=False))
+    """The run's params, each secret one as `***`."""
+    sealed_params: str | None = Field(default=None, sa_column=Column(Text))
+    """The secret params' values as a Fernet token (ENGINE_PARAMS_KEY); only a resume reads it."""
     scheduled_for: datetime | None = _time()
     started_at: datetime | None = _time()
     finished_at: datetime | None = _time()

@@ -36,6 +36,8 @@ class StoredInstance(BaseModel):
     scheduled_for: datetime | None
     started_at: datetime | None
     created_at: datetime
+    sealed_params: str | None = None
+    """Its secret params, sealed with ENGINE_PARAMS_KEY (None when none, or none was kept)."""
 
 
 class StepAttemptView(BaseModel):
