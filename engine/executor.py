@@ -145,7 +145,7 @@ class Executor:
         """Block until an outcome arrives, a retry or deadline falls due, or log lines heard are
         due to be written; handle what did."""
         timers = [t.due for t in (self._retries[:1] + self._deadlines[:1])]
-        if (heard := self.journal.heard_due(time.monotonic())) is not None:
+        if (heard := self.journal.heard_due) is not None:
             timers.append(heard)
         timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
         try:
@@ -155,7 +155,7 @@ class Executor:
         except queue.Empty:
             pass
         now = time.monotonic()
-        if (heard := self.journal.heard_due(now)) is not None and heard <= now:
+        if (heard := self.journal.heard_due) is not None and heard <= now:
             self.journal.take_heard()
         while self._retries and self._retries[0].due <= now:
             timer = heapq.heappop(self._retries)

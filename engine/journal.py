@@ -7,6 +7,7 @@ Rows wait here until the round's one transaction commits them; the events go out
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,8 +35,9 @@ class Journal:
         self.listener = listener
         self._wake = wake
         self._heard: deque[tuple[StepTask, Sequence[LogLine]]] = deque()
-        self._woken = False
-        self._heard_due: float | None = None
+        self.heard_due: float | None = None
+        """When the executor should take the lines heard (`time.monotonic`, BATCH_SECONDS after
+        the first of them); None while none are waiting."""
         self._starts: list[AttemptStart] = []
         self._ends: list[AttemptEnd] = []
         self._lines: list[AttemptLine] = []
@@ -83,22 +85,17 @@ class Journal:
 
     def hear(self, task: StepTask, lines: Sequence[LogLine]) -> None:
         """A dispatcher's `LogSink`, called from any thread: the first lines since the executor
-        last took them wake it."""
+        last took them set when it takes them, and wake it."""
         self._heard.append((task, lines))
-        if not self._woken:
-            self._woken = True
+        if self.heard_due is None:
+            self.heard_due = time.monotonic() + BATCH_SECONDS
             self._wake()
-
-    def heard_due(self, now: float) -> float | None:
-        """When the executor should take the lines heard (None: none are waiting); `now` once
-        it has woken for them, BATCH_SECONDS later."""
-        if self._heard and self._heard_due is None:
-            self._heard_due = now + BATCH_SECONDS
-        return self._heard_due
 
     def take_heard(self) -> None:
         """Move the lines heard into this round, in the order they came."""
-        self._woken, self._heard_due = False, None
+        if self.heard_due is None:
+            return
+        self.heard_due = None  # before taking: a line heard meanwhile sets it again
         while self._heard:
             self.said(*self._heard.popleft())
 
