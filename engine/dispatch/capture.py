@@ -54,7 +54,7 @@ class AttemptLog:
         size = _size(message)
         with self._lock:
             room = self._room()
-            if size > room:
+            if size > room or not room:
                 self._left = 0
                 self._dropped_lines += 1
                 self._dropped_bytes += size
@@ -65,6 +65,9 @@ class AttemptLog:
     def write(self, stream: str, text: str) -> None:
         """Text printed to `stream`: each complete line is recorded, a partial one kept."""
         with self._lock:
+            if self._left == 0:
+                self._drop(stream, text)
+                return
             if stream in self._overflowing:
                 dropped, newline, text = text.partition("\n")
                 self._dropped_bytes += _size(dropped)
@@ -87,6 +90,25 @@ class AttemptLog:
                     self._overflowing.add(stream)
         for line in lines:
             self.record(_LEVELS[stream], stream, line)
+
+    def _drop(self, stream: str, text: str) -> None:
+        """Past the limit, where nothing more is kept: `text` is only counted, each line once,
+        when it starts (a stream in `_overflowing` has its unended line counted already)."""
+        pieces = self._partial.pop(stream, None)
+        if pieces is not None:
+            del self._partial_chars[stream]
+            self._dropped_bytes += sum(map(_size, pieces))
+            self._dropped_lines += 1
+            self._overflowing.add(stream)
+        ends = text.count("\n")
+        self._dropped_bytes += _size(text) - ends
+        unended = not text.endswith("\n") and text != ""
+        started = ends + unended - (stream in self._overflowing and (ends > 0 or unended))
+        self._dropped_lines += started
+        if unended or (stream in self._overflowing and not ends):
+            self._overflowing.add(stream)
+        else:
+            self._overflowing.discard(stream)
 
     def _room(self) -> int:
         if self._left is None:
