@@ -35,7 +35,6 @@ from engine.health import SchedulerHealth
 from engine.recovery import recovering
 from engine.registry import JobRegistry
 from engine.service import BatchService
-from engine.ui import include_ui
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +107,10 @@ def create_app(
     app.include_router(public)
     app.include_router(router)
     app.include_router(metrics.router)
+    # Here, not at the top: engine.ui builds on engine.api's state and routes, so importing
+    # engine.ui first must find engine.api importable.
+    from engine.ui import include_ui
+
     include_ui(app)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]

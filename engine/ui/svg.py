@@ -82,8 +82,9 @@ def graph_svg(
         )
         if label:
             parts.append(
+                f"<g><title>{_text(label)}</title>"
                 f'<text class="edge-label" x="{(x1 + x2) / 2:.0f}" y="{(y1 + y2) / 2:.0f}">'
-                f"{_text(_cut(label, 32))}<title>{_text(label)}</title></text>"
+                f"{_text(_cut(label, 32))}</text></g>"
             )
     for node in drawn.nodes:
         parts.append(_node(node, centre[node.key], href(node), items, mapped))
