@@ -23,6 +23,7 @@ from engine.errors import EngineError
 from engine.lease import lease_seconds
 from engine.periodic import Periodic
 from engine.registry import JobRegistry
+from engine.secret_params import SecretParamsLost
 from engine.store.leases import Orphan
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ class Recovery(Periodic):
                 metrics.recorder().recovery("started")
                 return 1
             taken = service.adopt(orphan.id, self.registry, self.max_recoveries)
+        except SecretParamsLost as exc:
+            if exc.kept:  # sealed with a key this process lacks: one that has it may adopt it
+                self._unrunnable.add(orphan.id)
+                log.warning("recovery: instance %d cannot run here: %s", orphan.id, exc)
+            elif service.store.leases.fail_orphan(orphan.id, f"not recovered: {exc}"):
+                metrics.recorder().recovery("given_up")
+                log.error("recovery: instance %d failed, not adopted: %s", orphan.id, exc)
+            return 0
         except EngineError as exc:
             self._unrunnable.add(orphan.id)
             log.warning("recovery: instance %d cannot run here, left to others: %s", orphan.id, exc)

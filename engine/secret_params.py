@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from engine.config import PARAMS_KEY_ENV, PARAMS_KEY_HINT, params_keys
+from engine.config import PARAMS_KEY_ENV, params_keys
 from engine.dispatch.base import Dispatcher, Done, LogSink, StepTask
 from engine.errors import ResumeRefused
 from engine.secrets import MASK, MissingSecret, param_placeholder
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 class SecretParamsLost(ResumeRefused):
     """An instance's secret params cannot be had here: never kept, or sealed with another key."""
+
+    def __init__(self, message: str, *, kept: bool = True) -> None:
+        super().__init__(message)
+        self.kept = kept
+        """False: they were never stored, so no process can run the instance again."""
 
 
 class MissingSecretParam(MissingSecret):
@@ -119,7 +124,9 @@ def unseal(token: str) -> dict[str, str]:
 
     fernet = _fernet()
     if fernet is None:
-        raise SecretParamsLost(f"has no {PARAMS_KEY_ENV} to unseal them; {PARAMS_KEY_HINT}")
+        raise SecretParamsLost(
+            f"has no {PARAMS_KEY_ENV} to unseal them: set it to the key that sealed them"
+        )
     try:
         values: dict[str, str] = json.loads(fernet.decrypt(token.encode()))
     except (InvalidToken, ValueError):
@@ -154,7 +161,8 @@ def stored(
         raise SecretParamsLost(
             f"instance {instance_id} cannot run again: its secret param {names[0]!r} was not "
             f"kept, as {PARAMS_KEY_ENV} was not set when it started ({PARAMS_KEY_ENV} keeps "
-            "secret params, sealed, for resume and recovery); start a new run instead"
+            "secret params, sealed, for resume and recovery); start a new run instead",
+            kept=False,
         )
     try:
         values = unseal(token)

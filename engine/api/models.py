@@ -77,6 +77,8 @@ class ParamInfo(BaseModel):
     default: Any
     required: bool
     enum: list[Any] | None
+    secret: bool = False
+    """Given when a run starts and shown as `***` everywhere after (a form's password field)."""
 
 
 class _DefinitionHead(BaseModel):

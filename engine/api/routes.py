@@ -236,6 +236,7 @@ def _summary(loaded: LoadedDefinition) -> DefinitionSummary:
                 default=p.default,
                 required=p.required,
                 enum=p.enum,
+                secret=p.secret,
             )
             for name, p in definition.params.items()
         },

@@ -272,6 +272,26 @@ class InstanceLeases:
                 )
         return bool(failed)
 
+    def fail_orphan(self, instance_id: int, error: str) -> bool:
+        """Fail an orphan (pending or abandoned) that no process can run, saying why; False
+        when it is not, or no longer, an orphan."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            failed = conn.execute(
+                update(instances)
+                .where(
+                    instances.c.id == instance_id,
+                    instances.c.status.in_(["pending", "running"]),
+                    _expired(now),
+                )
+                .values(status="failed", finished_at=now, lease_expires_at=None, error=error)
+            ).rowcount
+            if failed:
+                _end_running_attempts(
+                    conn, instance_id, "failed", "abandoned: the process running it stopped"
+                )
+        return bool(failed)
+
     def _update(self, where: Any, **values: Any) -> bool:
         with self.engine.begin() as conn:
             return conn.execute(update(instances).where(where).values(values)).rowcount == 1
