@@ -28,6 +28,7 @@ BAD = [
     ("ENGINE_WORKER_LOST_SECONDS", "soon"),
     ("ENGINE_DISPATCHER", "threads"),
     ("ENGINE_API_TRACEBACKS", "yes"),
+    ("ENGINE_PARAMS_KEY", "not-a-fernet-key"),
     ("ENGINE_DATABASE_URL", "nosuchdb://x"),
     ("ENGINE_RUNNERS", "no_such_runner_module"),
 ]
