@@ -34,12 +34,13 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class LogEvent:
-    """A line a runner said, on its way to the step's log; what live log displays are fed."""
+    """Lines an attempt said, in order, on their way to the step's log; what live log displays
+    are fed. As many as were heard together: a display writes them at once."""
 
     step: str
     item: str | None
     attempt: int
-    line: LogLine
+    lines: tuple[LogLine, ...]
 
 
 Listener = Callable[[StepEvent | LogEvent], None]

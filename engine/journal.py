@@ -96,17 +96,26 @@ class Journal:
         if self.heard_due is None:
             return
         self.heard_due = None  # before taking: a line heard meanwhile sets it again
+        task: StepTask | None = None
+        lines: list[LogLine] = []
         while self._heard:
-            self.said(*self._heard.popleft())
+            heard, more = self._heard.popleft()
+            if heard is not task and task is not None:
+                self.said(task, lines)
+                lines = []
+            task = heard
+            lines.extend(more)
+        if task is not None:
+            self.said(task, lines)
 
     def said(self, task: StepTask, lines: Sequence[LogLine]) -> None:
         """Log lines of an attempt (it may have ended: a late line is still its own)."""
         step, item, attempt = task.step_id, task.item_key, task.attempt
-        for line in lines:
-            self._lines.append(
-                AttemptLine(step, item, attempt, line.at, line.level, line.stream, line.message)
-            )
-            self._emit(LogEvent(step, item, attempt, line))
+        self._lines += (
+            AttemptLine(step, item, attempt, line.at, line.level, line.stream, line.message)
+            for line in lines
+        )
+        self._emit(LogEvent(step, item, attempt, tuple(lines)))
 
     def flush(self, writer: AttemptWriter) -> None:
         """Write this round's rows; until they are committed, they are kept as unwritten."""

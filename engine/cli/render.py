@@ -68,13 +68,25 @@ def _step_name(step: str, item: str | None) -> str:
     return step if item is None else f"{step}[{shown(item, 80)}]"
 
 
+_last_clock = (0.0, "")
+
+
+def _clock(at: datetime) -> str:
+    """`at` as local `HH:MM:SS`; the last one is kept, as a runner says many lines a second."""
+    global _last_clock
+    second = at.timestamp() // 1
+    if _last_clock[0] != second:
+        _last_clock = (second, at.astimezone().strftime("%H:%M:%S"))
+    return _last_clock[1]
+
+
 def log_line(step: str, item: str | None, attempt: int, line: LogLine) -> str:
     """`12:41:46   load info: wrote 4 rows`: a runner's line, tagged with its step (`load#2`
     for a later attempt, `load[eu]` for an item), ready to write as it is.
 
     Plain text, not Rich: a runner may print a million lines, and Rich's layout of one costs
     a hundred times the write (`shown` still makes control characters visible)."""
-    clock = line.at.astimezone().strftime("%H:%M:%S")
+    clock = _clock(line.at)
     source = line.level if line.stream == "log" else line.stream
     name = _step_name(step, item) + (f"#{attempt}" if attempt > 1 else "")
     return f"{clock}   {name} {source}: {shown(line.message, 2000)}\n"
@@ -96,7 +108,8 @@ class Progress:
 
     def __call__(self, event: StepEvent | LogEvent) -> None:
         if isinstance(event, LogEvent):
-            console.file.write(log_line(event.step, event.item, event.attempt, event.line))
+            step, item, attempt = event.step, event.item, event.attempt
+            console.file.write("".join(log_line(step, item, attempt, ln) for ln in event.lines))
             return
         if event.item is not None and event.status is not StepStatus.failed:
             return
