@@ -4,9 +4,11 @@ what changed since a cursor.
 Nothing here loads a whole big instance: a 10,000-step run is read as one small row per step
 (no results), and a mapped step's 100,000 items only a page at a time. The change cursor is a
 timestamp the database holds (the latest `created_at`, `started_at` or `finished_at` a reader
-saw), never the reader's clock; a writer computes its timestamps before its transaction
-commits, so a reader asks again from a little before the cursor (`OVERLAP`) and may see a row
-twice, never miss one.
+saw), never the reader's clock. A writer computes its timestamps before its transaction
+commits, so a row may become visible after a later one: a reader reads again from a little
+before a new cursor (`OVERLAP`), once, and may see a row twice, never miss one committed within
+the overlap. Once nothing newer came (the cursor "settled"), it reads from the cursor itself, so
+that a quiet run sends nothing.
 """
 
 from __future__ import annotations
@@ -89,11 +91,16 @@ class Browse:
         return latest(list(row))
 
     def instances_changed(
-        self, since: datetime, definition: str | None, status: str | None, limit: int
+        self,
+        since: datetime,
+        definition: str | None,
+        status: str | None,
+        limit: int,
+        settled: bool = False,
     ) -> tuple[list[InstanceView], datetime | None]:
-        """Instances created, started or ended after `since` (less `OVERLAP`), newest first,
-        and the latest such timestamp seen."""
-        after = since - OVERLAP
+        """Instances created, started or ended after `since` (less `OVERLAP` unless
+        `settled`), newest first, and the latest such timestamp seen."""
+        after = since if settled else since - OVERLAP
         changed = or_(
             instances.c.created_at > after,
             instances.c.started_at > after,
@@ -110,9 +117,11 @@ class Browse:
         cursor = latest([t for r in rows for t in (r.created_at, r.started_at, r.finished_at)])
         return [_view(row, None) for row in rows], cursor
 
-    def step_rows(self, instance_id: int, since: datetime | None = None) -> list[StepRow]:
+    def step_rows(
+        self, instance_id: int, since: datetime | None = None, settled: bool = False
+    ) -> list[StepRow]:
         """The steps' own rows, in attempt order (a step's last row is its state); with
-        `since`, only those that changed after it (less `OVERLAP`)."""
+        `since`, only those that changed after it (less `OVERLAP` unless `settled`)."""
         query = select(
             step_results.c.step_key,
             step_results.c.attempt,
@@ -122,7 +131,7 @@ class Browse:
             step_results.c.created_at,
         ).where(step_results.c.batch_instance_id == instance_id, step_results.c.item_key.is_(None))
         if since is not None:
-            after = since - OVERLAP
+            after = since if settled else since - OVERLAP
             query = query.where(
                 or_(
                     step_results.c.created_at > after,

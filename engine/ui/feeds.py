@@ -54,24 +54,29 @@ def runs_feed(
     since: datetime,
     definition: str | None = None,
     status: str | None = None,
+    settled: bool = False,
 ) -> dict[str, Any]:
     """The runs that changed after `since` (with the list's filters), newest first."""
-    views, cursor = ui.browse.instances_changed(
-        since, definition or None, status_filter(status), RUNS_PAGE
+    views, latest_seen = ui.browse.instances_changed(
+        since, definition or None, status_filter(status), RUNS_PAGE, settled
     )
     now = utcnow()
+    cursor = max(since, latest_seen or since)
     return {
-        "cursor": (cursor or since).isoformat(),
+        "cursor": cursor.isoformat(),
+        "settled": cursor == since,
         "runs": [run_cells(view, now) for view in views],
     }
 
 
 @router.get("/ui/feed/runs/{instance_id}")
-def run_feed(ui: UI, nonce: FeedSession, instance_id: int, since: datetime) -> dict[str, Any]:
+def run_feed(
+    ui: UI, nonce: FeedSession, instance_id: int, since: datetime, settled: bool = False
+) -> dict[str, Any]:
     """The run's state, its step rows changed after `since` (each step's latest), and its
     mapped steps' item counts."""
     view = ui.browse.instance(instance_id)
-    changed = {row.step: row for row in ui.browse.step_rows(instance_id, since)}
+    changed = {row.step: row for row in ui.browse.step_rows(instance_id, since, settled)}
     topology = ui.topology(view.definition, view.version, instance_id)
     counts = (
         ui.served.service.store.item_counts(instance_id) if topology and topology.mapped else {}
@@ -79,13 +84,15 @@ def run_feed(ui: UI, nonce: FeedSession, instance_id: int, since: datetime) -> d
     now = utcnow()
     rows = sorted(changed.values(), key=lambda r: r.changed_at)[-MAX_CHANGED:]
     cursor = latest([since, view.started_at, view.finished_at, *(r.changed_at for r in rows)])
+    assert cursor is not None
     return {
         "status": view.status,
         "ended": view.status in ENDED,
         "abandoned": view.abandoned,
         "finished": when(view.finished_at),
         "duration": took(view.started_at, view.finished_at, now),
-        "cursor": (cursor or since).isoformat(),
+        "cursor": cursor.isoformat(),
+        "settled": cursor == since,
         "more": len(changed) > MAX_CHANGED,
         "steps": [
             {

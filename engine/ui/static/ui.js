@@ -91,12 +91,15 @@
     const firstPage = body.dataset.firstPage === "true";
     const size = Number(body.dataset.pageSize);
     let cursor = body.dataset.cursor;
+    let settled = false;
     every(async () => {
       const query = new URLSearchParams({
-        since: cursor, definition: body.dataset.definition, status: body.dataset.status,
+        since: cursor, settled: String(settled),
+        definition: body.dataset.definition, status: body.dataset.status,
       });
       const data = await get("/ui/feed/runs?" + query);
       cursor = data.cursor;
+      settled = data.settled;
       for (const run of data.runs.slice().reverse()) {
         let row = tbody.querySelector('tr[data-id="' + run.id + '"]');
         if (!row) {
@@ -124,6 +127,7 @@
     const timelineBox = document.getElementById("timeline-box");
     const table = document.getElementById("step-table");
     let cursor = body.dataset.cursor;
+    let settled = false;
     let graphDue = false;
     let timelineDue = false;
     let graphAt = Date.now();
@@ -143,8 +147,10 @@
     };
 
     every(async () => {
-      const data = await get("/ui/feed/runs/" + id + "?since=" + encodeURIComponent(cursor));
+      const query = new URLSearchParams({ since: cursor, settled: String(settled) });
+      const data = await get("/ui/feed/runs/" + id + "?" + query);
       cursor = data.cursor;
+      settled = data.settled;
       setBadge(document.getElementById("run-status"), data.status, data.abandoned);
       setText(document, "#run-finished", data.finished);
       setText(document, "#run-duration", data.duration);
