@@ -21,6 +21,13 @@ MAX_TEXT_CHARS = 65_536
 def json_copy(value: Any, max_bytes: int | None = None) -> Any:
     """`value` as JSON would carry it (tuples as lists, keys as strings), as a fresh copy.
 
+    Raises NotJsonData as `json_text` does."""
+    return json.loads(json_text(value, max_bytes))
+
+
+def json_text(value: Any, max_bytes: int | None = None) -> str:
+    """`value` as JSON text (not ASCII-escaped).
+
     Raises NotJsonData beyond what `json.dumps` refuses: NaN and infinities are not JSON, and
     PostgreSQL refuses the NUL character and lone surrogates, so a value that only SQLite would
     take is refused everywhere; and a value over `max_bytes` of JSON.
@@ -42,7 +49,7 @@ def json_copy(value: Any, max_bytes: int | None = None) -> Any:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise NotJsonData("contains text that is not valid Unicode (a lone surrogate)") from None
-    return json.loads(text)
+    return text
 
 
 def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:

@@ -29,6 +29,11 @@ PLACEHOLDER_CHARS = "\ue000\ue001\ue002\ue003"
 """What no secret param's name may contain."""
 
 
+def holds_placeholders(text: str) -> bool:
+    """Whether `text` (JSON, say) holds a placeholder: if not, there is nothing to reveal."""
+    return _OPEN in text or _PARAM_OPEN in text
+
+
 def param_placeholder(name: str) -> str:
     """What the orchestrator's templates see of the secret param `name`."""
     return f"{_PARAM_OPEN}{name}{_PARAM_CLOSE}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,10 @@ from engine.context import StepContext
 from engine.dispatch.base import LogLine, LogSink, StepOutcome, StepTask
 from engine.dispatch.capture import Capture
 from engine.errors import RunnerNotFound
-from engine.jsondata import NotJsonData, json_copy
+from engine.jsondata import NotJsonData, json_text
 from engine.registry import JobRegistry, Runner
 from engine.secret_params import revealed_params
-from engine.secrets import NO_SECRETS, Masker, MissingSecret, reveal
+from engine.secrets import NO_SECRETS, Masker, MissingSecret, holds_placeholders, reveal
 from engine.typed_inputs import InputsMismatch, checked
 
 
@@ -46,11 +47,11 @@ def prepare(registry: JobRegistry, task: StepTask) -> Prepared | StepOutcome:
     masker = NO_SECRETS
     try:
         runner = registry.get(task.runner)
-        inputs, params, results, run, item = json_copy(
-            [task.inputs, task.params, task.results, task.run, task.item]
-        )
-        inputs, masker = reveal(inputs, task.secret_params)
-        params = revealed_params(params, task.secret_params)
+        copied = json_text([task.inputs, task.params, task.results, task.run, task.item])
+        inputs, params, results, run, item = json.loads(copied)
+        if task.secret_params is not None or holds_placeholders(copied):
+            inputs, masker = reveal(inputs, task.secret_params)
+            params = revealed_params(params, task.secret_params)
         if runner.inputs_model is not None:
             inputs = checked(runner.inputs_model, inputs)
     except (RunnerNotFound, InputsMismatch, MissingSecret) as exc:
