@@ -260,6 +260,7 @@ def test_definitions(api: Factory) -> None:
         "default": None,
         "required": True,
         "enum": None,
+        "secret": False,
     }
     assert summary["params"]["b"]["default"] == 2 and not summary["params"]["b"]["required"]
     detail = client.get("/definitions/sum").json()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -586,3 +587,42 @@ def test_with_celery_and_no_key_only_the_steps_that_need_the_value_fail(tmp_path
         assert leaks(VALUE, tmp_path, [ran.stdout, ran.stderr]) == []
     finally:
         workers.stop()
+
+
+def test_a_param_and_a_secret_of_one_name_are_not_confused(monkeypatch):
+    from engine.dispatch.base import StepTask
+    from engine.dispatch.calling import run_attempt
+    from engine.expressions import TemplateTree
+    from engine.secret_params import SecretParams, in_scope
+    from engine.secrets import SecretRefs
+
+    monkeypatch.setenv("ENGINE_SECRET_token", "from-the-environment")
+    secret = SecretParams(["token"], {"token": "given-at-start"})
+    params = in_scope({"token": "***"}, secret)
+    scope = {"params": params, "secrets": SecretRefs(), "steps": {}, "run": {}}
+    inputs = TemplateTree({"p": "{{ params.token }}", "s": "{{ secrets.token }}"}).render(scope)
+    assert "given-at-start" not in json.dumps(inputs) and "from-the" not in json.dumps(inputs)
+    registry = JobRegistry()
+    registry.add("both", lambda inputs, ctx: print(inputs, ctx.params) or dict(inputs))
+    task = StepTask(1, "a", 1, "both", inputs, params, {}, {}, secret_params=secret)
+    outcome = run_attempt(registry, task)
+    assert outcome.ok and outcome.result == {"p": "***", "s": "***"}
+    assert [line.message for line in outcome.logs] == ["{'p': '***', 's': '***'} {'token': '***'}"]
+    seen = {}
+    registry.add("see", lambda inputs, ctx: seen.update(inputs, ctx=ctx.params["token"]))
+    assert run_attempt(registry, dataclasses.replace(task, runner="see")).ok
+    assert seen == {"p": "given-at-start", "s": "from-the-environment", "ctx": "given-at-start"}
+    assert "given" not in repr(task) and "given" not in repr(secret)
+
+
+def test_an_api_resume_that_cannot_have_the_value_is_a_409_saying_why(served, monkeypatch):
+    from api_client import wait_for
+
+    started = served.post("/batch/run", json={"definition": "secret", "params": {"token": VALUE}})
+    number = started.json()["instance_id"]
+    wait_for(served, number, "failed")
+    monkeypatch.delenv("ENGINE_PARAMS_KEY")
+    refused = served.post(f"/batch/instances/{number}/resume")
+    assert refused.status_code == 409
+    assert "its secret param 'token' is sealed" in refused.json()["detail"]
+    assert served.get(f"/batch/instances/{number}").json()["status"] == "failed"

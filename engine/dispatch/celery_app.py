@@ -172,8 +172,10 @@ def _register_task(app: Any, registry: JobRegistry, observe: Observer | None) ->
 
 
 def to_wire(task: StepTask) -> dict[str, Any]:
-    """A task as a Celery message carries it: its secret params sealed, never in plain text."""
+    """A task as a Celery message carries it: its secret params sealed, never in plain text
+    (and no such field without any, which workers of older engines would not take)."""
     fields = asdict(dataclasses.replace(task, secret_params=None))
+    del fields["secret_params"]
     if task.secret_params is not None:
         fields["secret_params"] = task.secret_params.to_wire()
     return fields
