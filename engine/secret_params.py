@@ -174,6 +174,16 @@ def stored(
     return SecretParams(names, {name: values[name] for name in names if name in values})
 
 
+def unkept_note(secret: SecretParams | None) -> str | None:
+    """What to tell whoever starts a run whose secret params are not kept (no key), or None."""
+    if secret is None or not secret.values or secret.sealed() is not None:
+        return None
+    return (
+        f"note: {PARAMS_KEY_ENV} is not set, so the secret param {secret.names[0]!r} is not "
+        "kept: this run cannot be resumed"
+    )
+
+
 def in_scope(shown: dict[str, Any], secret: SecretParams | None) -> dict[str, Any]:
     """The params the executor's templates see and its tasks carry: placeholders for the
     secret ones (a condition never sees a value; `prepare` reveals them for the runner)."""

@@ -5,6 +5,9 @@ The orchestrating process does not know the values: it renders each reference as
 which travels with the step's inputs (over a Celery broker too) and is replaced by the value only
 where the attempt runs, just before its runner is called. There, everything the attempt gives
 back (its result, its error, its log lines) has every value it was given masked as `***`.
+
+Secret params (`engine.secret_params`) travel the same way, as placeholders of their own kind,
+so that a param and a secret of one name are never confused.
 """
 
 from __future__ import annotations

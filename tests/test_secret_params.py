@@ -246,6 +246,7 @@ def test_without_a_key_the_run_works_and_keeps_nothing(tmp_path):
         "succeeded",
     ]
     assert (tmp_path / "seen").read_text() == digest(VALUE)
+    assert "note: ENGINE_PARAMS_KEY is not set, so the secret param 'token' is not" in ran.stderr
     store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT sealed_params FROM batch_instance")).scalar() is None

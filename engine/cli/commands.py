@@ -67,6 +67,7 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     """Run one instance of FILE and wait for its end (exit 0 succeeded, 1 failed, 2 refused)."""
     from engine.cli import render
     from engine.definition import load_file
+    from engine.secret_params import unkept_note
     from engine.service import BatchService
 
     json_out = stdout_kept_for_json() if as_json else None
@@ -83,6 +84,8 @@ def run(file: str, params: tuple[str, ...], dry_run: bool, as_json: bool, config
     def start(service: BatchService, progress: Listener, cancellation: Cancellation) -> Any:
         def started(instance_id: int) -> None:
             render.console.print(f"instance {instance_id} of {loaded.name} started")
+            if (note := unkept_note(prepared.secret_params)) is not None:
+                render.console.print(note)
 
         return service.run(prepared, progress, cancellation, started=started)
 
