@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.dispatch.base import LogLine
-from engine.dispatch.capture import AttemptLog
+from engine.dispatch.capture import AttemptLog, Capture
 
 _DROPPED = re.compile(r"… ([\d,]+) more lines \(([\d,]+) bytes\) dropped")
 
@@ -66,10 +66,10 @@ def test_kept_and_dropped_add_up_to_what_was_written(writes, limit):
 
 
 def test_a_silent_attempt_reads_no_limit_and_says_nothing(monkeypatch):
-    """An attempt that writes nothing never reads ENGINE_LOG_LIMIT (a bad value is refused
-    before any command runs) and delivers no line."""
+    """An attempt that writes nothing never reads ENGINE_LOG_LIMIT (its log is made at its first
+    line: a bad value is refused before any command runs) and delivers no line."""
     monkeypatch.setenv("ENGINE_LOG_LIMIT", "not a number")
     delivered: list[LogLine] = []
-    log = AttemptLog(delivered.extend)
-    log.close()
+    with Capture(delivered.extend):
+        pass
     assert delivered == []

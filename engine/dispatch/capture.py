@@ -27,7 +27,7 @@ from engine.dispatch.base import LogLine
 _LEVELS = {"stdout": "info", "stderr": "warning"}
 """The level a printed line is stored with, by stream."""
 
-_current: ContextVar[AttemptLog | None] = ContextVar("engine_attempt_log", default=None)
+_current: ContextVar[Capture | None] = ContextVar("engine_attempt_log", default=None)
 
 
 class AttemptLog:
@@ -36,9 +36,8 @@ class AttemptLog:
 
     def __init__(self, deliver: Callable[[Sequence[LogLine]], None]) -> None:
         self._deliver = deliver
-        self._left: int | None = None
-        """Bytes of text still kept; ENGINE_LOG_LIMIT is read at the first line, so that an
-        attempt that says nothing does not pay for it."""
+        self._left = int(number(LOG_LIMIT_ENV))
+        """Bytes of text still kept."""
         self._dropped_lines = self._dropped_bytes = 0
         self._partial: dict[str, list[str]] = {}
         """The pieces of each stream's line not yet ended: joined once it ends, so that a line
@@ -53,7 +52,7 @@ class AttemptLog:
     def record(self, level: str, stream: str, message: str) -> None:
         size = _size(message)
         with self._lock:
-            room = self._room()
+            room = self._left
             if size > room or not room:
                 self._left = 0
                 self._dropped_lines += 1
@@ -83,7 +82,7 @@ class AttemptLog:
             if text:
                 self._partial.setdefault(stream, []).append(text)
                 chars = self._partial_chars[stream] = self._partial_chars.get(stream, 0) + len(text)
-                if chars > self._room():  # a character is at least a byte: it can never fit
+                if chars > self._left:  # a character is at least a byte: it can never fit
                     self._dropped_lines += 1
                     self._dropped_bytes += sum(_size(p) for p in self._partial.pop(stream))
                     del self._partial_chars[stream]
@@ -110,15 +109,8 @@ class AttemptLog:
         else:
             self._overflowing.discard(stream)
 
-    def _room(self) -> int:
-        if self._left is None:
-            self._left = int(number(LOG_LIMIT_ENV))
-        return self._left
-
     def close(self) -> None:
         """Record what is left of partial lines, then how much was dropped, if anything."""
-        if self._left is None:  # nothing was said
-            return
         with self._lock:
             partial, self._partial = self._partial, {}
         for stream, pieces in partial.items():
@@ -142,24 +134,39 @@ def _size(text: str) -> int:
 
 
 class Capture:
-    """Catches the current context's output as the lines of one attempt, while the block runs
-    (a class, not a generator: every attempt enters one)."""
+    """Catches the current context's output as the lines of one attempt, while the block runs.
 
-    __slots__ = ("_log", "_token")
+    Made for every attempt, so it costs little: a class, not a generator, and the attempt's
+    log is made when its runner first says something.
+    """
+
+    __slots__ = ("_deliver", "_log", "_token")
 
     def __init__(self, deliver: Callable[[Sequence[LogLine]], None]) -> None:
-        self._log = AttemptLog(deliver)
+        self._deliver = deliver
+        self._log: AttemptLog | None = None
+
+    def log(self) -> AttemptLog:
+        if self._log is None:
+            with _making:  # a runner's own threads may say their first lines at once
+                if self._log is None:
+                    self._log = AttemptLog(self._deliver)
+        return self._log
 
     def __enter__(self) -> None:
         _install()
-        self._token = _current.set(self._log)
+        self._token = _current.set(self)
 
     def __exit__(self, *exc: object) -> None:
         try:  # noqa: SIM105 (contextlib.suppress costs a µs, every attempt)
             _current.reset(self._token)
         except ValueError:  # a coroutine closed from another context
             pass
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
+
+
+_making = threading.Lock()
 
 
 class _Router(io.TextIOBase):
@@ -170,10 +177,10 @@ class _Router(io.TextIOBase):
         self.original = original
 
     def write(self, text: str) -> int:
-        log = _current.get()
-        if log is None:
+        capture = _current.get()
+        if capture is None:
             return int(self.original.write(text))
-        log.write(self.stream, text)
+        capture.log().write(self.stream, text)
         return len(text)
 
     def flush(self) -> None:
@@ -191,9 +198,9 @@ class _RecordRouter(logging.Handler):
     """Sends a runner's `ctx.logger` records to its attempt's log."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        log = _current.get()
-        if log is not None:
-            log.record(record.levelname.lower(), "log", self.format(record))
+        capture = _current.get()
+        if capture is not None:
+            capture.log().record(record.levelname.lower(), "log", self.format(record))
 
 
 _installed = threading.Lock()
