@@ -12,11 +12,16 @@ so that a param and a secret of one name are never confused.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any, Protocol
+
+from engine.context import RUNNER_LOGGER
 
 SECRET_ENV_PREFIX = "ENGINE_SECRET_"
 MASK = "***"
@@ -90,6 +95,44 @@ def _forms(values: Iterable[str]) -> Iterator[str]:
 
 
 NO_SECRETS = Masker(set())
+
+_masker: ContextVar[Masker] = ContextVar("engine_masker", default=NO_SECRETS)
+
+
+class _MaskRecords(logging.Filter):
+    """Masks each record a runner logs while its attempt runs, before any handler sees it: the
+    step's log, and a process's own handlers too (a Celery worker's log, an embedding app's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        masker = _masker.get()
+        if masker is not NO_SECRETS:
+            record.msg, record.args = masker.text(record.getMessage()), None
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = masker.text(record.exc_text)
+            if record.stack_info:
+                record.stack_info = masker.text(record.stack_info)
+        return True
+
+
+_FILTER = _MaskRecords()
+
+
+@contextlib.contextmanager
+def masking(masker: Masker) -> Iterator[None]:
+    """While a runner is called in this context, what it logs through `ctx.logger` is masked."""
+    if masker is NO_SECRETS:
+        yield
+        return
+    logger = logging.getLogger(RUNNER_LOGGER)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    token = _masker.set(masker)
+    try:
+        yield
+    finally:
+        _masker.reset(token)
 
 
 class Revealing(Protocol):

@@ -556,7 +556,9 @@ def test_with_celery_the_value_crosses_the_broker_only_sealed(tmp_path, session_
         stop.set()
         client.ping()  # one more command, so that the monitor sees `stop`
         listener.join(10)
-        heard = _opened(stored + seen)
+        worker_log = (tmp_path / "sp-1.log").read_text(errors="replace")
+        assert "logging ***" in worker_log or not worker_key, "the worker's own log masks it"
+        heard = _opened([*stored, *seen, worker_log.encode()])
         assert any(b'"sealed": "gAAAA' in h for h in heard), "the monitor read the messages"
         assert [h for h in heard if any(f.encode() in h for f in forms(VALUE))] == []
         assert leaks(VALUE, tmp_path, [ran.stdout, ran.stderr]) == []
@@ -627,3 +629,39 @@ def test_an_api_resume_that_cannot_have_the_value_is_a_409_saying_why(served, mo
     assert refused.status_code == 409
     assert "its secret param 'token' is sealed" in refused.json()["detail"]
     assert served.get(f"/batch/instances/{number}").json()["status"] == "failed"
+
+
+def test_each_item_of_a_mapped_step_gets_the_value(sqlite_store, monkeypatch):
+    registry = _registry()
+    text = textwrap.dedent(
+        """
+        name: m
+        params:
+          token: {secret: true}
+          day: {default: "2026-11-26"}
+        steps:
+          - id: each
+            runner: leak_param
+            map: {items: [1, 2, 3]}
+            inputs: {header: "Bearer {{ params.token }}"}
+        """
+    )
+    service = BatchService(sqlite_store, DirectDispatcher(registry))
+    done = service.run(BatchService.prepare(load_text(text, "m.yaml", registry), {"token": VALUE}))
+    assert done.status == "succeeded"
+    [mapped] = [s for s in sqlite_store.get_instance(done.id).steps if s.item is None]
+    assert [r["echo"] for r in mapped.result] == ["***"] * 3
+    assert [f for f in forms(VALUE) if f in _every_row_as_text(sqlite_store)] == []
+
+
+def test_a_process_s_own_log_handlers_see_the_record_masked(sqlite_store, tmp_path, caplog):
+    """`ctx.logger` records also reach the handlers of the process that runs the step (a Celery
+    worker's log, an application's): they are masked before any of them sees the record."""
+    registry = _registry()
+    loaded = load_text((tmp_path / definition(tmp_path)).read_text(), "s.yaml", registry)
+    service = BatchService(sqlite_store, DirectDispatcher(registry))
+    with caplog.at_level("INFO"):
+        service.run(BatchService.prepare(loaded, {"token": VALUE}))
+    logged = [r for r in caplog.records if r.name == "engine.runner"]
+    assert [r.getMessage() for r in logged][:1] == ["logging *** {'token': '***'}"]
+    assert [f for f in forms(VALUE) if f in caplog.text] == []

@@ -17,7 +17,14 @@ from engine.errors import RunnerNotFound
 from engine.jsondata import NotJsonData, json_text
 from engine.registry import JobRegistry, Runner
 from engine.secret_params import revealed_params
-from engine.secrets import NO_SECRETS, Masker, MissingSecret, holds_placeholders, reveal
+from engine.secrets import (
+    NO_SECRETS,
+    Masker,
+    MissingSecret,
+    holds_placeholders,
+    masking,
+    reveal,
+)
 from engine.typed_inputs import InputsMismatch, checked
 
 
@@ -106,7 +113,7 @@ class _Output:
 def call(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
     """Call a sync runner in this thread, catching what it says."""
     task, output = prepared.task, _Output(prepared, sink)
-    with Capture(output.deliver):
+    with Capture(output.deliver), masking(prepared.masker):
         try:
             result = prepared.runner.resolve()(prepared.inputs, prepared.ctx)
             outcome = StepOutcome.success(task, result)
@@ -118,7 +125,7 @@ def call(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
 async def call_async(prepared: Prepared, sink: LogSink | None = None) -> StepOutcome:
     """Await an async runner, catching what it says (in its own task's context)."""
     task, output = prepared.task, _Output(prepared, sink)
-    with Capture(output.deliver):
+    with Capture(output.deliver), masking(prepared.masker):
         try:
             result = await prepared.runner.resolve()(prepared.inputs, prepared.ctx)
             outcome = StepOutcome.success(task, result)
