@@ -13,32 +13,34 @@ that a quiet run sends nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, and_, func, or_, select
 
 from engine.errors import InstanceNotFound
 from engine.store.store import _instance_query, _view
 from engine.store.tables import instances, step_results
-from engine.store.views import InstanceView, StepAttemptView, Timestamp
+from engine.store.views import InstanceView, StepAttemptView
 
 OVERLAP = timedelta(seconds=2)
 """How far before the cursor a change read starts again."""
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+"""The cursor of a reader that has seen no timestamp yet: every change is after it."""
 
 
-class StepRow(BaseModel):
-    """One attempt of a step's own row (not an item's), without its result or error."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One attempt of a step's own row (not an item's), without its result or error; a plain
+    dataclass, as a 10,000-step run reads 10,000 of them per page."""
 
     step: str
     attempt: int
     status: str
-    started_at: Timestamp | None
-    finished_at: Timestamp | None
-    changed_at: Timestamp
+    started_at: datetime | None
+    finished_at: datetime | None
+    changed_at: datetime
     """The latest of the row's timestamps: what a change cursor is compared with."""
 
 

@@ -12,6 +12,7 @@ from markupsafe import Markup
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
 from engine.status import ENDED, InstanceStatus
+from engine.store.browse import BEGINNING
 from engine.store.types import utcnow
 from engine.ui import rendering
 from engine.ui.layout import Topology, layout
@@ -74,7 +75,7 @@ def runs_list(
         status=status or "",
         statuses=[s.value for s in InstanceStatus],
         definitions=known,
-        cursor=(ui.browse.latest_change() or utcnow()).isoformat(),
+        cursor=(ui.browse.latest_change() or BEGINNING).isoformat(),
     )
 
 
@@ -107,7 +108,7 @@ def run_page(
         tpage=tpage,
         tpages=max(1, -(-attempts // PAGE)),
         group=group or "",
-        cursor=run.cursor.isoformat() if run.cursor else "",
+        cursor=run.cursor.isoformat(),
         notice=NOTICES.get(notice or ""),
         item_summary=item_summary,
         params=run.view.params,

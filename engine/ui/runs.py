@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from engine.status import ENDED
 from engine.store import InstanceView
-from engine.store.browse import StepRow, latest
+from engine.store.browse import BEGINNING, StepRow, latest
 from engine.store.types import utcnow
 from engine.ui.layout import Kind, Layout, Node, Topology, layout
 from engine.ui.state import UIState
@@ -42,11 +42,11 @@ class RunPicture:
         return self.view.status in ENDED
 
     @property
-    def cursor(self) -> datetime | None:
+    def cursor(self) -> datetime:
         """Where the run's feed starts: the latest timestamp of its rows, or of the instance."""
         view = self.view
         times = [r.changed_at for r in self.rows.values()]
-        return latest([*times, view.started_at, view.finished_at]) or utcnow()
+        return latest([*times, view.started_at, view.finished_at]) or BEGINNING
 
     def steps(self) -> list[str]:
         return list(self.topology.steps) if self.topology else sorted(self.rows)
