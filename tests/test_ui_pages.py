@@ -354,7 +354,7 @@ def test_ui_responses_carry_the_content_security_policy(server: Server) -> None:
     assert "content-security-policy" not in server.client.get("/batch/instances").headers
 
 
-def test_the_static_assets_are_package_data(tmp_path: Path) -> None:
+def test_the_static_assets_are_package_data() -> None:
     import tomllib
 
     from engine import ui
