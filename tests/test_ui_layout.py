@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.definition import load_text
-from engine.ui.layout import Edge, Kind, Layout, Topology, layout
+from engine.ui.layout import Edge, Kind, Layout, Node, Topology, layout
 
 STATUSES = ("succeeded", "failed", "skipped", "running", "cancelled")
 
@@ -37,9 +37,14 @@ def graphs(draw: st.DrawFn) -> tuple[Topology, dict[str, str], int]:
     return Topology(steps, edges, mapped), statuses, limit
 
 
+def owners(drawn: Layout) -> dict[str, Node]:
+    """The node that holds each step."""
+    return {step: node for node in drawn.nodes for step in node.members}
+
+
 def drawn_edges(topology: Topology, drawn: Layout) -> list[tuple[str, str]]:
     """The step edges that a link should stand for: between two drawn nodes."""
-    owner = drawn.owners()
+    owner = owners(drawn)
     return [
         (owner[e.source].key, owner[e.target].key)
         for e in topology.edges

@@ -88,10 +88,6 @@ class Layout:
     nodes: tuple[Node, ...]
     links: tuple[Link, ...]
 
-    def owners(self) -> dict[str, Node]:
-        """The node that holds each step."""
-        return {step: node for node in self.nodes for step in node.members}
-
 
 def layout(topology: Topology, statuses: Mapping[str, str], limit: int = MAX_NODES) -> Layout:
     """The graph collapsed to at most `limit` nodes (one of them the more note), layered."""
