@@ -13,13 +13,11 @@ such an instance cannot be resumed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.config import PARAMS_KEY_ENV, params_keys
-from engine.dispatch.base import Dispatcher, Done, LogSink, StepTask
 from engine.errors import ResumeRefused
 from engine.secrets import MASK, MissingSecret, param_placeholder
 
@@ -222,22 +220,3 @@ def revealed_params(params: dict[str, Any], secret: SecretParams | None) -> dict
             del params[name]
             withheld = True
     return WithheldParams(params, secret) if withheld else params
-
-
-def with_secret_params(dispatcher: Dispatcher, secret: SecretParams | None) -> Dispatcher:
-    """`dispatcher`, its tasks given `secret` (itself when None)."""
-    return dispatcher if secret is None else _Giving(dispatcher, secret)
-
-
-class _Giving(Dispatcher):
-    """Gives each attempt of one run its secret params on their way to the dispatcher: the
-    executor builds its tasks without knowing the values. Closing is the inner one's owner's."""
-
-    def __init__(self, inner: Dispatcher, secret: SecretParams) -> None:
-        self.inner, self.secret = inner, secret
-
-    def submit(self, task: StepTask, done: Done, sink: LogSink | None = None) -> None:
-        self.inner.submit(dataclasses.replace(task, secret_params=self.secret), done, sink)
-
-    def cancel(self, task: StepTask) -> None:
-        self.inner.cancel(task)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from engine import metrics, secret_params
 from engine.definition import LoadedDefinition, load_text
 from engine.dispatch import Dispatcher
+from engine.dispatch.secret_giving import with_secret_params
 from engine.errors import IdempotencyKeyReused, IdempotencyKeyTaken, LeaseLost
 from engine.execution import Cancellation, Listener, PriorAttempt
 from engine.executor import Executor
@@ -299,7 +300,7 @@ class BatchService:
         executor = Executor(
             prepared.loaded,
             self.store,
-            secret_params.with_secret_params(self.dispatcher, prepared.secret_params),
+            with_secret_params(self.dispatcher, prepared.secret_params),
             instance_id=instance_id,
             params=secret_params.in_scope(prepared.params, prepared.secret_params),
             run={**prepared.run, "id": instance_id},
