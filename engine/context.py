@@ -10,6 +10,7 @@ from typing import Any
 RUNNER_LOGGER = "engine.runner"
 """The logger of `ctx.logger`: its records go to the attempt's log."""
 _runner_logger = logging.getLogger(RUNNER_LOGGER)
+_making_events = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,26 @@ class StepContext:
     """In one item of a mapped step: the item, its key and its index; None outside `map`."""
     item_key: str | None = None
     item_index: int | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: threading.Event | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the attempt timed out or the instance was cancelled. Made when first asked
+        for: most attempts never are, and an Event costs a lock and a condition."""
+        event = self._cancel
+        if event is None:
+            with _making_events:
+                event = self._cancel
+                if event is None:
+                    event = threading.Event()
+                    object.__setattr__(self, "_cancel", event)
+        return event
 
     @property
     def cancelled(self) -> bool:
         """True once the attempt timed out or the instance was cancelled."""
-        return self.cancel_event.is_set()
+        event = self._cancel
+        return event is not None and event.is_set()
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
