@@ -101,14 +101,24 @@ steps:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = workdir(tmp_path_factory.mktemp("ui"), RUNNERS, {"shapes": SHAPES, "typed": TYPED})
-    server = serve(root)
+    server = serve(root, "--max-instances", "8")
     yield server
     server.terminate()
+
+
+@pytest.fixture(autouse=True)
+def released(server: Server) -> Iterator[None]:
+    """Every run a test held is let go after it, passed or failed, so that no held run keeps
+    a slot from the next test."""
+    yield
+    for held in server.cwd.glob("held-*"):
+        release(server, int(held.name.removeprefix("held-")))
 
 
 def holding(server: Server) -> int:
     """A `shapes` run whose `wait` step runs (until released) and all else has ended."""
     instance_id = start(server, "shapes")
+    (server.cwd / f"held-{instance_id}").touch()
     until(
         lambda: (
             steps(server, instance_id).get("wait") == "running"
@@ -121,6 +131,7 @@ def holding(server: Server) -> int:
 
 def release(server: Server, instance_id: int) -> None:
     (server.cwd / f"go-{instance_id}").touch()
+    (server.cwd / f"held-{instance_id}").unlink(missing_ok=True)
 
 
 def node(page: Any, step: str) -> Any:
@@ -248,6 +259,21 @@ def test_the_runs_list_filters_pages_on_the_server_and_shows_new_runs(
     expect(row.locator(".c-status")).to_have_text("succeeded")
     expect(page.locator("#runs tbody tr").first).to_have_attribute("data-id", str(newest))
     expect(page.locator("#runs tbody tr")).to_have_count(50)
+
+
+def test_the_runs_list_follows_a_run_cancelled_and_resumed(server: Server, page: Any) -> None:
+    instance_id = holding(server)
+    page.goto(f"{server.url}/")
+    status = page.locator(f'#runs tr[data-id="{instance_id}"] .c-status')
+    expect(status).to_have_text("running")
+    server.client.post(f"/batch/instances/{instance_id}/cancel")
+    expect(status).to_have_text("cancelled")
+    release(server, instance_id)
+    # A resume changes the status but none of the instance's timestamps: the page's rows are
+    # sent with each poll, and those whose status differs come back.
+    assert server.client.post(f"/batch/instances/{instance_id}/resume").status_code == 202
+    expect(status).to_have_text(re.compile("running|failed"))
+    expect(status).to_have_text("failed")
 
 
 def test_the_run_form_types_params_dry_runs_and_starts_a_run(server: Server, page: Any) -> None:

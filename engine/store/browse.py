@@ -80,6 +80,12 @@ class Browse:
             count = int(conn.execute(total).scalar_one())
         return [_view(row, None) for row in rows], count
 
+    def instances_among(self, ids: list[int]) -> list[InstanceView]:
+        """The instances of `ids` (unknown ones left out), newest first."""
+        query = _instance_query().where(instances.c.id.in_(ids)).order_by(instances.c.id.desc())
+        with self.engine.connect() as conn:
+            return [_view(row, None) for row in conn.execute(query)]
+
     def latest_change(self) -> datetime | None:
         """The latest time any instance was created, started or ended: where a reader of
         `instances_changed` starts."""

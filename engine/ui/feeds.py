@@ -55,18 +55,37 @@ def runs_feed(
     definition: str | None = None,
     status: str | None = None,
     settled: bool = False,
+    shown: Annotated[str, Query(max_length=2000)] = "",
 ) -> dict[str, Any]:
-    """The runs that changed after `since` (with the list's filters), newest first."""
+    """The runs that changed after `since` (with the list's filters), newest first; and of
+    the runs `shown` (`id:status,…`, the page's rows), those whose status or abandonment
+    differs from what the page shows: a resume or a lost lease changes no timestamp."""
     views, latest_seen = ui.browse.instances_changed(
         since, definition or None, status_filter(status), RUNS_PAGE, settled
     )
+    page: dict[str, str] = {}
+    for entry in shown.split(",")[:RUNS_PAGE]:
+        key, _, told = entry.partition(":")
+        page[key] = told
+    ids = [int(key) for key in page if key.isdigit()]
+    known = {view.id for view in views}
+    views += [
+        view
+        for view in ui.browse.instances_among(ids)
+        if view.id not in known and page[str(view.id)] != _shown_status(view)
+    ]
     now = utcnow()
     cursor = max(since, latest_seen or since)
     return {
         "cursor": cursor.isoformat(),
         "settled": cursor == since,
-        "runs": [run_cells(view, now) for view in views],
+        "runs": [run_cells(view, now) for view in sorted(views, key=lambda v: -v.id)],
     }
+
+
+def _shown_status(view: InstanceView) -> str:
+    """A run's status as the runs list tells it apart: abandoned is a status of its own."""
+    return f"{view.status}!" if view.abandoned else view.status
 
 
 @router.get("/ui/feed/runs/{instance_id}")

@@ -37,6 +37,7 @@
     if (!badge) return;
     badge.className = "badge s-" + status;
     badge.textContent = status + (abandoned ? " (abandoned)" : "");
+    badge.dataset.shown = status + (abandoned ? "!" : "");
   }
 
   function setText(container, selector, text) {
@@ -93,8 +94,12 @@
     let cursor = body.dataset.cursor;
     let settled = false;
     every(async () => {
+      const shown = Array.from(tbody.querySelectorAll("tr[data-id]"), (row) => {
+        const badge = row.querySelector(".c-status .badge");
+        return row.dataset.id + ":" + (badge ? badge.dataset.shown : "");
+      });
       const query = new URLSearchParams({
-        since: cursor, settled: String(settled),
+        since: cursor, settled: String(settled), shown: shown.join(","),
         definition: body.dataset.definition, status: body.dataset.status,
       });
       const data = await get("/ui/feed/runs?" + query);
