@@ -93,6 +93,7 @@ params:
   mode: {type: string, enum: [fast, slow], default: fast}
   verbose: {type: boolean, default: false}
   label: {type: string, default: plain}
+  tags: {type: array, default: ['say "hi" onfocus="window.pwned=3"']}
 steps:
   - {id: only, runner: ok, inputs: {count: "{{ params.count }}"}}
 """
@@ -243,7 +244,7 @@ def test_the_runs_list_filters_pages_on_the_server_and_shows_new_runs(
     page.goto(f"{server.url}/?definition=typed")
     expect(page.locator("#runs tbody tr")).to_have_count(50)
     expect(page.locator("#runs .c-definition")).to_have_text(["typed"] * 50)
-    page.get_by_role("link", name="older →").click()
+    page.get_by_role("link", name="next →").click()
     expect(page).to_have_url(re.compile(r"page=1"))
     assert page.locator("#runs tbody tr").count() >= 1
     page.goto(f"{server.url}/")
@@ -289,6 +290,9 @@ def test_the_run_form_types_params_dry_runs_and_starts_a_run(server: Server, pag
         ["default (false)", "true", "false"]
     )
     expect(page.locator('[name="p.label"]')).to_have_attribute("placeholder", "plain")
+    tags = page.locator('[name="p.tags"]')
+    expect(tags).to_have_attribute("placeholder", '["say \\"hi\\" onfocus=\\"window.pwned=3\\""]')
+    assert tags.get_attribute("onfocus") is None
 
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#run-errors")).to_contain_text("params.count: Field required")
@@ -307,7 +311,13 @@ def test_the_run_form_types_params_dry_runs_and_starts_a_run(server: Server, pag
     expect(page).to_have_url(re.compile(r"/ui/runs/\d+(#run)?$"))
     instance_id = int(re.findall(r"/ui/runs/(\d+)", page.url)[0])
     doc = server.wait(instance_id, "succeeded")
-    assert doc["params"] == {"count": 5, "mode": "slow", "verbose": True, "label": "plain"}
+    assert doc["params"] == {
+        "count": 5,
+        "mode": "slow",
+        "verbose": True,
+        "label": "plain",
+        "tags": ['say "hi" onfocus="window.pwned=3"'],
+    }
     assert doc["trigger"] == "http"
 
 

@@ -156,7 +156,7 @@ def step_page(
 def definitions_list(request: Request, nonce: PageSession, ui: UI) -> HTMLResponse:
     now = utcnow()
     rows = [
-        (loaded, next_ticks(loaded, now, 1), ui.browse.instances(name, None, 0, 1)[0])
+        (loaded, next_ticks(loaded, now, 1), ui.served.service.store.list_instances(name, None, 1))
         for name, loaded in sorted(ui.served.definitions.items())
     ]
     return show(request, nonce, "definitions.html", rows=rows)
@@ -180,7 +180,7 @@ def definition_context(ui: UIState, loaded: LoadedDefinition) -> dict[str, Any]:
         "loaded": loaded,
         "definition": loaded.definition,
         "ticks": next_ticks(loaded, now, NEXT_TICKS),
-        "last_runs": ui.browse.instances(loaded.name, None, 0, LAST_RUNS)[0],
+        "last_runs": ui.served.service.store.list_instances(loaded.name, None, LAST_RUNS),
         "graph": Markup(graph_svg(drawn, lambda node: None, {}, topology.mapped)),
         "values": {},
         "errors": [],

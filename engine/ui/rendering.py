@@ -39,6 +39,12 @@ def as_json(value: Any, limit: int = JSON_CHARS) -> str:
     return text[:limit] + f"\n… [{len(text) - limit:,} more characters not shown]"
 
 
+def compact(value: Any) -> str:
+    """JSON on one line, as plain text for autoescape (Jinja2's `tojson` is markup, whose quotes
+    would end an attribute)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -48,6 +54,7 @@ environment = Environment(
 )
 environment.filters["when"] = when
 environment.filters["as_json"] = as_json
+environment.filters["compact"] = compact
 environment.globals["took"] = took
 
 
