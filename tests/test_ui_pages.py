@@ -400,3 +400,11 @@ def test_the_static_assets_are_package_data() -> None:
     root = Path(ui.__file__).parent
     shipped = {p for pattern in patterns for p in root.glob(pattern)}
     assert shipped == {*root.glob("templates/*"), *root.glob("static/*")}
+
+
+def test_a_feed_cursor_needs_its_offset_and_may_be_any_time(server: Server) -> None:
+    feed = "/ui/feed/runs"
+    assert server.client.get(feed, params={"since": "2026-01-01T00:00:00"}).status_code == 422
+    for since in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        reply = server.client.get(feed, params={"since": since})
+        assert reply.status_code == 200, reply.text

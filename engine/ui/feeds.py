@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import AwareDatetime
 
 from engine.status import ENDED
 from engine.store import InstanceView
-from engine.store.browse import latest
+from engine.store.browse import BEGINNING, latest
 from engine.store.logs import LogPage
 from engine.store.types import utcnow
 from engine.ui.pages import RUNS_PAGE, UI, PageNumber, status_filter
@@ -32,6 +33,8 @@ LOG_PAGE = 500
 
 router = APIRouter(include_in_schema=False)
 SVG = "image/svg+xml"
+Cursor = AwareDatetime
+"""A feed's cursor: a time with its offset, as the feed gave it (a naive one is a 422)."""
 
 
 def run_cells(view: InstanceView, now: datetime) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def run_cells(view: InstanceView, now: datetime) -> dict[str, Any]:
 def runs_feed(
     ui: UI,
     nonce: FeedSession,
-    since: datetime,
+    since: Cursor,
     definition: str | None = None,
     status: str | None = None,
     settled: bool = False,
@@ -60,6 +63,7 @@ def runs_feed(
     """The runs that changed after `since` (with the list's filters), newest first; and of
     the runs `shown` (`id:status,…`, the page's rows), those whose status or abandonment
     differs from what the page shows: a resume or a lost lease changes no timestamp."""
+    since = max(since, BEGINNING)
     views, latest_seen = ui.browse.instances_changed(
         since, definition or None, status_filter(status), RUNS_PAGE, settled
     )
@@ -90,10 +94,11 @@ def _shown_status(view: InstanceView) -> str:
 
 @router.get("/ui/feed/runs/{instance_id}")
 def run_feed(
-    ui: UI, nonce: FeedSession, instance_id: int, since: datetime, settled: bool = False
+    ui: UI, nonce: FeedSession, instance_id: int, since: Cursor, settled: bool = False
 ) -> dict[str, Any]:
     """The run's state, its step rows changed after `since` (each step's latest), and its
     mapped steps' item counts."""
+    since = max(since, BEGINNING)
     view = ui.browse.instance(instance_id)
     changed = {row.step: row for row in ui.browse.step_rows(instance_id, since, settled)}
     topology = ui.topology(view.definition, view.version, instance_id)
