@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import expect
 from served import Server
 from ui_browser import browser, page, serve, start, steps, until, workdir
 
+from engine.cron import CronSchedule
 from engine.store import Store
+from engine.store.types import utcnow
 
 __all__ = ["browser", "page"]
 
@@ -23,6 +26,7 @@ XSS = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
 
 RUNNERS = f"""
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from engine import job_handler
 
 XSS = {XSS!r}
@@ -98,10 +102,23 @@ steps:
   - {id: only, runner: ok, inputs: {count: "{{ params.count }}"}}
 """
 
+NIGHTLY = """
+name: nightly
+description: "Runs at <b>night</b>"
+cron: "30 2 * * *"
+timezone: Asia/Seoul
+steps:
+  - {id: only, runner: ok}
+"""
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = workdir(tmp_path_factory.mktemp("ui"), RUNNERS, {"shapes": SHAPES, "typed": TYPED})
+    root = workdir(
+        tmp_path_factory.mktemp("ui"),
+        RUNNERS,
+        {"shapes": SHAPES, "typed": TYPED, "nightly": NIGHTLY},
+    )
     server = serve(root, "--max-instances", "8")
     yield server
     server.terminate()
@@ -408,3 +425,19 @@ def test_a_feed_cursor_needs_its_offset_and_may_be_any_time(server: Server) -> N
     for since in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
         reply = server.client.get(feed, params={"since": since})
         assert reply.status_code == 200, reply.text
+
+
+def test_a_definition_page_shows_its_next_ticks_source_and_graph(server: Server, page: Any) -> None:
+    page.goto(f"{server.url}/ui/definitions")
+    row = page.locator("#definitions tbody tr", has_text="nightly")
+    expect(row).to_contain_text("Runs at <b>night</b>")
+    row.get_by_role("link", name="nightly").click()
+    ticks = page.locator("#next-ticks li")
+    expect(ticks).to_have_count(5)
+    first = CronSchedule("30 2 * * *", "Asia/Seoul").after(utcnow())
+    assert first is not None
+    seoul = first.astimezone(ZoneInfo("Asia/Seoul"))
+    expect(ticks.first).to_have_text(f"{first:%Y-%m-%d %H:%M:%S} UTC ({seoul:%Y-%m-%d %H:%M} KST)")
+    assert seoul.hour == 2 and seoul.minute == 30
+    expect(page.locator("#source")).to_contain_text('cron: "30 2 * * *"')
+    expect(page.locator("#graph g.node")).to_have_count(1)

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -23,6 +24,11 @@ every item's)."""
 def when(moment: datetime | None) -> str:
     """A stored time as UTC wall time to the second, blank when unset."""
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def wall(moment: datetime, zone: str) -> str:
+    """A UTC instant as wall time in an IANA zone, with the zone's abbreviation."""
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def took(started: datetime | None, finished: datetime | None, now: datetime) -> str:
@@ -53,6 +59,7 @@ environment = Environment(
     lstrip_blocks=True,
 )
 environment.filters["when"] = when
+environment.filters["wall"] = wall
 environment.filters["as_json"] = as_json
 environment.filters["compact"] = compact
 environment.globals["took"] = took

@@ -105,7 +105,8 @@ def _node(
         title = f"{first}: {node.status}"
         lines = [_cut(first)]
         if first in mapped:
-            summary = item_summary(items.get(first, {}))
+            counts = items.get(first)
+            summary = item_summary(counts) if counts else "map: no items yet"
             lines.append(_cut(summary, 34))
             title += f" ({summary})"
     elif node.kind is Kind.group:
