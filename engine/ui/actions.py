@@ -2,7 +2,7 @@
 
 Plain HTML forms posting to the server, each carrying the session's CSRF token
 (`session.check_post`); a success redirects (303), so that reloading a page never posts again.
-They call the same service verbs as the HTTP API's routes.
+They call the service verbs and the background runner as the HTTP API's routes do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from engine.api import routes
 from engine.definition import LoadedDefinition
 from engine.definition.models import ParamType
 from engine.errors import ParamsError, ResumeRefused
@@ -30,7 +29,8 @@ router = APIRouter(include_in_schema=False)
 @router.post("/ui/runs/{instance_id}/cancel")
 async def cancel(request: Request, nonce: PageSession, ui: UI, instance_id: int) -> Response:
     check_post(request, nonce, await form(request))
-    routes.cancel(ui.served, instance_id)
+    ui.served.service.cancel(instance_id)
+    ui.served.runner.cancel(instance_id)
     return RedirectResponse(f"/ui/runs/{instance_id}?notice=cancel", status_code=303)
 
 
@@ -38,9 +38,10 @@ async def cancel(request: Request, nonce: PageSession, ui: UI, instance_id: int)
 async def resume(request: Request, nonce: PageSession, ui: UI, instance_id: int) -> Response:
     check_post(request, nonce, await form(request))
     try:
-        routes.resume(ui.served, instance_id)
+        taken = ui.served.service.take(instance_id, ui.served.registry)
     except ResumeRefused as refused:
         return Response(str(refused), status_code=409, media_type="text/plain")
+    ui.served.runner.launch_taken(taken)
     return RedirectResponse(f"/ui/runs/{instance_id}?notice=resume", status_code=303)
 
 
