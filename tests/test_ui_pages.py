@@ -441,3 +441,15 @@ def test_a_definition_page_shows_its_next_ticks_source_and_graph(server: Server,
     assert seoul.hour == 2 and seoul.minute == 30
     expect(page.locator("#source")).to_contain_text('cron: "30 2 * * *"')
     expect(page.locator("#graph g.node")).to_have_count(1)
+
+
+def test_an_unknown_run_or_definition_is_a_page_and_stays_json_in_the_api(
+    server: Server, page: Any
+) -> None:
+    page.goto(f"{server.url}/ui/runs/999999")
+    expect(page.locator("#missing")).to_have_text("no instance with id 999999")
+    reply = server.client.get("/ui/definitions/nope")
+    assert reply.status_code == 404 and "no definition named" in reply.text
+    assert reply.headers["content-type"].startswith("text/html")
+    api = server.client.get("/batch/instances/999999")
+    assert api.status_code == 404 and api.json() == {"detail": "no instance with id 999999"}

@@ -107,17 +107,17 @@ def create_app(
     app.include_router(public)
     app.include_router(router)
     app.include_router(metrics.router)
-    # Here, not at the top: engine.ui builds on engine.api's state and routes, so importing
-    # engine.ui first must find engine.api importable.
-    from engine.ui import include_ui
-
-    include_ui(app)
     if token is None:
         app.openapi = _without_security(app)  # type: ignore[method-assign]
     _serve_docs(app)
     app.add_exception_handler(RequestValidationError, invalid_request)
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
+    # Here, not at the top: engine.ui builds on engine.api's state, so importing engine.ui
+    # first must find engine.api importable.
+    from engine.ui import include_ui
+
+    include_ui(app)
     return app
 
 

@@ -6,7 +6,9 @@ Imported only by `engine.api.app`, so that the other commands never load it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -14,8 +16,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.api.state import ServedState
+from engine.errors import DefinitionNotFound, InstanceNotFound
 from engine.store.browse import Browse
 from engine.ui import actions, feeds, pages, session
+from engine.ui.rendering import page
 from engine.ui.session import LoginRequired, Sessions, login_redirect
 from engine.ui.state import UIState
 
@@ -71,6 +75,24 @@ def include_ui(app: FastAPI) -> None:
         return login_redirect(request)
 
     app.add_exception_handler(LoginRequired, login_required)
+    for missing in (InstanceNotFound, DefinitionNotFound):
+        app.add_exception_handler(missing, _not_found_page(app.exception_handlers[missing]))
+
+
+def _not_found_page(api: Callable[[Request, Exception], Any]) -> Callable[..., Any]:
+    """An unknown run or definition: a page on the UI's paths, the API's answer elsewhere."""
+
+    async def handle(request: Request, error: Exception) -> Response:
+        if not is_ui_path(request.url.path):
+            answer: Response = api(request, error)
+            return answer
+        nonce = request.app.state.ui.sessions.nonce(request.cookies.get(session.COOKIE))
+        if nonce is None:
+            return login_redirect(request)
+        csrf = request.app.state.ui.sessions.csrf(nonce)
+        return page(request, "missing.html", csrf, code=404, message=str(error))
+
+    return handle
 
 
 __all__ = ["include_ui"]
