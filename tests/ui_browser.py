@@ -25,9 +25,12 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         unavailable("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError as exc:
         unavailable("Playwright", str(exc))
+    # A live update takes a poll or two (1.5 s each; a graph fetched again waits up to 4 s):
+    # on a loaded machine, more than expect's default 5 s.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser
