@@ -68,6 +68,12 @@ def test_a_10000_step_run_page_sends_no_response_over_200_kb(
     expect(page.locator("h2#steps small")).to_have_text("10000")
     assert max(seen.values()) <= LIMIT, seen
 
+    expect(page.locator("#timeline g.bar")).to_have_count(100)
+    last = server.client.get(f"/ui/runs/{grid}/timeline.svg", params={"tpage": 70})
+    assert last.text.count('class="bar ') == 100
+    past = server.client.get(f"/ui/runs/{grid}/timeline.svg", params={"tpage": 71})
+    assert past.text.count('class="bar ') == 0
+
     group = page.locator("#graph a", has=page.locator("g.k-group")).first
     members = int(group.locator("text.label").text_content().split()[0])
     group.click()

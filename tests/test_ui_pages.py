@@ -50,6 +50,11 @@ def hold(inputs, ctx):
             return "cancelled"
     return "went"
 
+@job_handler("chatty")
+def chatty(inputs, ctx):
+    for n in range(1200):
+        print(f"line {{n}}")
+
 @job_handler("regions")
 def regions(inputs, ctx):
     return [{{"key": k}} for k in ("north", "south", XSS, "east", "west")]
@@ -111,13 +116,19 @@ steps:
   - {id: only, runner: ok}
 """
 
+CHATTY = """
+name: chatty
+steps:
+  - {id: talk, runner: chatty}
+"""
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = workdir(
         tmp_path_factory.mktemp("ui"),
         RUNNERS,
-        {"shapes": SHAPES, "typed": TYPED, "nightly": NIGHTLY},
+        {"shapes": SHAPES, "typed": TYPED, "nightly": NIGHTLY, "chatty": CHATTY},
     )
     server = serve(root, "--max-instances", "8")
     yield server
@@ -453,3 +464,19 @@ def test_an_unknown_run_or_definition_is_a_page_and_stays_json_in_the_api(
     assert reply.headers["content-type"].startswith("text/html")
     api = server.client.get("/batch/instances/999999")
     assert api.status_code == 404 and api.json() == {"detail": "no instance with id 999999"}
+
+
+def test_a_steps_logs_come_a_page_at_a_time(server: Server, page: Any) -> None:
+    instance_id = start(server, "chatty")
+    server.wait(instance_id, "succeeded")
+    page.goto(f"{server.url}/ui/runs/{instance_id}/steps/talk")
+    lines = page.locator("#log-lines span")
+    expect(lines).to_have_count(500)
+    expect(page.locator("#log-state")).to_have_text("more lines to load")
+    page.get_by_role("button", name="Load more").click()
+    expect(lines).to_have_count(1000)
+    page.get_by_role("button", name="Load more").click()
+    expect(lines).to_have_count(1200)
+    expect(page.locator("#log-state")).to_have_text("complete")
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    assert lines.last.text_content().endswith("line 1199\n")
