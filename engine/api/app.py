@@ -19,7 +19,6 @@ from engine.api import metrics
 from engine.api.body import invalid_request
 from engine.api.routes import public, router
 from engine.api.security import BodyLimit, LoopbackHosts, require_token
-from engine.api.state import ServedState
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
 from engine.errors import (
@@ -34,7 +33,9 @@ from engine.errors import (
 from engine.health import SchedulerHealth
 from engine.recovery import recovering
 from engine.registry import JobRegistry
+from engine.served import ServedState
 from engine.service import BatchService
+from engine.ui import include_ui
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,6 @@ def create_app(
     app.add_exception_handler(RequestValidationError, invalid_request)
     for error, status in _STATUS.items():
         app.add_exception_handler(error, _handler(status))
-    # Here, not at the top: engine.ui builds on engine.api's state, so importing engine.ui
-    # first must find engine.api importable.
-    from engine.ui import include_ui
-
     include_ui(app)
     return app
 

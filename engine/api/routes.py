@@ -22,9 +22,9 @@ from engine.api.models import (
     SchedulerState,
 )
 from engine.api.security import require_token
-from engine.api.state import ServedState
 from engine.api.tracebacks import instance_json
 from engine.definition import LoadedDefinition
+from engine.served import ServedState
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView

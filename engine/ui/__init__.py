@@ -15,8 +15,8 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.api.state import ServedState
 from engine.errors import DefinitionNotFound, InstanceNotFound
+from engine.served import ServedState
 from engine.store.browse import Browse
 from engine.ui import actions, feeds, pages, session
 from engine.ui.rendering import page

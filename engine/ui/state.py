@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from engine.api.state import ServedState
 from engine.definition import load_text
 from engine.errors import DefinitionError
+from engine.served import ServedState
 from engine.store.browse import Browse
 from engine.ui.layout import Topology
 from engine.ui.session import Sessions

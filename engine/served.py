@@ -1,4 +1,4 @@
-"""What the routes of one application work with."""
+"""What the API and the web UI of one `engine serve` work with."""
 
 from __future__ import annotations
 
