@@ -116,6 +116,15 @@ steps:
   - {id: only, runner: ok}
 """
 
+SEALED = """
+name: sealed
+params:
+  token: {type: string, secret: true}
+steps:
+  - {id: only, runner: ok, inputs: {token: "{{ params.token }}"}}
+"""
+TOKEN = "hunter2-typed-in-the-form"
+
 CHATTY = """
 name: chatty
 steps:
@@ -128,7 +137,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = workdir(
         tmp_path_factory.mktemp("ui"),
         RUNNERS,
-        {"shapes": SHAPES, "typed": TYPED, "nightly": NIGHTLY, "chatty": CHATTY},
+        {"shapes": SHAPES, "typed": TYPED, "nightly": NIGHTLY, "chatty": CHATTY, "sealed": SEALED},
     )
     server = serve(root, "--max-instances", "8")
     yield server
@@ -347,6 +356,30 @@ def test_the_run_form_types_params_dry_runs_and_starts_a_run(server: Server, pag
         "tags": ['say "hi" onfocus="window.pwned=3"'],
     }
     assert doc["trigger"] == "http"
+
+
+def test_a_secret_param_is_typed_hidden_and_never_shown_again(server: Server, page: Any) -> None:
+    """The run form asks for a secret param in a password field; neither the dry run's page
+    nor the run's pages send its value back (the field comes back empty), and the run gets it."""
+    page.goto(f"{server.url}/ui/definitions/sealed")
+    token = page.locator('[name="p.token"]')
+    expect(token).to_have_attribute("type", "password")
+    token.fill(TOKEN)
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#plan-params")).to_contain_text('"token": "***"')
+    expect(page.locator('[name="p.token"]')).to_have_value("")
+    assert TOKEN not in page.content()
+
+    page.locator('[name="p.token"]').fill(TOKEN)
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/ui/runs/\d+(#run)?$"))
+    instance_id = int(re.findall(r"/ui/runs/(\d+)", page.url)[0])
+    doc = server.wait(instance_id, "succeeded")
+    assert doc["params"] == {"token": "***"}
+    assert doc["steps"][0]["result"]["echo"] == {"token": "***"}
+    for path in (f"/ui/runs/{instance_id}", f"/ui/runs/{instance_id}/steps/only"):
+        page.goto(server.url + path)
+        assert TOKEN not in page.content()
 
 
 def test_cancel_and_resume_buttons(server: Server, page: Any) -> None:
