@@ -311,7 +311,7 @@ def unambiguous(text: str) -> bool:
     return NUMBER_LIKE.fullmatch(text) is None
 
 
-ids = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+ids = st.from_regex(r"(?:[A-Za-z]|_[A-Za-z0-9]|_$)[A-Za-z0-9_]{0,8}", fullmatch=True)
 names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}", fullmatch=True).filter(unambiguous)
 plain_text = st.text(max_size=16).filter(unambiguous)
 json_values = st.recursive(

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+STEP_ID_PATTERN = r"^(?:[A-Za-z]|_[A-Za-z0-9]|_$)[A-Za-z0-9_]*$"
+"""A letter or one underscore, then letters, digits and underscores: templates refuse names that
+start with `__` (the way out of a sandbox), so no id, `as` or param may take one."""
+PARAM_NAME_PATTERN = r"^(?:[^_]|_[^_]|_$)"
 
 
 class DslModel(BaseModel):
@@ -210,7 +213,9 @@ class Definition(DslModel):
     """A tick while the previous scheduled run still runs: skip it, queue it, or allow both."""
     concurrency: int = Field(1, ge=1, le=1024)
     """Steps of one instance in flight at once."""
-    params: dict[str, Param] = Field(default_factory=dict)
+    params: dict[Annotated[str, Field(pattern=PARAM_NAME_PATTERN)], Param] = Field(
+        default_factory=dict
+    )
     defaults: StepSettings = Field(default_factory=StepSettings)
     steps: list[Step] = Field(min_length=1)
 

@@ -12,7 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine.definition.models import Definition
+from engine.definition.models import (
+    NAME_PATTERN,
+    PARAM_NAME_PATTERN,
+    STEP_ID_PATTERN,
+    Definition,
+)
 from engine.definition.source import YamlDocument
 from engine.errors import Problem
 
@@ -60,8 +65,26 @@ def pydantic_problems(exc: ValidationError, document: YamlDocument) -> Iterator[
             yield document.problem(loc, f"{where}: unknown key {loc[-1]!r}{hint}", key=True)
         elif error["type"] == "missing":
             yield document.problem(loc, f"{where}: required key is missing")
+        elif error["type"] == "string_pattern_mismatch" and loc[-1] == "[key]":
+            said = _PATTERNS.get(error["ctx"]["pattern"], error["msg"])
+            yield document.problem(loc[:-1], f"{_dotted(loc[:-1], document)}: {said}", key=True)
+        elif error["type"] == "string_pattern_mismatch":
+            yield document.problem(
+                loc, f"{where}: {_PATTERNS.get(error['ctx']['pattern'], error['msg'])}"
+            )
         else:
             yield document.problem(loc, f"{where}: {error['msg']}")
+
+
+_PATTERNS = {
+    NAME_PATTERN: "must be lowercase letters, digits, '_' and '-', starting with a letter or digit",
+    STEP_ID_PATTERN: (
+        "must be letters, digits and '_', starting with a letter or one '_' (templates cannot read "
+        "a name that starts with '__')"
+    ),
+    PARAM_NAME_PATTERN: "a param's name may not start with '__': templates cannot read it",
+}
+"""What each pattern of the models asks for, in words instead of the regular expression."""
 
 
 def _dotted(loc: Sequence[str | int], document: YamlDocument) -> str:
