@@ -5,7 +5,8 @@
 Starts a real `engine serve` in a temporary folder with a small ETL-like definition (a mapped
 step with a failing item, a failure handler, a skipped step, typed params), runs it three ways
 (succeeded, failed, still running), seeds the UI tests' 10,000-step run, and photographs the
-pages in Chromium at 1280 px and one at a phone's 390 px.
+pages in Chromium at 1280 px and one at a phone's 390 px; then the login page of the same
+server started with a token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import re
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,9 @@ def main() -> None:
         db = f"sqlite:///{root / 'engine.db'}"
         store = Store(db)
         grid = seed_grid(store)
+        for day, reason in ((1, "overlap: run 3 still running"), (2, "missed: no scheduler ran")):
+            at = datetime(2026, 12, day, 1, 0, tzinfo=UTC)
+            store.ticks.skip("sales", at, "cron", "host-a:4242:1f3a", reason)
         store.close()
         server = Server(root, db, "--no-recover")
         try:
@@ -145,6 +150,8 @@ def main() -> None:
                 page.goto(f"{server.url}/ui/runs/{grid}")
                 page.locator("#graph-box").scroll_into_view_if_needed()
                 shoot(page, args.out / "run-10000-steps.png")
+                page.goto(f"{server.url}/ui/ticks")
+                shoot(page, args.out / "ticks.png")
                 phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
                 phone.goto(f"{server.url}/ui/runs/{running}")
                 shoot(phone, args.out / "phone.png")
@@ -153,6 +160,16 @@ def main() -> None:
             server.wait(running, "succeeded")
         finally:
             server.terminate()
+        guarded = Server(root, db, "--no-recover", env={"ENGINE_API_TOKEN": "shown-nowhere"})
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+                page = browser.new_page(viewport={"width": 1280, "height": 600})
+                page.goto(f"{guarded.url}/")
+                shoot(page, args.out / "login.png")
+                browser.close()
+        finally:
+            guarded.terminate()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ def logged_in(server: Server, **headers: str) -> tuple[httpx.Client, str]:
 def test_logging_in_in_a_browser_sets_an_http_only_strict_cookie(server: Server, page: Any) -> None:
     page.goto(f"{server.url}/ui/definitions")
     expect(page).to_have_url(re.compile(r"/login\?next=%2Fui%2Fdefinitions$"))
+    expect(page.locator("header nav")).to_have_count(0)  # nothing to go to before logging in
+    expect(page.get_by_role("button", name="Log out")).to_have_count(0)
     page.get_by_label("Token").fill("wrong")
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#login-error")).to_have_text("Wrong token.")
