@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from served import Server
 from sqlalchemy import update
 from ui_browser import browser, page, serve, workdir
-from ui_seed import RUNNING_DEPTH, seed_grid, seed_map
+from ui_seed import RUNNING_DEPTH, seed_failures, seed_grid, seed_map
 
 from engine.store import Store
 from engine.store.tables import step_results
@@ -151,3 +151,28 @@ def test_the_seeded_runs_are_read_from_their_stored_version(
         reply = server.client.get(f"/ui/runs/{instance_id}/graph.svg")
         assert reply.headers["content-type"].startswith("image/svg+xml")
         assert 0 < len(reply.content) <= LIMIT
+
+
+def test_a_step_with_a_thousand_long_errors_is_a_small_page(
+    seeded: tuple[Server, int, int],
+) -> None:
+    """1,000 failed attempts and 200 failed items, each error as long as storage keeps (64 K
+    characters): each page of the step stays under 200 KB, shows the last attempts with the
+    last errors cut in their middle, and an item's whole story is on its own page."""
+    server, _, _ = seeded
+    store = Store(server.db)
+    try:
+        instance_id = seed_failures(store)
+    finally:
+        store.close()
+    base = f"/ui/runs/{instance_id}/steps"
+    for path in ("/list", "/per_item", "/per_item?status=failed", "/per_item?item=7"):
+        answer = server.client.get(base + path)
+        assert answer.status_code == 200, path
+        assert len(answer.content) < LIMIT, (path, len(answer.content))
+    listed = server.client.get(f"{base}/list").text
+    assert "The last 100 of 1000 attempts" in listed
+    assert listed.count('class="error-box"') == 10
+    assert "characters not shown" in listed and "return deeper()" in listed
+    item = server.client.get(f"{base}/per_item?item=7").text
+    assert item.count('class="error-box"') == 1 and "Traceback (most recent call last)" in item

@@ -227,6 +227,13 @@ def test_a_step_page_shows_attempts_the_error_with_its_traceback_result_and_item
     page.get_by_role("link", name="failed (1)").click()
     expect(page.locator("#items tbody tr")).to_have_count(1)
     expect(page.locator("#items tbody tr")).to_contain_text("east")
+    page.locator("#items a.error-line").click()  # the item's own attempts, its whole error
+    expect(page.locator("#item-key")).to_have_text("east")
+    expect(page.locator("#attempts tbody tr")).to_have_count(1)
+    box = page.locator("details.error-box")
+    expect(box.locator("summary")).to_contain_text("RuntimeError: east is down")
+    box.locator("summary").click()
+    expect(box.locator("pre")).to_contain_text("Traceback (most recent call last)")
 
 
 def test_a_running_steps_logs_are_followed_until_it_ends(server: Server, page: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from engine.jsondata import MAX_TEXT_CHARS
 from engine.store import Store
 from engine.store.tables import instances, step_results
 from engine.store.types import utcnow
@@ -117,6 +118,31 @@ def seed_map(store: Store, items: int = 100_000) -> int:
     for i in range(items):
         status = "failed" if i % 100 == 1 else "running" if i % 100 == 2 else "succeeded"
         rows.append(_row(instance_id, "per_item", status, item_key=str(i), result_payload=i))
+    with store.engine.begin() as conn:
+        conn.execute(insert(step_results), rows)
+    return instance_id
+
+
+BIG_ERROR = (
+    "RuntimeError: seeded failure\n\nTraceback (most recent call last):\n"
+    + '  File "/srv/jobs/deep.py", line 12, in deep\n    return deeper()\n' * 1100
+)[:MAX_TEXT_CHARS]
+"""An error as long as storage keeps (64 K characters), traceback included."""
+
+
+def seed_failures(store: Store, attempts: int = 1000, items: int = 200) -> int:
+    """A failed instance of MAP_YAML whose `list` failed `attempts` times and whose mapped step
+    has `items` failed items, every error as long as storage keeps."""
+    instance_id = _instance(store, "regions", MAP_YAML)
+    rows = [
+        _row(instance_id, "list", "failed", attempt=n, error=BIG_ERROR)
+        for n in range(1, attempts + 1)
+    ]
+    rows.append(_row(instance_id, "per_item", "failed", error="items failed"))
+    rows += [
+        _row(instance_id, "per_item", "failed", item_key=str(i), error=BIG_ERROR)
+        for i in range(items)
+    ]
     with store.engine.begin() as conn:
         conn.execute(insert(step_results), rows)
     return instance_id

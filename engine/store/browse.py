@@ -177,19 +177,24 @@ class Browse:
             count = int(conn.execute(total).scalar_one())
         return [_step_row(row) for row in rows], count
 
-    def step_attempts(self, instance_id: int, step: str) -> list[StepAttemptView]:
-        """Every attempt of one step's own row, with results and errors, in attempt order."""
+    def step_attempts(
+        self, instance_id: int, step: str, item: str | None = None, last: int = 100
+    ) -> list[StepAttemptView]:
+        """The `last` attempts of one step's own row, or of one of its items, with results and
+        errors, in attempt order (a step may make up to 1,000 attempts)."""
+        key = step_results.c.item_key
         query = (
             select(step_results)
             .where(
                 step_results.c.batch_instance_id == instance_id,
                 step_results.c.step_key == step,
-                step_results.c.item_key.is_(None),
+                key.is_(None) if item is None else key == item,
             )
-            .order_by(step_results.c.attempt)
+            .order_by(step_results.c.attempt.desc())
+            .limit(last)
         )
         with self.engine.connect() as conn:
-            return [_attempt_view(row) for row in conn.execute(query)]
+            return [_attempt_view(row) for row in conn.execute(query)][::-1]
 
     def items(
         self, instance_id: int, step: str, status: str | None, offset: int, limit: int

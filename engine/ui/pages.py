@@ -23,6 +23,10 @@ from engine.ui.svg import graph_svg, item_summary
 
 RUNS_PAGE = 50
 ITEMS_PAGE = 100
+ATTEMPTS_SHOWN = 100
+"""A step's page lists its last attempts (up to 1,000 are allowed), the errors of the last
+ERRORS_SHOWN with their tracebacks, each cut to `rendering.ERROR_CHARS`: a page stays small."""
+ERRORS_SHOWN = 10
 NEXT_TICKS = 5
 LAST_RUNS = 10
 TICKS = 100
@@ -127,7 +131,7 @@ def step_page(
     page: PageNumber = 0,
 ) -> HTMLResponse:
     view = ui.browse.instance(instance_id)
-    attempts = ui.browse.step_attempts(instance_id, step)
+    attempts = ui.browse.step_attempts(instance_id, step, item or None, ATTEMPTS_SHOWN)
     counts = ui.served.service.store.item_counts(instance_id).get(step)
     status = status or None
     items = (
@@ -141,6 +145,7 @@ def step_page(
         view=view,
         step=step,
         attempts=attempts,
+        errors_shown=ERRORS_SHOWN,
         counts=counts,
         summary=item_summary(counts) if counts else "",
         items=items,

@@ -45,6 +45,25 @@ def as_json(value: Any, limit: int = JSON_CHARS) -> str:
     return text[:limit] + f"\n… [{len(text) - limit:,} more characters not shown]"
 
 
+ERROR_CHARS = 8 * 1024
+"""An error on a page keeps its head (the message) and its tail (where the traceback ends)."""
+FIRST_LINE_CHARS = 200
+
+
+def cut_error(error: str, limit: int = ERROR_CHARS) -> str:
+    if len(error) <= limit:
+        return error
+    keep = limit // 2
+    cut = len(error) - 2 * keep
+    return f"{error[:keep]}\n… [{cut:,} characters not shown] …\n{error[-keep:]}"
+
+
+def first_line(text: str | None, limit: int = FIRST_LINE_CHARS) -> str:
+    """The first line of an error, at most `limit` characters: what a row of a table shows."""
+    line = (text or "").split("\n", 1)[0]
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
 def compact(value: Any) -> str:
     """JSON on one line, as plain text for autoescape (Jinja2's `tojson` is markup, whose quotes
     would end an attribute)."""
@@ -62,6 +81,8 @@ environment.filters["when"] = when
 environment.filters["wall"] = wall
 environment.filters["as_json"] = as_json
 environment.filters["compact"] = compact
+environment.filters["cut_error"] = cut_error
+environment.filters["first_line"] = first_line
 environment.globals["took"] = took
 
 
