@@ -278,6 +278,26 @@ def _page(page: LogPage) -> Page:
     return page.lines, page.next
 
 
+def test_a_page_of_long_lines_ends_after_the_line_that_passes_its_characters(store, registry):
+    """Lines of 100,000 characters, read with a budget of 250,000: three a page (the third goes
+    over), then the rest; `next` is null only after the last, though the instance has ended."""
+
+    @registry.handler("long")
+    def long(inputs, ctx):
+        for i in range(7):
+            print(str(i) * 100_000)
+
+    view = run(store, registry, "name: long\nsteps:\n  - {id: l, runner: long}")
+    pages, after = [], None
+    while True:
+        page = store.logs.page(view.id, after=after, max_chars=250_000)
+        pages.append([line.message[0] for line in page.lines])
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
+
+
 @pytest.mark.parametrize("step", [None, "b"])
 def test_paging_while_the_instance_runs_neither_skips_nor_repeats_a_line(store, registry, step):
     """Two steps print 2 x 1,500 lines each; a reader pages 50 lines at a time from the moment

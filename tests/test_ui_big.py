@@ -157,8 +157,9 @@ def test_a_step_with_a_thousand_long_errors_is_a_small_page(
     seeded: tuple[Server, int, int],
 ) -> None:
     """1,000 failed attempts and 200 failed items, each error as long as storage keeps (64 K
-    characters): each page of the step stays under 200 KB, shows the last attempts with the
-    last errors cut in their middle, and an item's whole story is on its own page."""
+    characters), and 300 log lines of 100,000 characters: each page of the step and each page
+    of its logs stays under 200 KB, the last attempts shown with the last errors cut in their
+    middle, an item's whole story on its own page, every line read once."""
     server, _, _ = seeded
     store = Store(server.db)
     try:
@@ -176,3 +177,15 @@ def test_a_step_with_a_thousand_long_errors_is_a_small_page(
     assert "characters not shown" in listed and "return deeper()" in listed
     item = server.client.get(f"{base}/per_item?item=7").text
     assert item.count('class="error-box"') == 1 and "Traceback (most recent call last)" in item
+
+    read, after = [], ""
+    for _ in range(300):  # 300 lines of 100,000 characters: each shown cut, each page small
+        answer = server.client.get(f"/ui/feed/runs/{instance_id}/logs?step=list{after}")
+        assert len(answer.content) < LIMIT
+        page = answer.json()
+        read += [line["message"] for line in page["lines"]]
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    assert [m.split(" ", 1)[0] for m in read] == [str(n) for n in range(300)]
+    assert all(m.endswith("more characters: engine logs has them]") for m in read)

@@ -13,11 +13,11 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from engine.jsondata import MAX_TEXT_CHARS
 from engine.store import Store
-from engine.store.tables import instances, step_results
+from engine.store.tables import instances, step_logs, step_results
 from engine.store.types import utcnow
 
 BRANCHES = 100
@@ -130,9 +130,10 @@ BIG_ERROR = (
 """An error as long as storage keeps (64 K characters), traceback included."""
 
 
-def seed_failures(store: Store, attempts: int = 1000, items: int = 200) -> int:
-    """A failed instance of MAP_YAML whose `list` failed `attempts` times and whose mapped step
-    has `items` failed items, every error as long as storage keeps."""
+def seed_failures(store: Store, attempts: int = 1000, items: int = 200, lines: int = 300) -> int:
+    """An ended (failed) instance of MAP_YAML whose `list` failed `attempts` times and whose
+    mapped step has `items` failed items, every error as long as storage keeps; its last attempt
+    printed `lines` lines of 100,000 characters."""
     instance_id = _instance(store, "regions", MAP_YAML)
     rows = [
         _row(instance_id, "list", "failed", attempt=n, error=BIG_ERROR)
@@ -143,6 +144,22 @@ def seed_failures(store: Store, attempts: int = 1000, items: int = 200) -> int:
         _row(instance_id, "per_item", "failed", item_key=str(i), error=BIG_ERROR)
         for i in range(items)
     ]
+    said = [
+        {
+            "batch_instance_id": instance_id,
+            "step_key": "list",
+            "item_key": None,
+            "attempt": attempts,
+            "at": utcnow() - timedelta(minutes=1),
+            "level": "info",
+            "stream": "stdout",
+            "message": f"{n} " + "x" * 100_000,
+        }
+        for n in range(lines)
+    ]
     with store.engine.begin() as conn:
         conn.execute(insert(step_results), rows)
+        conn.execute(insert(step_logs), said)
+        ended = {"status": "failed", "finished_at": utcnow(), "lease_owner": None}
+        conn.execute(update(instances).where(instances.c.id == instance_id).values(**ended))
     return instance_id

@@ -19,6 +19,9 @@ from engine.store.views import Timestamp
 
 MAX_PAGE = 10_000
 """The most lines one page holds."""
+MAX_PAGE_CHARS = 4 * 1024 * 1024
+"""The most characters of messages one page holds (a line may be as long as an attempt's log
+limit): past them, the page ends after the line that went over."""
 
 
 class LogLineView(BaseModel):
@@ -56,8 +59,11 @@ class StepLogs:
         attempt: int | None = None,
         after: int | None = None,
         limit: int = 1000,
+        max_chars: int = MAX_PAGE_CHARS,
     ) -> LogPage:
-        """Up to `limit` lines after cursor `after`, filtered by step, item and attempt.
+        """Up to `limit` lines after cursor `after`, filtered by step, item and attempt, and
+        no more once their messages passed `max_chars` (read as they come, so that a page of
+        long lines is never held whole).
 
         InstanceNotFound for an unknown instance.
         """
@@ -75,9 +81,15 @@ class StepLogs:
         with self.engine.connect() as conn:
             # The status first: an instance that has ended has written all its lines already.
             status = instance_status(conn, instance_id)
-            rows = conn.execute(query.order_by(step_logs.c.id).limit(limit)).all()
+            rows, chars = [], 0
+            streamed = conn.execution_options(stream_results=True, max_row_buffer=100)
+            for row in streamed.execute(query.order_by(step_logs.c.id).limit(limit)):
+                rows.append(row)
+                chars += len(row.message)
+                if chars > max_chars:
+                    break
         cursor = rows[-1].id if rows else (after or 0)
-        done = status in ENDED and len(rows) < limit
+        done = status in ENDED and len(rows) < limit and chars <= max_chars
         return LogPage(lines=[_line(row) for row in rows], next=None if done else cursor)
 
 

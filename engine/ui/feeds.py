@@ -19,7 +19,7 @@ from pydantic import AwareDatetime
 from engine.status import ENDED
 from engine.store import InstanceView
 from engine.store.browse import BEGINNING, latest
-from engine.store.logs import LogPage
+from engine.store.logs import LogLineView, LogPage
 from engine.store.types import utcnow
 from engine.ui.pages import RUNS_PAGE, UI, PageNumber, status_filter
 from engine.ui.rendering import took, when
@@ -30,6 +30,11 @@ from engine.ui.svg import item_summary
 MAX_CHANGED = 300
 """The most step rows one answer of a run's feed holds."""
 LOG_PAGE = 500
+LOG_PAGE_CHARS = 128 * 1024
+"""A page of log lines holds at most this much of their messages, and each shows at most
+LOG_LINE_CHARS of its own (a runner may print a megabyte on one line): `engine logs` and the
+API's logs route have them whole."""
+LOG_LINE_CHARS = 2000
 
 router = APIRouter(include_in_schema=False)
 SVG = "image/svg+xml"
@@ -156,6 +161,20 @@ def logs(
 ) -> LogPage:
     """A page of the run's log lines after cursor `after`; `next` null once it has ended and
     every line was read."""
-    return ui.served.service.store.logs.page(
-        instance_id, step=step, item=item or None, after=after, limit=LOG_PAGE
+    found = ui.served.service.store.logs.page(
+        instance_id,
+        step=step,
+        item=item or None,
+        after=after,
+        limit=LOG_PAGE,
+        max_chars=LOG_PAGE_CHARS,
     )
+    return found.model_copy(update={"lines": [_shown(line) for line in found.lines]})
+
+
+def _shown(line: LogLineView) -> LogLineView:
+    cut = len(line.message) - LOG_LINE_CHARS
+    if cut <= 0:
+        return line
+    message = f"{line.message[:LOG_LINE_CHARS]}… [{cut:,} more characters: engine logs has them]"
+    return line.model_copy(update={"message": message})
