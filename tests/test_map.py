@@ -355,7 +355,7 @@ steps:
         ('{items: "{{ item }}"}', '"{{ item }}"', "unknown name 'item'"),
         ("{items: [1], as: params}", "params}", "map.as: 'params' would hide a name"),
         ("{items: [1], as: secrets}", "secrets}", "would hide"),
-        ("{items: [1], as: 2x}", "2x", "should match pattern"),
+        ("{items: [1], as: 2x}", "2x", "map.as: must be letters, digits and '_', starting with"),
         ("{items: [1], key: fixed}", "fixed", "map.key must be a template"),
         ('{items: [1], key: "{{ other.id }}"}', '"{{ other', "unknown name 'other'"),
         ("{items: [1], concurrency: 0}", "0}", "greater than or equal to 1"),
