@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -189,3 +190,41 @@ def test_a_step_with_a_thousand_long_errors_is_a_small_page(
         after = f"&after={page['next']}"
     assert [m.split(" ", 1)[0] for m in read] == [str(n) for n in range(300)]
     assert all(m.endswith("more characters: engine logs has them]") for m in read)
+
+
+def test_rows_a_feed_answer_left_out_are_read_again_with_the_page(
+    seeded: tuple[Server, int, int], page: Any
+) -> None:
+    """400 steps change at once: the feed sends the 300 newest and says there were more; the
+    page reads its step table again, so the rows it shows, changed first, are not left stale."""
+    server, _, _ = seeded
+    store = Store(server.db)
+    try:
+        grid = seed_grid(store)
+    finally:
+        store.close()
+    page.goto(f"{server.url}/ui/runs/{grid}")
+    shown = page.locator("#step-table tbody tr").evaluate_all(
+        "rows => rows.map(row => row.dataset.step)"
+    )
+    others = [f"b{b}_{d}" for b in range(50, 100) for d in range(RUNNING_DEPTH)][:400]
+    shown = [step for step in shown if int(step.split("_")[1]) <= RUNNING_DEPTH]  # with a row
+    changed = shown + [step for step in others if step not in shown][: 400 - len(shown)]
+    store = Store(server.db)
+    try:
+        with store.engine.begin() as conn:
+            for n, step in enumerate(changed):  # the rows on the page change first
+                at = utcnow() + timedelta(milliseconds=n)
+                conn.execute(
+                    update(step_results)
+                    .where(
+                        step_results.c.batch_instance_id == grid, step_results.c.step_key == step
+                    )
+                    .values(status="cancelled", finished_at=at)
+                )
+    finally:
+        store.close()
+    assert len(shown) > 10
+    for step in (shown[0], shown[-1]):
+        row = page.locator(f'#step-table tr[data-step="{step}"] .c-status')
+        expect(row).to_contain_text("cancelled", timeout=20_000)

@@ -144,6 +144,17 @@
       graphAt = Date.now();
       if (graphBox) swapSvg(graphBox, await get("/ui/runs/" + id + "/graph.svg", true));
     };
+    // More steps changed than a feed answer holds: the rows it left out are read again with
+    // the page itself (its step table, on the page of it shown).
+    let tableDue = false;
+    const refreshTable = async () => {
+      tableDue = false;
+      const page = new DOMParser().parseFromString(await get(location.href, true), "text/html");
+      const fresh = page.querySelector("#step-table tbody");
+      const shown = table && table.querySelector("tbody");
+      if (!fresh || !shown) return;
+      shown.replaceChildren(...Array.from(fresh.childNodes, (n) => document.importNode(n, true)));
+    };
     const refreshTimeline = async () => {
       timelineDue = false;
       timelineAt = Date.now();
@@ -174,7 +185,7 @@
         }
       }
       if (data.steps.length) timelineDue = true;
-      if (data.more) graphDue = true;
+      if (data.more) graphDue = tableDue = true;
       for (const [step, summary] of Object.entries(data.items)) {
         const key = CSS.escape(step);
         const node = graphBox && graphBox.querySelector('g.node[data-step="' + key + '"]');
@@ -186,7 +197,10 @@
       document.getElementById("cancel-form").hidden = data.ended;
       document.getElementById("resume-form").hidden = !resumable;
       const now = Date.now();
-      if (data.ended || (graphDue && now - graphAt > GRAPH_MS)) await refreshGraph();
+      if (data.ended || (graphDue && now - graphAt > GRAPH_MS)) {
+        await refreshGraph();
+        if (tableDue) await refreshTable();
+      }
       if (data.ended || (timelineDue && now - timelineAt > TIMELINE_MS)) await refreshTimeline();
       if (data.ended) body.dataset.ended = "true";
       return !data.ended;
