@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Path, Query
 
 from engine.background import BackgroundRunner
 from engine.definition import LoadedDefinition
@@ -36,3 +39,9 @@ class ServedState:
             return self.definitions[name]
         except KeyError:
             raise DefinitionNotFound(f"no definition named {name!r} is served") from None
+
+
+# Bounded by the columns' integer types, so that a huge number is a 422, not a database error.
+InstanceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+AttemptNumber = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+LogCursor = Annotated[int | None, Query(ge=0, le=2**63 - 1)]

@@ -478,6 +478,31 @@ def test_a_feed_cursor_needs_its_offset_and_may_be_any_time(server: Server) -> N
         assert reply.status_code == 200, reply.text
 
 
+def test_hostile_ids_times_and_cursors_are_refused_never_a_server_error(server: Server) -> None:
+    """Numbers past the columns' types, times at the ends of the calendar with offsets that push
+    them past it, and odd strings: a 4xx or a page, never a 500."""
+    huge = "99999999999999999999"
+    ends = ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59")
+    gets = [
+        f"/ui/runs/{huge}",
+        "/ui/runs/0/steps/a",
+        f"/ui/runs/{huge}/steps/a?item=%00&status=%3Cb%3E",
+        f"/ui/runs/{huge}/graph.svg",
+        f"/ui/runs/{huge}/timeline.svg?tpage=1000000",
+        f"/ui/feed/runs/{huge}/logs?after=18446744073709551616",
+        "/ui/feed/runs/1/logs?after=-1",
+        "/?page=-1&status=%00&definition=" + "x" * 10_000,
+        *(f"/ui/feed/runs?since={since}" for since in ends),
+        *(f"/ui/feed/runs/1?since={since}" for since in ends),
+        f"/ui/feed/runs/{huge}?since=2026-01-01T00:00:00Z",
+    ]
+    for path in gets:
+        reply = server.client.get(path.replace("+", "%2B"))
+        assert reply.status_code < 500, (path, reply.status_code, reply.text[:300])
+    for path in (f"/ui/runs/{huge}/cancel", f"/ui/runs/{huge}/resume"):
+        assert server.client.post(path).status_code < 500, path
+
+
 def test_a_definition_page_shows_its_next_ticks_source_and_graph(server: Server, page: Any) -> None:
     page.goto(f"{server.url}/ui/definitions")
     row = page.locator("#definitions tbody tr", has_text="nightly")

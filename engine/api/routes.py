@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from engine.api.body import JSON_BODY_RESPONSES, require_json
@@ -24,7 +24,7 @@ from engine.api.models import (
 from engine.api.security import require_token
 from engine.api.tracebacks import instance_json
 from engine.definition import LoadedDefinition
-from engine.served import ServedState
+from engine.served import AttemptNumber, InstanceId, LogCursor, ServedState
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
@@ -36,10 +36,6 @@ router = APIRouter(
     responses={401: {"model": Message, "description": "Missing or wrong bearer token."}},
 )
 
-# Bounded by the columns' integer types, so that a huge number is a 422, not a database error.
-InstanceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-AttemptNumber = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
-LogCursor = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from engine.definition import LoadedDefinition
 from engine.definition.models import ParamType
 from engine.errors import ParamsError, ResumeRefused
+from engine.served import InstanceId
 from engine.service import BatchService
 from engine.status import Trigger
 from engine.ui.pages import UI, definition_context, show
@@ -27,7 +28,7 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.post("/ui/runs/{instance_id}/cancel")
-async def cancel(request: Request, nonce: PageSession, ui: UI, instance_id: int) -> Response:
+async def cancel(request: Request, nonce: PageSession, ui: UI, instance_id: InstanceId) -> Response:
     check_post(request, nonce, await form(request))
     ui.served.service.cancel(instance_id)
     ui.served.runner.cancel(instance_id)
@@ -35,7 +36,7 @@ async def cancel(request: Request, nonce: PageSession, ui: UI, instance_id: int)
 
 
 @router.post("/ui/runs/{instance_id}/resume")
-async def resume(request: Request, nonce: PageSession, ui: UI, instance_id: int) -> Response:
+async def resume(request: Request, nonce: PageSession, ui: UI, instance_id: InstanceId) -> Response:
     check_post(request, nonce, await form(request))
     try:
         taken = ui.served.service.take(instance_id, ui.served.registry)

@@ -9,13 +9,14 @@ graph again (`graph.svg`, a few hundred nodes at most).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
+from engine.served import InstanceId, LogCursor
 from engine.status import ENDED
 from engine.store import InstanceView
 from engine.store.browse import BEGINNING, latest
@@ -38,8 +39,16 @@ LOG_LINE_CHARS = 2000
 
 router = APIRouter(include_in_schema=False)
 SVG = "image/svg+xml"
-Cursor = AwareDatetime
-"""A feed's cursor: a time with its offset, as the feed gave it (a naive one is a 422)."""
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time that UTC cannot hold") from None
+
+
+Cursor = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A feed's cursor: a time with its offset, as the feed gave it (a naive one, or one whose
+offset takes it past the calendar, is a 422)."""
 
 
 def run_cells(view: InstanceView, now: datetime) -> dict[str, Any]:
@@ -99,7 +108,7 @@ def _shown_status(view: InstanceView) -> str:
 
 @router.get("/ui/feed/runs/{instance_id}")
 def run_feed(
-    ui: UI, nonce: FeedSession, instance_id: int, since: Cursor, settled: bool = False
+    ui: UI, nonce: FeedSession, instance_id: InstanceId, since: Cursor, settled: bool = False
 ) -> dict[str, Any]:
     """The run's state, its step rows changed after `since` (each step's latest), and its
     mapped steps' item counts."""
@@ -139,13 +148,15 @@ def run_feed(
 
 
 @router.get("/ui/runs/{instance_id}/graph.svg")
-def graph(ui: UI, nonce: FeedSession, instance_id: int) -> Response:
+def graph(ui: UI, nonce: FeedSession, instance_id: InstanceId) -> Response:
     """The run's graph as it is now, for a page to swap in."""
     return Response(picture(ui, instance_id).graph(), media_type=SVG)
 
 
 @router.get("/ui/runs/{instance_id}/timeline.svg")
-def timeline_page(ui: UI, nonce: FeedSession, instance_id: int, tpage: PageNumber = 0) -> Response:
+def timeline_page(
+    ui: UI, nonce: FeedSession, instance_id: InstanceId, tpage: PageNumber = 0
+) -> Response:
     svg, _ = timeline(ui, ui.browse.instance(instance_id), tpage)
     return Response(svg, media_type=SVG)
 
@@ -154,10 +165,10 @@ def timeline_page(ui: UI, nonce: FeedSession, instance_id: int, tpage: PageNumbe
 def logs(
     ui: UI,
     nonce: FeedSession,
-    instance_id: int,
+    instance_id: InstanceId,
     step: str | None = None,
     item: str | None = None,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    after: LogCursor = None,
 ) -> LogPage:
     """A page of the run's log lines after cursor `after`; `next` null once it has ended and
     every line was read."""

@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from engine.cron import CronSchedule
 from engine.definition import LoadedDefinition
+from engine.served import InstanceId
 from engine.status import ENDED, InstanceStatus
 from engine.store.browse import BEGINNING
 from engine.store.types import utcnow
@@ -88,7 +89,7 @@ def run_page(
     request: Request,
     nonce: PageSession,
     ui: UI,
-    instance_id: int,
+    instance_id: InstanceId,
     group: str | None = None,
     page: PageNumber = 0,
     tpage: PageNumber = 0,
@@ -124,7 +125,7 @@ def step_page(
     request: Request,
     nonce: PageSession,
     ui: UI,
-    instance_id: int,
+    instance_id: InstanceId,
     step: str,
     item: str | None = None,
     status: str | None = None,
