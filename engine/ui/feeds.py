@@ -39,6 +39,8 @@ LOG_LINE_CHARS = 2000
 
 router = APIRouter(include_in_schema=False)
 SVG = "image/svg+xml"
+
+
 def _in_utc(moment: datetime) -> datetime:
     try:
         return moment.astimezone(UTC)
