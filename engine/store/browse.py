@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, select
 
 from engine.errors import InstanceNotFound
-from engine.store.store import _instance_query, _view
+from engine.store.store import _instance_query, _view, last_item_attempt
 from engine.store.tables import instances, step_results
 from engine.store.views import InstanceView, StepAttemptView
 
@@ -130,14 +130,9 @@ class Browse:
     ) -> list[StepRow]:
         """The steps' own rows, in attempt order (a step's last row is its state); with
         `since`, only those that changed after it (less `OVERLAP` unless `settled`)."""
-        query = select(
-            step_results.c.step_key,
-            step_results.c.attempt,
-            step_results.c.status,
-            step_results.c.started_at,
-            step_results.c.finished_at,
-            step_results.c.created_at,
-        ).where(step_results.c.batch_instance_id == instance_id, step_results.c.item_key.is_(None))
+        query = select(*_STEP_ROW).where(
+            step_results.c.batch_instance_id == instance_id, step_results.c.item_key.is_(None)
+        )
         if since is not None:
             after = since if settled else since - OVERLAP
             query = query.where(
@@ -158,18 +153,7 @@ class Browse:
             step_results.c.batch_instance_id == instance_id, step_results.c.item_key.is_(None)
         )
         query = (
-            select(
-                step_results.c.step_key,
-                step_results.c.attempt,
-                step_results.c.status,
-                step_results.c.started_at,
-                step_results.c.finished_at,
-                step_results.c.created_at,
-            )
-            .where(own)
-            .order_by(step_results.c.id)
-            .offset(offset)
-            .limit(limit)
+            select(*_STEP_ROW).where(own).order_by(step_results.c.id).offset(offset).limit(limit)
         )
         total = select(func.count()).select_from(step_results).where(own)
         with self.engine.connect() as conn:
@@ -201,28 +185,28 @@ class Browse:
     ) -> list[StepAttemptView]:
         """A page of a mapped step's items, each at its last attempt, in the order they were
         first written, filtered by that attempt's status."""
-        later = step_results.alias("later")
-        last = ~(
-            select(later.c.id)
-            .where(
-                later.c.batch_instance_id == step_results.c.batch_instance_id,
-                later.c.step_key == step_results.c.step_key,
-                later.c.item_key == step_results.c.item_key,
-                later.c.attempt > step_results.c.attempt,
-            )
-            .exists()
-        )
         query = select(step_results).where(
             step_results.c.batch_instance_id == instance_id,
             step_results.c.step_key == step,
             step_results.c.item_key.is_not(None),
-            last,
+            last_item_attempt(),
         )
         if status:
             query = query.where(step_results.c.status == status)
         query = query.order_by(step_results.c.id).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return [_attempt_view(row) for row in conn.execute(query)]
+
+
+_STEP_ROW = (
+    step_results.c.step_key,
+    step_results.c.attempt,
+    step_results.c.status,
+    step_results.c.started_at,
+    step_results.c.finished_at,
+    step_results.c.created_at,
+)
+"""The columns of a `StepRow`."""
 
 
 def _instance_filters(definition: str | None, status: str | None) -> list[Any]:

@@ -255,35 +255,29 @@ class InstanceLeases:
             f"abandoned again after {max_recoveries} recoveries (ENGINE_MAX_RECOVERIES): "
             f"not adopted again; `engine resume {instance_id}` runs it once more"
         )
-        with self.engine.begin() as conn:
-            failed = conn.execute(
-                update(instances)
-                .where(
-                    instances.c.id == instance_id,
-                    instances.c.status == "running",
-                    _expired(now),
-                    instances.c.recoveries >= max_recoveries,
-                )
-                .values(status="failed", finished_at=now, lease_expires_at=None, error=error)
-            ).rowcount
-            if failed:
-                _end_running_attempts(
-                    conn, instance_id, "failed", "abandoned: the process running it stopped"
-                )
-        return bool(failed)
+        return self._fail_orphan(
+            instance_id,
+            now,
+            error,
+            instances.c.status == "running",
+            instances.c.recoveries >= max_recoveries,
+        )
 
     def fail_orphan(self, instance_id: int, error: str) -> bool:
         """Fail an orphan (pending or abandoned) that no process can run, saying why; False
         when it is not, or no longer, an orphan."""
         now = utcnow()
+        return self._fail_orphan(
+            instance_id, now, error, instances.c.status.in_(["pending", "running"])
+        )
+
+    def _fail_orphan(self, instance_id: int, now: datetime, error: str, *where: Any) -> bool:
+        """Fail the instance, if it matches `where` and its lease has expired, with its running
+        attempts; False when it did not match."""
         with self.engine.begin() as conn:
             failed = conn.execute(
                 update(instances)
-                .where(
-                    instances.c.id == instance_id,
-                    instances.c.status.in_(["pending", "running"]),
-                    _expired(now),
-                )
+                .where(instances.c.id == instance_id, _expired(now), *where)
                 .values(status="failed", finished_at=now, lease_expires_at=None, error=error)
             ).rowcount
             if failed:

@@ -218,23 +218,12 @@ class Store:
     def item_counts(self, instance_id: int) -> dict[str, dict[str, int]]:
         """By mapped step, how many of its items are in each status (of their last attempt);
         counted by the database, so that a summary of 100,000 items loads none of them."""
-        later = step_results.alias("later")
-        last = ~(
-            select(later.c.id)
-            .where(
-                later.c.batch_instance_id == step_results.c.batch_instance_id,
-                later.c.step_key == step_results.c.step_key,
-                later.c.item_key == step_results.c.item_key,
-                later.c.attempt > step_results.c.attempt,
-            )
-            .exists()
-        )
         query = (
             select(step_results.c.step_key, step_results.c.status, func.count())
             .where(
                 step_results.c.batch_instance_id == instance_id,
                 step_results.c.item_key.is_not(None),
-                last,
+                last_item_attempt(),
             )
             .group_by(step_results.c.step_key, step_results.c.status)
         )
@@ -293,6 +282,21 @@ class Store:
             query = query.where(instances.c.status == status)
         with self.engine.connect() as conn:
             return [_view(row, None) for row in conn.execute(query)]
+
+
+def last_item_attempt() -> Any:
+    """The condition that a row of `batch_step_result` is its item's last attempt."""
+    later = step_results.alias("later")
+    return ~(
+        select(later.c.id)
+        .where(
+            later.c.batch_instance_id == step_results.c.batch_instance_id,
+            later.c.step_key == step_results.c.step_key,
+            later.c.item_key == step_results.c.item_key,
+            later.c.attempt > step_results.c.attempt,
+        )
+        .exists()
+    )
 
 
 def _new_id(result: CursorResult[Any]) -> int:
