@@ -13,8 +13,10 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from engine.config import MAX_RESULT_BYTES_ENV, number
 from engine.dispatch.base import StepTask
 from engine.expressions import Compiled, Scope
+from engine.jsondata import json_size
 from engine.status import StepStatus
 
 MAX_KEY_CHARS = 200
@@ -85,6 +87,10 @@ class Fanout:
 
     `prior` holds each key's last attempt from earlier runs of the instance: a key that
     succeeded keeps its result and does not run again; the others continue their attempt count.
+
+    The collected list is a step's result like any other, so `ENGINE_MAX_RESULT_BYTES` bounds it
+    too: its size is summed as items succeed, and once past the limit the results are no longer
+    held (each is kept in its item's row, for a resume under a higher limit to collect).
     """
 
     def __init__(
@@ -105,7 +111,11 @@ class Fanout:
         self.concurrency = concurrency
         self.fail_fast = fail_fast
         self.attempts = [0] * len(items)
-        self.results: list[Any] = [None] * len(items)
+        self.results: list[Any] | None = [None] * len(items)
+        """The items' results by index; None once they are over the limit together."""
+        self.max_result_bytes = int(number(MAX_RESULT_BYTES_ENV))
+        self.result_bytes = 2 + 2 * max(len(items) - 1, 0)
+        """The collected list's size as JSON: its brackets and separators, then each result's."""
         self._fates = bytearray(len(items))
         self.running: dict[int, StepTask] = {}
         """The item attempts in flight, by item index."""
@@ -122,7 +132,7 @@ class Fanout:
                 self.attempts[index] = attempt_done
                 if status == StepStatus.succeeded:
                     self._fates[index] = _SUCCEEDED
-                    self.results[index] = result
+                    self._collect(index, result)
                     self.succeeded += 1
 
     def next_item(self) -> int | None:
@@ -144,8 +154,17 @@ class Fanout:
     def succeed(self, index: int, result: Any) -> None:
         self.running.pop(index, None)
         self._fates[index] = _SUCCEEDED
-        self.results[index] = result
+        self._collect(index, result)
         self.succeeded += 1
+
+    def _collect(self, index: int, result: Any) -> None:
+        self.result_bytes += json_size(result)
+        if self.results is None:
+            return
+        if self.result_bytes > self.max_result_bytes:
+            self.results = None
+        else:
+            self.results[index] = result
 
     def fail(self, index: int, *, retry: bool) -> None:
         """An item attempt failed: to be retried, or for good (which stops a failFast map)."""
@@ -177,17 +196,29 @@ class Fanout:
         """The step's own end once `finished`: status, result (the items' results in item
         order), error (naming the failed keys)."""
         total = len(self.items)
-        if self.succeeded == total:
+        if self.succeeded == total and self.results is not None:
             return StepStatus.succeeded, self.results, None
+        errors = []
         failed = [self.keys[i] for i, fate in enumerate(self._fates) if fate in _ENDED_FAILED]
-        named = ", ".join(repr(k) for k in failed[:NAMED_KEYS])
-        if len(failed) > NAMED_KEYS:
-            named += f" and {len(failed) - NAMED_KEYS:,} more"
-        error = f"{len(failed):,} of {total:,} items failed: {named}"
+        if failed:
+            named = ", ".join(repr(k) for k in failed[:NAMED_KEYS])
+            if len(failed) > NAMED_KEYS:
+                named += f" and {len(failed) - NAMED_KEYS:,} more"
+            errors.append(f"{len(failed):,} of {total:,} items failed: {named}")
         unfinished = total - self.succeeded - len(failed)
         if unfinished:
-            error += f"; {unfinished:,} did not run to their end (failFast)"
-        return StepStatus.failed, None, error
+            errors.append(f"{unfinished:,} did not run to their end (failFast)")
+        if self.results is None:
+            errors.append(self._over_limit())
+        return StepStatus.failed, None, "; ".join(errors)
+
+    def _over_limit(self) -> str:
+        return (
+            f"the results of its {self.succeeded:,} succeeded items come to "
+            f"{self.result_bytes:,} bytes as a JSON list, over the limit of "
+            f"{self.max_result_bytes:,} ({MAX_RESULT_BYTES_ENV}); each is kept with its item: "
+            "raise the limit and resume the run to collect them"
+        )
 
     def _fresh(self) -> int:
         """The first item at or after the cursor that has not ended (resumed items have)."""

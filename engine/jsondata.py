@@ -52,6 +52,13 @@ def json_text(value: Any, max_bytes: int | None = None) -> str:
     return text
 
 
+def json_size(value: Any) -> int:
+    """The bytes of `value` (plain JSON data already) as `json_text` writes it, in UTF-8: what
+    `max_bytes` is measured against."""
+    text = json.dumps(value, ensure_ascii=False)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """Text any TEXT column takes: NUL and lone surrogates written as escapes, not refused; at
     most `limit` characters, its middle cut (the message's head and the traceback's end stay)."""
