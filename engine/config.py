@@ -49,6 +49,9 @@ DEFAULT_MAX_RECOVERIES = 3
 MAX_RESULT_BYTES_ENV = "ENGINE_MAX_RESULT_BYTES"
 """The largest result a step may return, in bytes of JSON; a larger one fails its attempt."""
 DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024
+HIGHEST_MAX_RESULT_BYTES = 256 * 1024 * 1024
+"""Well inside what one value may be in SQLite (1e9 bytes) and PostgreSQL (1 GB), with room for
+the copies a result goes through on its way there."""
 
 
 PARAMS_KEY_ENV = "ENGINE_PARAMS_KEY"
@@ -66,9 +69,15 @@ LOG_LIMIT_ENV = "ENGINE_LOG_LIMIT"
 DEFAULT_LOG_LIMIT = 1024 * 1024
 
 
-def env_number(name: str, default: float, minimum: float, integer: bool = False) -> float:
+def env_number(
+    name: str,
+    default: float,
+    minimum: float,
+    integer: bool = False,
+    maximum: float = math.inf,
+) -> float:
     """The number in environment variable `name` (unset or empty: `default`); ConfigError,
-    naming the variable, for anything else than a finite number of at least `minimum`."""
+    naming the variable, for anything else than a finite number from `minimum` to `maximum`."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -76,20 +85,22 @@ def env_number(name: str, default: float, minimum: float, integer: bool = False)
         value = int(raw) if integer else float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < minimum:
+    if not math.isfinite(value) or not minimum <= value <= maximum:
         kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name}={raw!r}: must be {kind} of at least {minimum:g}")
+        least = f"{minimum:g}"
+        bounds = f"of at least {least}" if maximum == math.inf else f"from {least} to {maximum:.0f}"
+        raise ConfigError(f"{name}={raw!r}: must be {kind} {bounds}")
     return value
 
 
-NUMBERS: dict[str, tuple[float, float, bool]] = {
-    LEASE_ENV: (DEFAULT_LEASE_SECONDS, 0.1, False),
-    WORKER_LOST_ENV: (DEFAULT_WORKER_LOST_SECONDS, 1.0, False),
-    MAX_RECOVERIES_ENV: (DEFAULT_MAX_RECOVERIES, 0, True),
-    MAX_RESULT_BYTES_ENV: (DEFAULT_MAX_RESULT_BYTES, 1, True),
-    LOG_LIMIT_ENV: (DEFAULT_LOG_LIMIT, 0, True),
+NUMBERS: dict[str, tuple[float, float, bool, float]] = {
+    LEASE_ENV: (DEFAULT_LEASE_SECONDS, 0.1, False, math.inf),
+    WORKER_LOST_ENV: (DEFAULT_WORKER_LOST_SECONDS, 1.0, False, math.inf),
+    MAX_RECOVERIES_ENV: (DEFAULT_MAX_RECOVERIES, 0, True, math.inf),
+    MAX_RESULT_BYTES_ENV: (DEFAULT_MAX_RESULT_BYTES, 1, True, HIGHEST_MAX_RESULT_BYTES),
+    LOG_LIMIT_ENV: (DEFAULT_LOG_LIMIT, 0, True, math.inf),
 }
-"""The numeric variables: (default, minimum, whole number)."""
+"""The numeric variables: (default, minimum, whole number, maximum)."""
 
 
 _numbers: dict[tuple[str, str], float] = {}
@@ -103,8 +114,7 @@ def number(name: str) -> float:
     key = (name, os.environ.get(name, ""))
     found = _numbers.get(key)
     if found is None:
-        default, minimum, integer = NUMBERS[name]
-        found = _numbers[key] = env_number(name, default, minimum, integer)
+        found = _numbers[key] = env_number(name, *NUMBERS[name])
     return found
 
 

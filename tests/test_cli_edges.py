@@ -3,8 +3,10 @@ traceback or a hang."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +127,39 @@ def test_the_first_schedule_on_a_new_database_prints_no_alembic_lines(workdir):
     rest = proc.communicate(timeout=30)[1]
     assert proc.returncode == 0
     assert "alembic" not in "".join(lines) + rest
+
+
+def test_a_write_the_database_refuses_mid_run_is_an_error_and_a_resume_runs_the_step_again(
+    workdir,
+):
+    """A real refusal (a SQLite trigger aborting the write of one step's end): the run stops
+    with the database's reason, exit 1, and no step after it starts; once the database takes it
+    again, a resume runs that step again and not the one stored before it."""
+    (workdir / "three.yaml").write_text(
+        "name: three\nsteps:\n  - {id: a, runner: noop}\n  - {id: boom, runner: noop}\n"
+        "  - {id: c, runner: noop}\n"
+    )
+    assert _engine(workdir, "db", "upgrade").returncode == 0
+    refuse = (
+        "CREATE TRIGGER refuse BEFORE UPDATE ON batch_step_result WHEN NEW.step_key = 'boom' "
+        "AND NEW.status = 'succeeded' BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+    )
+    with sqlite3.connect(workdir / "engine.db") as conn:
+        conn.execute(refuse)
+    ran = _engine(workdir, "run", "three.yaml")
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stderr.endswith(
+        "error: the database refused to record the run's attempts: boom refused\n"
+    ), ran.stderr
+    with sqlite3.connect(workdir / "engine.db") as conn:
+        conn.execute("DROP TRIGGER refuse")
+        (status,) = conn.execute("SELECT status FROM batch_instance").fetchone()
+        stored = conn.execute("SELECT step_key FROM batch_step_result ORDER BY id").fetchall()
+    assert status == "failed"
+    assert stored == [("a",), ("boom",)], "c must not start before boom's end is stored"
+
+    resumed = _engine(workdir, "resume", "1", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [(s["step"], s["attempt"], s["status"]) for s in json.loads(resumed.stdout)["steps"]]
+    assert ("a", 1, "succeeded") in steps and ("a", 2, "succeeded") not in steps
+    assert ("boom", 2, "succeeded") in steps and ("c", 1, "succeeded") in steps

@@ -23,6 +23,7 @@ BAD = [
     ("ENGINE_MAX_RECOVERIES", "1.5"),
     ("ENGINE_MAX_RESULT_BYTES", "0"),
     ("ENGINE_MAX_RESULT_BYTES", "1e9"),
+    ("ENGINE_MAX_RESULT_BYTES", "268435457"),  # past what a database column may safely hold
     ("ENGINE_LOG_LIMIT", "-1"),
     ("ENGINE_LOG_LIMIT", "1.5"),
     ("ENGINE_WORKER_LOST_SECONDS", "soon"),

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from engine.errors import StoreError
 from engine.store.tables import instances, step_logs, step_results
 from engine.store.types import utcnow
 
@@ -174,6 +175,7 @@ class AttemptWriter:
         self._end_step = _DriverStatement(_ending(item=False), engine.dialect)
         self._end_item = _DriverStatement(_ending(item=True), engine.dialect)
         self._connection = engine.raw_connection()
+        self._refused: type[Exception] = engine.dialect.dbapi.Error  # type: ignore[union-attr]
 
     def record(
         self,
@@ -207,6 +209,9 @@ class AttemptWriter:
                 if rows:
                     cursor.executemany(statement.sql, statement.rows(self._closed(rows)))
             self._connection.commit()
+        except self._refused as exc:
+            self._connection.rollback()
+            raise StoreError(f"the database refused to record the run's attempts: {exc}") from exc
         except BaseException:
             self._connection.rollback()
             raise
