@@ -1,5 +1,6 @@
-"""A mapped step of 10,000 items when its process is killed: `engine run` gets SIGKILL mid-map,
-`engine resume` finishes it.
+"""A mapped step of 10,000 items when its process is killed: `engine run` gets SIGKILL after
+its first item, midway or near the end (or midway, and then its resume too), and `engine resume`
+finishes it.
 
 The runner notes every item it ran to its end in a file outside the database, so that the test
 sees what ran, not only what was recorded: an item whose success was committed before the kill
@@ -80,20 +81,22 @@ def succeeded_items(store: Store, instance_id: int) -> int:
 
 def in_flight_at_the_kill(store: Store, instance_id: int, items: int, at_least: int) -> set[str]:
     """The keys of the items left running by the killed process, having checked that the kill
-    fell in the middle of the map: at least `at_least` items had succeeded, not all of them."""
+    fell in the middle of the map: at least `at_least` items had succeeded, not all of them
+    (failed rows are those an earlier kill left running, ended by the resume)."""
     rows = [s for s in store.get_instance(instance_id).steps or [] if s.item is not None]
     by_status = Counter(s.status for s in rows)
-    assert set(by_status) == {"succeeded", "running"}, by_status
+    assert "running" in by_status and set(by_status) <= {"succeeded", "running", "failed"}
     assert at_least <= by_status["succeeded"] < items, "the kill landed in the middle of the map"
     return {s.item for s in rows if s.status == "running" and s.item is not None}
 
 
 def check_finished_once(
-    store: Store, instance_id: int, items: int, in_flight: set[str], ran_txt: Path
+    store: Store, instance_id: int, items: int, in_flight: list[set[str]], ran_txt: Path
 ) -> None:
     """The instance ended as if never killed: `fan` collected every item's result in item
-    order, each item has one succeeded attempt, and only the items in flight at the kill ran
-    again, under attempt 2 (`ran_txt`, the runner's `ran.txt`, counts the runs)."""
+    order, each item has one succeeded attempt, and only the items in flight at a kill
+    (`in_flight`, one set per kill) ran again, each under its next attempt number (`ran_txt`, the
+    runner's `ran.txt`, counts the runs)."""
     keys = [f"k{i:05d}" for i in range(items)]
     view = store.get_instance(instance_id)
     assert view.status == "succeeded"
@@ -101,34 +104,38 @@ def check_finished_once(
     assert not [s for s in steps if s.status == "running"], "no attempt is left running"
     assert [(s.attempt, s.status) for s in steps if s.step == "make"] == [(1, "succeeded")]
     own = [s for s in steps if s.step == "fan" and s.item is None]
-    assert [(s.attempt, s.status) for s in own] == [(1, "failed"), (2, "succeeded")]
-    assert "abandoned" in (own[0].error or "")
-    assert own[1].result == [{"key": k, "index": i, "n": i} for i, k in enumerate(keys)]
+    kills = len(in_flight)
+    assert [(s.attempt, s.status) for s in own] == [
+        *((n, "failed") for n in range(1, kills + 1)),
+        (kills + 1, "succeeded"),
+    ]
+    assert all("abandoned" in (s.error or "") for s in own[:kills])
+    assert own[-1].result == [{"key": k, "index": i, "n": i} for i, k in enumerate(keys)]
 
     rows = Counter((s.item, s.attempt, s.status) for s in steps if s.item is not None)
-    expected = Counter(
-        [(k, 1, "failed") for k in in_flight]
-        + [(k, 2 if k in in_flight else 1, "succeeded") for k in keys]
-    )
-    assert rows == expected, "one succeeded attempt per key; in-flight keys continue at 2"
+    expected: Counter[tuple[str, int, str]] = Counter()
+    for k in keys:
+        lost = sum(k in keys_then for keys_then in in_flight)
+        expected.update((k, n, "failed") for n in range(1, lost + 1))
+        expected[(k, lost + 1, "succeeded")] += 1
+    assert rows == expected, "one succeeded attempt per key; in-flight keys continue at the next"
 
     ran = Counter(ran_txt.read_text().split("\n")[:-1])
     assert set(ran) == set(keys)
-    again = {k: n for k, n in ran.items() if n != 1 and k not in in_flight}
-    assert again == {}, "an item not in flight at the kill ran twice"
-    assert max(ran[k] for k in in_flight) <= 2
+    anywhere = set().union(*in_flight)
+    again = {k: n for k, n in ran.items() if n != 1 and k not in anywhere}
+    assert again == {}, "an item not in flight at a kill ran twice"
+    assert all(ran[k] <= 1 + sum(k in then for then in in_flight) for k in anywhere)
 
 
-def test_a_map_killed_midway_is_resumed_running_only_what_had_not_succeeded(store, tmp_path):
-    items, kill_after = 10_000, 3_000
-    (tmp_path / "runners").mkdir()
-    (tmp_path / "runners" / "tally.py").write_text(TALLY_RUNNERS)
-    (tmp_path / "tally.yaml").write_text(tally(items))
-    env = {**os.environ, "ENGINE_LEASE_SECONDS": "1"}
-    env.pop("ENGINE_DISPATCHER", None)
+def kill_once(
+    store: Store, cwd: Path, env: dict[str, str], command: list[str], kill_after: int
+) -> int:
+    """Start `engine COMMAND`, SIGKILL it once `kill_after` items have succeeded, and wait for
+    its lease to expire; the instance's id."""
     run = subprocess.Popen(
-        [ENGINE, "run", "tally.yaml", "--db", store.url],
-        cwd=tmp_path,
+        [ENGINE, *command, "--db", store.url],
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -144,12 +151,34 @@ def test_a_map_killed_midway_is_resumed_running_only_what_had_not_succeeded(stor
         run.send_signal(signal.SIGKILL)
         run.wait(10)
     assert run.returncode == -signal.SIGKILL, "the run ended before it was killed"
-    in_flight = in_flight_at_the_kill(store, instance.id, items, kill_after)
-
     wait(lambda: store.get_instance(instance.id, items=False).abandoned, "the lease to expire")
+    return instance.id
+
+
+@pytest.mark.parametrize(
+    "kills",
+    [(3_000,), (1,), (9_000,), (2_000, 7_000)],
+    ids=["midway", "at-the-first-item", "near-the-end", "and-its-resume-killed-too"],
+)
+def test_a_map_killed_is_resumed_running_only_what_had_not_succeeded(store, tmp_path, kills):
+    """SIGKILL once `kills[0]` items have succeeded; each further entry kills the resume that
+    follows once that many have; a last resume finishes."""
+    items = 10_000
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "tally.py").write_text(TALLY_RUNNERS)
+    (tmp_path / "tally.yaml").write_text(tally(items))
+    env = {**os.environ, "ENGINE_LEASE_SECONDS": "1"}
+    env.pop("ENGINE_DISPATCHER", None)
+    in_flight: list[set[str]] = []
+    command = ["run", "tally.yaml"]
+    for kill_after in kills:
+        instance_id = kill_once(store, tmp_path, env, command, kill_after)
+        in_flight.append(in_flight_at_the_kill(store, instance_id, items, kill_after))
+        command = ["resume", str(instance_id)]
+
     del env["ENGINE_LEASE_SECONDS"]
     resumed = subprocess.run(
-        [ENGINE, "resume", str(instance.id), "--db", store.url],
+        [ENGINE, *command, "--db", store.url],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -157,4 +186,4 @@ def test_a_map_killed_midway_is_resumed_running_only_what_had_not_succeeded(stor
         timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr
-    check_finished_once(store, instance.id, items, in_flight, tmp_path / "ran.txt")
+    check_finished_once(store, instance_id, items, in_flight, tmp_path / "ran.txt")
