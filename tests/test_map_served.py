@@ -157,5 +157,5 @@ def test_a_replica_finishes_the_map_of_a_killed_one_running_no_succeeded_item_ag
 
     survivor = serve(env)
     assert survivor.wait(instance_id, "succeeded", "failed")["status"] == "succeeded"
-    check_finished_once(store, instance_id, TALLY_ITEMS, in_flight, tmp_path / "ran.txt")
+    check_finished_once(store, instance_id, TALLY_ITEMS, [in_flight], tmp_path / "ran.txt")
     assert survivor.terminate() == 0
