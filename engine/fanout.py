@@ -16,7 +16,7 @@ from typing import Any
 from engine.config import MAX_RESULT_BYTES_ENV, number
 from engine.dispatch.base import StepTask
 from engine.expressions import Compiled, Scope
-from engine.jsondata import json_size
+from engine.jsondata import json_kind, json_size
 from engine.status import StepStatus
 
 MAX_KEY_CHARS = 200
@@ -41,7 +41,7 @@ def item_keys(items: Any, key: Compiled | None, as_name: str, scope: Scope) -> l
     Raises MapError naming the first problem (the item's index, the repeated key).
     """
     if not isinstance(items, list):
-        raise MapError(f"items must be a list, not {_kind(items)}")
+        raise MapError(f"items must be a list, not {json_kind(items)}")
     if key is None:
         return [str(i) for i in range(len(items))]
     keys: list[str] = []
@@ -51,7 +51,8 @@ def item_keys(items: Any, key: Compiled | None, as_name: str, scope: Scope) -> l
         item_scope[as_name] = item
         value = key(item_scope)
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise MapError(f"the key of item {index} is {_kind(value)}, not a string or integer")
+            kind = json_kind(value)
+            raise MapError(f"the key of item {index} is {kind}, not a string or integer")
         text = str(value)
         if not text or len(text) > MAX_KEY_CHARS:
             raise MapError(
@@ -65,21 +66,6 @@ def item_keys(items: Any, key: Compiled | None, as_name: str, scope: Scope) -> l
             raise MapError(f"duplicate key {text!r}: items {first} and {index} have it")
         keys.append(text)
     return keys
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of a value's type, as a YAML author knows it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 class Fanout:

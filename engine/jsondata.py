@@ -59,6 +59,23 @@ def json_size(value: Any) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+def json_kind(value: Any) -> str:
+    """The JSON name of a value's type, as a YAML author knows it ("a list", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
 def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """Text any TEXT column takes: NUL and lone surrogates written as escapes, not refused; at
     most `limit` characters, its middle cut (the message's head and the traceback's end stay)."""

@@ -191,6 +191,45 @@ def test_a_type_error_message_names_the_dotted_path():
     assert "steps[1].retry.maxAttempts" in p.message
 
 
+@pytest.mark.parametrize(
+    ("text", "needle", "message"),
+    [
+        ("name: x\nsteps: {id: a}\n", "{id: a}", "steps: must be a list, not a mapping"),
+        (
+            "name: x\ndefaults: 3\nsteps: [{id: a}]\n",
+            "3",
+            "defaults: must be a mapping, not a number",
+        ),
+        (
+            "name: x\nsteps:\n  - id: a\n    retry: [1]\n",
+            "[1]",
+            "steps[0].retry: must be a mapping, not a list",
+        ),
+        (
+            "name: x\nsteps:\n  - id: a\n    map: [1, 2]\n",
+            "[1, 2]",
+            "steps[0].map: must be a mapping, not a list",
+        ),
+        (
+            "name: x\nsteps:\n  - id: a\n    inputs: text\n",
+            "text",
+            "steps[0].inputs: must be a mapping, not a string",
+        ),
+        (
+            "name: x\nsteps:\n  - id: a\n    nextSteps: 3\n",
+            "3\n",
+            "steps[0].nextSteps: must be a list, not a number",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_shape_says_what_it_must_be_in_yaml_words(text, needle, message):
+    """pydantic would say `Input should be a valid dictionary or instance of StepSettings`,
+    naming a class the author never wrote."""
+    p = only(text)
+    assert where(p) == at(text, needle)
+    assert p.message == message
+
+
 def test_missing_required_keys_are_each_reported():
     found = problems("description: nothing else\n")
     messages = " | ".join(p.message for p in found)

@@ -20,6 +20,7 @@ from engine.definition.models import (
 )
 from engine.definition.source import YamlDocument
 from engine.errors import Problem
+from engine.jsondata import json_kind
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -72,8 +73,15 @@ def pydantic_problems(exc: ValidationError, document: YamlDocument) -> Iterator[
             yield document.problem(
                 loc, f"{where}: {_PATTERNS.get(error['ctx']['pattern'], error['msg'])}"
             )
+        elif error["type"] in _SHAPES:
+            said = f"must be {_SHAPES[error['type']]}, not {json_kind(error['input'])}"
+            yield document.problem(loc, f"{where}: {said}")
         else:
             yield document.problem(loc, f"{where}: {error['msg']}")
+
+
+_SHAPES = {"model_type": "a mapping", "dict_type": "a mapping", "list_type": "a list"}
+"""What a value of the wrong shape should have been: pydantic names the model class instead."""
 
 
 _PATTERNS = {
