@@ -4,6 +4,7 @@ to SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from engine.config import MAX_RESULT_BYTES_ENV
@@ -57,6 +58,36 @@ def json_size(value: Any) -> int:
     `max_bytes` is measured against."""
     text = json.dumps(value, ensure_ascii=False)
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_pieces(
+    head: dict[str, Any], key: str, entries: Iterable[Any], *, indent: int | None = None
+) -> Iterator[str]:
+    """The text of `json.dumps({**head, key: list(entries)})` in pieces of about `PIECE_CHARS`:
+    indented by `indent` as `json.dumps` would, else compact (`,` and `:`, not ASCII-escaped, as
+    an HTTP response); a list of 100,000 entries is never held whole, as objects or as text."""
+    if indent is None:
+        options: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}
+    else:
+        options = {"indent": indent}
+    whole = {k: v for k, v in head.items() if k != key}
+    opening, closing = json.dumps({**whole, key: []}, allow_nan=False, **options).rsplit("[]", 1)
+    pad = "" if indent is None else "\n" + " " * (2 * indent)
+    piece, size, separator = [opening, "["], 0, ""
+    for entry in entries:
+        text = json.dumps(entry, allow_nan=False, **options)
+        piece.append(separator + (pad + text.replace("\n", pad) if pad else text))
+        separator, size = ",", size + len(piece[-1])
+        if size > PIECE_CHARS:
+            yield "".join(piece)
+            piece, size = [], 0
+    if pad and separator:  # the closing bracket of a non-empty list on a line of its own
+        piece.append(pad[: len(pad) // 2 + 1])
+    yield "".join([*piece, "]", closing])
+
+
+PIECE_CHARS = 64 * 1024
+"""Past this, `json_pieces` hands over what it has: few writes, each of little memory."""
 
 
 def json_kind(value: Any) -> str:

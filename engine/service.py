@@ -137,7 +137,7 @@ class BatchService:
                 return self.start(prepared, idempotency_key=idempotency_key), True
             except IdempotencyKeyTaken as taken:
                 existing = taken.instance_id
-        view = self.store.get_instance(existing)
+        view = self.store.instance_head(existing)
         missing = object()
         if view.definition != prepared.loaded.name or any(
             view.params.get(name, missing) != prepared.params[name] for name in given

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from engine.api.body import JSON_BODY_RESPONSES, require_json
 from engine.api.models import (
@@ -22,13 +22,14 @@ from engine.api.models import (
     SchedulerState,
 )
 from engine.api.security import require_token
-from engine.api.tracebacks import instance_json
+from engine.api.tracebacks import step_without_traceback
 from engine.definition import LoadedDefinition
 from engine.served import AttemptNumber, InstanceId, LogCursor, ServedState
 from engine.service import BatchService
 from engine.status import InstanceStatus, Trigger
 from engine.store import InstanceView
 from engine.store.logs import MAX_PAGE, LogPage
+from engine.store.views import instance_json_pieces
 
 public = APIRouter()
 router = APIRouter(
@@ -106,7 +107,7 @@ def run(
     if created:
         state.runner.launch(prepared, instance_id)
         return RunAccepted(instance_id=instance_id, status=InstanceStatus.pending)
-    view = state.service.store.get_instance(instance_id)
+    view = state.service.store.instance_head(instance_id)
     replay = RunAccepted(instance_id=instance_id, status=InstanceStatus(view.status))
     return JSONResponse(
         replay.model_dump(mode="json"), status_code=202, headers={"Idempotent-Replayed": "true"}
@@ -133,9 +134,13 @@ def list_instances(
 )
 def show_instance(state: State, instance_id: InstanceId) -> Any:
     """One instance with every step attempt (as `engine runs show --json`), each step error
-    without its traceback unless the server runs with `ENGINE_API_TRACEBACKS=1`."""
-    view = state.service.store.get_instance(instance_id)
-    return JSONResponse(instance_json(view, state.tracebacks))
+    without its traceback unless the server runs with `ENGINE_API_TRACEBACKS=1`; streamed, so
+    that 100,000 item attempts are never held at once."""
+    store = state.service.store
+    head = store.instance_head(instance_id)  # a 404 before anything is sent
+    edit = None if state.tracebacks else step_without_traceback
+    pieces = instance_json_pieces(head, store.attempts(instance_id), indent=None, edit=edit)
+    return StreamingResponse(pieces, media_type="application/json")
 
 
 @router.get(

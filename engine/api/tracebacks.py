@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.store import InstanceView
-
 _TRACEBACK = re.compile(
     r"\n\n(?:  \+ Exception Group )?Traceback \(most recent call last\):"
     r"|\n… \[[\d,]+ characters cut\] …\n"
@@ -29,12 +27,8 @@ def without_traceback(error: str) -> str:
     return _TRACEBACK.split(error, maxsplit=1)[0]
 
 
-def instance_json(view: InstanceView, tracebacks: bool) -> dict[str, Any]:
-    """`view` as `engine runs show --json` prints it, each step error without its traceback
-    unless `tracebacks`."""
-    doc = view.to_json()
-    if not tracebacks:
-        for step in doc.get("steps") or ():
-            if step["error"] is not None:
-                step["error"] = without_traceback(step["error"])
-    return doc
+def step_without_traceback(step: dict[str, Any]) -> dict[str, Any]:
+    """A step attempt's JSON as the API shows it unless `ENGINE_API_TRACEBACKS` is on."""
+    if step["error"] is not None:
+        step["error"] = without_traceback(step["error"])
+    return step

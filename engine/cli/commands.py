@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from engine.execution import Cancellation, Listener
     from engine.registry import JobRegistry
     from engine.service import BatchService
-    from engine.store import InstanceView
+    from engine.store import InstanceView, Store
 
 
 @cli.command()
@@ -147,6 +147,18 @@ def stdout_kept_for_json() -> TextIO:
     return kept
 
 
+def print_instance_json(store: Store, instance_id: int, out: TextIO) -> None:
+    """The instance with every attempt, items' included, as indented JSON, written as it is
+    read: 100,000 item attempts are never held at once."""
+    from engine.store.views import instance_json_pieces
+
+    head = store.instance_head(instance_id)
+    for piece in instance_json_pieces(head, store.attempts(instance_id), indent=2):
+        out.write(piece)
+    out.write("\n")
+    out.flush()
+
+
 def exit_with(config: Config, view: InstanceView, json_out: TextIO | None) -> None:
     """Print an ended instance's summary (and JSON to `json_out`); exit 0 when it succeeded,
     else 1."""
@@ -155,8 +167,7 @@ def exit_with(config: Config, view: InstanceView, json_out: TextIO | None) -> No
     store = config.store()
     render.instance_summary(view, store.item_counts(view.id))
     if json_out:  # with every attempt of every item
-        click.echo(json.dumps(store.get_instance(view.id).to_json(), indent=2), file=json_out)
-        json_out.flush()
+        print_instance_json(store, view.id, json_out)
     sys.exit(0 if view.status == "succeeded" else EXIT_FAILED)
 
 

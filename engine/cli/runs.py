@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from datetime import timedelta
 
 import click
 
 from engine.cli import cli
+from engine.cli.commands import print_instance_json
 from engine.cli.options import DURATION, INSTANCE_ID, Config, json_option, pass_config
 from engine.status import InstanceStatus
 
@@ -46,12 +48,12 @@ def show(instance_id: int, items: bool, as_json: bool, config: Config) -> None:
     """One instance with every step attempt (exit 1 for an unknown id); a mapped step as one
     row with its item counts (`--json` lists the items' attempts too)."""
     store = config.store()
-    view = store.get_instance(instance_id, items=items or as_json)
     if as_json:
-        click.echo(json.dumps(view.to_json(), indent=2))
+        print_instance_json(store, instance_id, sys.stdout)
     else:
         from engine.cli import render
 
+        view = store.get_instance(instance_id, items=items)
         render.instance_detail(view, store.item_counts(instance_id))
 
 

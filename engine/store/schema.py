@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import StoreError
 
-HEAD = "0009"
+HEAD = "0010"
 """The revision this engine's tables are; a test keeps it equal to the migrations' head."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -5,6 +5,7 @@ Step attempts, the executor's hot path, are written by `attempts.AttemptWriter`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -192,9 +193,7 @@ class Store:
             .where(instances.c.id == instance_id)
         )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            raise InstanceNotFound(f"no instance with id {instance_id}")
+            row = _found(conn.execute(query).first(), instance_id)
         return StoredInstance.model_validate(row._mapping)
 
     def last_attempts(self, instance_id: int) -> dict[str, tuple[int, str, Any]]:
@@ -247,30 +246,45 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     def get_instance(self, instance_id: int, *, items: bool = True) -> InstanceView:
-        """The instance with every attempt in the order they started; with `items` false,
-        without the attempts of items (`item_counts` sums those up)."""
+        """The instance with every attempt in the order they started, read in one transaction;
+        with `items` false, without the attempts of items (`item_counts` sums those up).
+
+        An instance of 100,000 item attempts is for `instance_head` and `attempts` to stream.
+        """
         query = select(step_results).where(step_results.c.batch_instance_id == instance_id)
         if not items:
             query = query.where(step_results.c.item_key.is_(None))
         with self.engine.connect() as conn:
-            row = conn.execute(_instance_query().where(instances.c.id == instance_id)).first()
-            if row is None:
-                raise InstanceNotFound(f"no instance with id {instance_id}")
+            row = _found(conn.execute(_instance_query_of(instance_id)).first(), instance_id)
             rows = conn.execute(query.order_by(step_results.c.id)).all()
-        steps = [
-            StepAttemptView(
-                step=a.step_key,
-                item=a.item_key,
-                attempt=a.attempt,
-                status=a.status,
-                result=a.result_payload,
-                error=a.error,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
+        return _view(row, [_attempt(a) for a in rows])
+
+    def instance_head(self, instance_id: int) -> InstanceView:
+        """The instance without its attempts (`steps` None); InstanceNotFound."""
+        with self.engine.connect() as conn:
+            row = _found(conn.execute(_instance_query_of(instance_id)).first(), instance_id)
+        return _view(row, None)
+
+    def attempts(self, instance_id: int, *, page: int = 1000) -> Iterator[StepAttemptView]:
+        """Every attempt of the instance, items' included, in the order they started, read `page`
+        rows at a time, each page in a transaction of its own: 100,000 item attempts are never
+        held at once, and a slow reader keeps no connection. An attempt that changes while they
+        are read shows as it was when its page was read."""
+        after = 0
+        while True:
+            query = (
+                select(step_results)
+                .where(step_results.c.batch_instance_id == instance_id)
+                .where(step_results.c.id > after)
+                .order_by(step_results.c.id)
+                .limit(page)
             )
-            for a in rows
-        ]
-        return _view(row, steps)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            yield from map(_attempt, rows)
+            if len(rows) < page:
+                return
+            after = rows[-1].id
 
     def list_instances(
         self, definition: str | None = None, status: str | None = None, limit: int = 20
@@ -316,6 +330,30 @@ def _attempts(key: Any) -> Any:
 def _instance_query() -> Any:
     return select(instances, definitions.c.version).join(
         definitions, definitions.c.id == instances.c.definition_id
+    )
+
+
+def _instance_query_of(instance_id: int) -> Any:
+    return _instance_query().where(instances.c.id == instance_id)
+
+
+def _found(row: Any, instance_id: int) -> Any:
+    """`row`, the instance's; InstanceNotFound when there is none."""
+    if row is None:
+        raise InstanceNotFound(f"no instance with id {instance_id}")
+    return row
+
+
+def _attempt(a: Any) -> StepAttemptView:
+    return StepAttemptView(
+        step=a.step_key,
+        item=a.item_key,
+        attempt=a.attempt,
+        status=a.status,
+        result=a.result_payload,
+        error=a.error,
+        started_at=a.started_at,
+        finished_at=a.finished_at,
     )
 
 

@@ -104,6 +104,7 @@ class BatchStepResult(SQLModel, table=True):
             sqlite_where=text("item_key IS NULL"),
             postgresql_where=text("item_key IS NULL"),
         ),
+        Index("ix_batch_step_result_instance_id", "batch_instance_id", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

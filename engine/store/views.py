@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from engine.jsondata import json_pieces
 
 Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="json")]
 """ISO 8601 with an explicit `+00:00` offset."""
@@ -75,3 +78,21 @@ class InstanceView(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"steps"} if self.steps is None else None)
+
+
+StepJson = dict[str, Any]
+
+
+def instance_json_pieces(
+    head: InstanceView,
+    attempts: Iterable[StepAttemptView],
+    *,
+    indent: int | None,
+    edit: Callable[[StepJson], StepJson] | None = None,
+) -> Iterator[str]:
+    """The text of `head.to_json()` with `attempts` as its steps, a piece at a time (see
+    `json_pieces`); `edit` changes each step's JSON on the way (the API's drops tracebacks)."""
+    steps: Iterable[StepJson] = (a.model_dump(mode="json") for a in attempts)
+    if edit is not None:
+        steps = map(edit, steps)
+    return json_pieces(head.to_json(), "steps", steps, indent=indent)
