@@ -9,6 +9,7 @@ and cannot fail an instance however large or odd the text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -225,7 +226,8 @@ def instance_summary(view: InstanceView, counts: ItemCounts) -> None:
 
 
 def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
-    """Every attempt of an instance (of items too, if `view` holds them)."""
+    """Every attempt of an instance's steps (of items too, if `view` holds them: `runs show
+    --items` lists those with `item_attempts`, which a table of 100,000 rows would not)."""
     out.print(
         Text.assemble(
             f"instance {view.id} · {view.definition} ({view.version[:12]}) · ",
@@ -258,6 +260,32 @@ def instance_detail(view: InstanceView, counts: ItemCounts) -> None:
             _detail(a, counts, a.attempt == last.get(a.step)),
         )
     out.print(table)
+
+
+ITEM_LINES = 1000
+"""Item attempts written at once by `item_attempts`."""
+
+
+def item_attempts(attempts: Iterable[StepAttemptView]) -> None:
+    """Every attempt of every item, a line each in the order they started, written as they are
+    read: plain columns, as a table of 100,000 rows would take rich most of a minute. The item
+    (`step[key]`, of any width) comes after the columns of fixed width."""
+    text, lines = Text(), 0
+    for a in attempts:
+        if a.item is None:
+            continue
+        if not lines:
+            text.append("\nattempt  status     started   duration  item  result / error\n", "bold")
+        started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
+        text.append(f"{a.attempt:>7}  ")
+        text.append(f"{a.status:<9}", _STYLES.get(a.status, "white"))
+        text.append(f"  {started:<8}  {_duration(a.started_at, a.finished_at):>8}  ")
+        text.append(f"{_step_name(a.step, a.item)}  {_detail(a, {})}\n")
+        lines += 1
+        if lines % ITEM_LINES == 0:
+            out.print(text, end="")
+            text = Text()
+    out.print(text, end="")
 
 
 def instance_list(views: list[InstanceView]) -> None:

@@ -41,7 +41,9 @@ def list_runs(
 
 @runs.command("show")
 @click.argument("instance_id", type=INSTANCE_ID)
-@click.option("--items", is_flag=True, help="Also list every attempt of every mapped item.")
+@click.option(
+    "--items", is_flag=True, help="Also list every attempt of every mapped item, after the table."
+)
 @json_option
 @pass_config
 def show(instance_id: int, items: bool, as_json: bool, config: Config) -> None:
@@ -53,8 +55,10 @@ def show(instance_id: int, items: bool, as_json: bool, config: Config) -> None:
     else:
         from engine.cli import render
 
-        view = store.get_instance(instance_id, items=items)
+        view = store.get_instance(instance_id, items=False)
         render.instance_detail(view, store.item_counts(instance_id))
+        if items:
+            render.item_attempts(store.attempts(instance_id))
 
 
 @cli.command()
