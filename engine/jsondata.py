@@ -63,7 +63,8 @@ def json_size(value: Any) -> int:
 def json_pieces(
     head: dict[str, Any], key: str, entries: Iterable[Any], *, indent: int | None = None
 ) -> Iterator[str]:
-    """The text of `json.dumps({**head, key: list(entries)})` in pieces of about `PIECE_CHARS`:
+    """The text of `json.dumps` of `head` with `key` last, holding `entries` (in place of any
+    value `head` has there), in pieces of about `PIECE_CHARS`:
     indented by `indent` as `json.dumps` would, else compact (`,` and `:`, not ASCII-escaped, as
     an HTTP response); a list of 100,000 entries is never held whole, as objects or as text."""
     if indent is None:

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_cli import ENGINE
 from test_map import Items, definition, run
@@ -76,6 +76,8 @@ def test_the_page_query_reads_the_index_and_sorts_nothing(sqlite_store: Store) -
 
 
 @settings(max_examples=200)
+@example(head={"steps": 1, "": None}, entries=[], indent=None, piece=1)  # found by CI
+@example(head={"steps": [1], "a": "[]"}, entries=[{"b": []}], indent=2, piece=1)
 @given(
     head=st.dictionaries(st.text(), json_values, max_size=4),
     entries=st.lists(json_values, max_size=12),
@@ -83,12 +85,15 @@ def test_the_page_query_reads_the_index_and_sorts_nothing(sqlite_store: Store) -
     piece=st.integers(1, 200),
 )
 def test_the_pieces_join_into_the_text_json_dumps_writes(head, entries, indent, piece):
+    """`head` may hold the key already (anything, anywhere): the entries replace it, last."""
     compact = {"separators": (",", ":"), "ensure_ascii": False}
-    expected = json.dumps({**head, "steps": entries}, **({"indent": indent} if indent else compact))
-    head = {k: v for k, v in head.items() if k != "steps"}
+    others = {k: v for k, v in head.items() if k != "steps"}
+    expected = json.dumps(
+        {**others, "steps": entries}, **({"indent": indent} if indent else compact)
+    )
     pieces_were, engine.jsondata.PIECE_CHARS = engine.jsondata.PIECE_CHARS, piece
     try:
-        pieces = list(json_pieces({**head, "steps": "left out"}, "steps", entries, indent=indent))
+        pieces = list(json_pieces(head, "steps", entries, indent=indent))
     finally:
         engine.jsondata.PIECE_CHARS = pieces_were
     assert "".join(pieces) == expected
