@@ -46,6 +46,8 @@ def test_the_attempts_read_a_page_at_a_time_are_every_attempt_in_start_order(
     whole = store.get_instance(mapped).steps
     assert whole is not None and len(whole) == 10  # make, fan, 7 item attempts, after
     assert list(store.attempts(mapped, page=page)) == whole
+    items = [a for a in whole if a.item is not None]
+    assert list(store.attempts(mapped, only_items=True, page=page)) == items
 
 
 def test_runs_show_json_prints_exactly_what_the_whole_instance_dumps(

@@ -267,21 +267,18 @@ ITEM_LINES = 1000
 
 
 def item_attempts(attempts: Iterable[StepAttemptView]) -> None:
-    """Every attempt of every item, a line each in the order they started, written as they are
-    read: plain columns, as a table of 100,000 rows would take rich most of a minute. The item
-    (`step[key]`, of any width) comes after the columns of fixed width."""
-    text, lines = Text(), 0
-    for a in attempts:
-        if a.item is None:
-            continue
-        if not lines:
+    """Each of `attempts` (those of items), a line each in the order they started, written as
+    they are read: plain columns, as a table of 100,000 rows would take rich most of a minute.
+    The item (`step[key]`, of any width) comes after the columns of fixed width."""
+    text = Text()
+    for lines, a in enumerate(attempts, 1):
+        if lines == 1:
             text.append("\nattempt  status     started   duration  item  result / error\n", "bold")
         started = a.started_at.astimezone().strftime("%H:%M:%S") if a.started_at else "-"
         text.append(f"{a.attempt:>7}  ")
         text.append(f"{a.status:<9}", _STYLES.get(a.status, "white"))
         text.append(f"  {started:<8}  {_duration(a.started_at, a.finished_at):>8}  ")
         text.append(f"{_step_name(a.step, a.item)}  {_detail(a, {})}\n")
-        lines += 1
         if lines % ITEM_LINES == 0:
             out.print(text, end="")
             text = Text()

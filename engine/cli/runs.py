@@ -58,7 +58,7 @@ def show(instance_id: int, items: bool, as_json: bool, config: Config) -> None:
         view = store.get_instance(instance_id, items=False)
         render.instance_detail(view, store.item_counts(instance_id))
         if items:
-            render.item_attempts(store.attempts(instance_id))
+            render.item_attempts(store.attempts(instance_id, only_items=True))
 
 
 @cli.command()

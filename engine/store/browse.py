@@ -178,7 +178,7 @@ class Browse:
             .limit(last)
         )
         with self.engine.connect() as conn:
-            return [_attempt_view(row) for row in conn.execute(query)][::-1]
+            return [StepAttemptView.from_row(row) for row in conn.execute(query)][::-1]
 
     def items(
         self, instance_id: int, step: str, status: str | None, offset: int, limit: int
@@ -195,7 +195,7 @@ class Browse:
             query = query.where(step_results.c.status == status)
         query = query.order_by(step_results.c.id).offset(offset).limit(limit)
         with self.engine.connect() as conn:
-            return [_attempt_view(row) for row in conn.execute(query)]
+            return [StepAttemptView.from_row(row) for row in conn.execute(query)]
 
 
 _STEP_ROW = (
@@ -228,17 +228,4 @@ def _step_row(row: Any) -> StepRow:
         started_at=row.started_at,
         finished_at=row.finished_at,
         changed_at=changed,
-    )
-
-
-def _attempt_view(row: Any) -> StepAttemptView:
-    return StepAttemptView(
-        step=row.step_key,
-        item=row.item_key,
-        attempt=row.attempt,
-        status=row.status,
-        result=row.result_payload,
-        error=row.error,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
     )

@@ -257,7 +257,7 @@ class Store:
         with self.engine.connect() as conn:
             row = _found(conn.execute(_instance_query_of(instance_id)).first(), instance_id)
             rows = conn.execute(query.order_by(step_results.c.id)).all()
-        return _view(row, [_attempt(a) for a in rows])
+        return _view(row, [StepAttemptView.from_row(a) for a in rows])
 
     def instance_head(self, instance_id: int) -> InstanceView:
         """The instance without its attempts (`steps` None); InstanceNotFound."""
@@ -265,11 +265,13 @@ class Store:
             row = _found(conn.execute(_instance_query_of(instance_id)).first(), instance_id)
         return _view(row, None)
 
-    def attempts(self, instance_id: int, *, page: int = 1000) -> Iterator[StepAttemptView]:
-        """Every attempt of the instance, items' included, in the order they started, read `page`
-        rows at a time, each page in a transaction of its own: 100,000 item attempts are never
-        held at once, and a slow reader keeps no connection. An attempt that changes while they
-        are read shows as it was when its page was read."""
+    def attempts(
+        self, instance_id: int, *, only_items: bool = False, page: int = 1000
+    ) -> Iterator[StepAttemptView]:
+        """Every attempt of the instance, items' included (`only_items`: those alone), in the
+        order they started, read `page` rows at a time, each page in a transaction of its own:
+        100,000 item attempts are never held at once, and a slow reader keeps no connection. An
+        attempt that changes while they are read shows as it was when its page was read."""
         after = 0
         while True:
             query = (
@@ -279,9 +281,11 @@ class Store:
                 .order_by(step_results.c.id)
                 .limit(page)
             )
+            if only_items:
+                query = query.where(step_results.c.item_key.is_not(None))
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            yield from map(_attempt, rows)
+            yield from map(StepAttemptView.from_row, rows)
             if len(rows) < page:
                 return
             after = rows[-1].id
@@ -342,19 +346,6 @@ def _found(row: Any, instance_id: int) -> Any:
     if row is None:
         raise InstanceNotFound(f"no instance with id {instance_id}")
     return row
-
-
-def _attempt(a: Any) -> StepAttemptView:
-    return StepAttemptView(
-        step=a.step_key,
-        item=a.item_key,
-        attempt=a.attempt,
-        status=a.status,
-        result=a.result_payload,
-        error=a.error,
-        started_at=a.started_at,
-        finished_at=a.finished_at,
-    )
 
 
 def _view(row: Any, steps: list[StepAttemptView] | None) -> InstanceView:

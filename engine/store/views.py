@@ -56,6 +56,20 @@ class StepAttemptView(BaseModel):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
 
+    @classmethod
+    def from_row(cls, row: Any) -> StepAttemptView:
+        """The view of a `batch_step_result` row."""
+        return cls(
+            step=row.step_key,
+            item=row.item_key,
+            attempt=row.attempt,
+            status=row.status,
+            result=row.result_payload,
+            error=row.error,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
 
 class InstanceView(BaseModel):
     """One instance; `steps` lists every attempt in the order they started (None in lists)."""
