@@ -10,15 +10,18 @@ results the instance holds (docs/performance.md).
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_cli import ENGINE
 from test_map import Items, definition, run
+from test_map_crash import TALLY_RUNNERS, tally
 from test_map_limits import json_values
 
 import engine.jsondata
@@ -99,3 +102,54 @@ def test_the_pieces_join_into_the_text_json_dumps_writes(head, entries, indent, 
     finally:
         engine.jsondata.PIECE_CHARS = pieces_were
     assert "".join(pieces) == expected
+
+
+def test_a_reader_stalled_mid_stream_holds_up_no_run_and_readers_racing_a_run_see_each_row_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """`engine runs show --json` of a 3,000-item instance is SIGSTOPped with most of its answer
+    unread (the pipe is full) while another run of 3,000 items starts and ends; meanwhile other
+    readers race that run. Woken, the stalled reader finishes its answer whole; every answer
+    lists each attempt once.
+
+    Found this way: the woken reader's JSON lost the rest of the write the stop interrupted
+    (Linux returns a partial count, and CPython's buffered writer drops the rest without an
+    error), until `engine.cli.streams` made every write whole."""
+    (tmp_path / "runners").mkdir()
+    (tmp_path / "runners" / "tally.py").write_text(TALLY_RUNNERS)
+    (tmp_path / "tally.yaml").write_text(tally(3_000))
+
+    def engine(*args: str, **kwargs: Any) -> Any:
+        return subprocess.Popen([ENGINE, *args, "--db", store.url], cwd=tmp_path, **kwargs)
+
+    first = engine("run", "tally.yaml", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert first.wait(120) == 0
+    stalled = engine("runs", "show", "1", "--json", stdout=subprocess.PIPE)
+    assert stalled.stdout is not None and stalled.stdout.read(1) == b"{"
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        second = engine("run", "tally.yaml", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while second.poll() is None:
+            if store.list_instances("tally")[0].id == 2:
+                race = subprocess.run(
+                    [ENGINE, "runs", "show", "2", "--json", "--db", store.url],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                )
+                _each_attempt_once(json.loads(race.stdout))
+        assert second.returncode == 0, "a stalled reader must not hold up a run"
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    rest = stalled.stdout.read()
+    assert stalled.wait(60) == 0
+    doc = json.loads(b"{" + rest)
+    assert sum(s["item"] is not None for s in doc["steps"]) == 3_000
+    _each_attempt_once(doc)
+    assert store.get_instance(2).status == "succeeded"
+
+
+def _each_attempt_once(doc: dict[str, Any]) -> None:
+    seen = [(s["step"], s["item"], s["attempt"]) for s in doc["steps"]]
+    assert len(seen) == len(set(seen)), "an attempt listed twice"

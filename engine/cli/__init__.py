@@ -60,5 +60,7 @@ def main() -> None:
         serve,
         worker,
     )
+    from engine.cli.streams import whole_writes
 
+    sys.stdout, sys.stderr = whole_writes(sys.stdout), whole_writes(sys.stderr)
     cli()

@@ -141,8 +141,10 @@ def stdout_kept_for_json() -> TextIO:
     """Keep stdout for the JSON alone, returning it: from here on, what anything else writes to
     file descriptor 1 (a runner's subprocess, C code, a module printing as it is imported) goes
     to stderr. Runners' own prints are caught into their step's log in any case."""
+    from engine.cli.streams import text_writer
+
     sys.stdout.flush()
-    kept = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    kept = text_writer(os.dup(1))
     os.dup2(2, 1)
     return kept
 
