@@ -34,20 +34,32 @@ class _WholeWrites(io.RawIOBase):
 
 
 def whole_writes(stream: TextIO) -> TextIO:
-    """`stream`, with the same encoding and line buffering, over writes that are never partial;
-    `stream` itself when it has no file descriptor (a test's capture). `stream` must stay
-    referenced (as `sys.__stdout__` is): it owns the descriptor."""
+    """`stream`, with the same encoding and buffering (stderr's writes go out at once), over
+    writes that are never partial; `stream` itself when it has no file descriptor (a test's
+    capture). `stream` must stay referenced (as `sys.__stdout__` is): it owns the descriptor."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
         return stream
     stream.flush()
-    return text_writer(fd, stream.encoding, stream.errors, bool(stream.line_buffering))
+    through = bool(getattr(stream, "write_through", False))
+    return text_writer(fd, stream.encoding, stream.errors, bool(stream.line_buffering), through)
 
 
 def text_writer(
-    fd: int, encoding: str = "utf-8", errors: str | None = None, line_buffering: bool = False
+    fd: int,
+    encoding: str = "utf-8",
+    errors: str | None = None,
+    line_buffering: bool = False,
+    write_through: bool = False,
 ) -> TextIO:
-    """Text written to `fd` whole, through a buffer."""
-    raw = io.BufferedWriter(_WholeWrites(fd))  # type: ignore[type-var]
-    return io.TextIOWrapper(raw, encoding=encoding, errors=errors, line_buffering=line_buffering)
+    """Text written to `fd` whole: through a buffer, or at each write with `write_through`."""
+    raw = _WholeWrites(fd)
+    buffer = raw if write_through else io.BufferedWriter(raw)  # type: ignore[type-var]
+    return io.TextIOWrapper(  # type: ignore[type-var]
+        buffer,
+        encoding=encoding,
+        errors=errors,
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )
